@@ -1,0 +1,66 @@
+"""Backend registry: ``get("numpy")``, ``get("cuda")``, ``get("cuda-emu")``, ...
+
+A backend is an object that implements the op contract of DESIGN.md
+(``conv2d_forward``/``conv2d_backward``, ``relu_*``, ``maxpool2d_*``, ``dense_*``,
+``dropout_*``, ``softmax_cross_entropy``, ``sgd_update``, ``adam_update``) plus
+``asarray``, ``to_numpy``, ``zeros`` and ``synchronize``. Backends are imported lazily,
+so that ``get("numpy")`` never imports CuPy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+# name -> "module:factory" (imported on first use) or a callable
+_REGISTRY: dict[str, str | Callable] = {
+    "numpy": "tinycnn.backends.numpy_backend:NumpyBackend",
+    "numpy64": "tinycnn.backends.numpy_backend:NumpyBackend64",  # float64, for gradient checks
+    "cuda": "tinycnn.backends.cuda_backend:CudaBackend",
+    "cuda-emu": "tinycnn.backends.emulated:EmulatedBackend",
+    "numba": "tinycnn.backends.numba_backend:NumbaBackend",
+}
+_INSTANCES: dict[str, object] = {}
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend exists but cannot run on this machine (no GPU, no compiler, ...)."""
+
+
+def register(name: str, factory: str | Callable) -> None:
+    """Add a backend: a zero-argument callable, or "package.module:Factory"."""
+    _REGISTRY[name] = factory
+    _INSTANCES.pop(name, None)
+
+
+def names() -> list[str]:
+    """Every registered backend name (available on this machine or not)."""
+    return sorted(_REGISTRY)
+
+
+def get(name_or_backend="numpy"):
+    """The backend called `name` (one shared instance per name), or `name` itself if it
+    is already a backend object."""
+    if not isinstance(name_or_backend, str):
+        return name_or_backend
+    name = name_or_backend
+    if name in _INSTANCES:
+        return _INSTANCES[name]
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(names())}")
+    factory = _REGISTRY[name]
+    if isinstance(factory, str):
+        module_name, attr = factory.split(":")
+        factory = getattr(importlib.import_module(module_name), attr)
+    backend = factory()
+    _INSTANCES[name] = backend
+    return backend
+
+
+def available(name: str) -> bool:
+    """True if `get(name)` works on this machine."""
+    try:
+        get(name)
+        return True
+    except (BackendUnavailable, ImportError):
+        return False

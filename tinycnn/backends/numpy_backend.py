@@ -1,0 +1,269 @@
+"""The NumPy reference backend: the oracle every other backend is held to.
+
+Every op is a pair in the style of the classic course code:
+
+    out, cache = X_forward(...)        # cache holds what the backward pass needs
+    grads      = X_backward(dout, cache)
+
+Arrays are NCHW. float32 by default; float64 works too (the gradient checks use it).
+The code is kept plain on purpose: vectorised NumPy, no tricks. The math behind each
+backward pass is derived step by step in docs/backprop.md, with the same names.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..philox import dropout_keep_mask
+from ..shapes import conv_out_size, pool_out_size
+
+
+def _windows(xp: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int) -> np.ndarray:
+    """Every (kh, kw) window of a padded NCHW array, as a strided view (no copy).
+
+    xp: (N, C, Hp, Wp) -> (N, C, OH, OW, KH, KW); element [n, c, i, j, u, v] is
+    xp[n, c, i*stride + u, j*stride + v].
+    """
+    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))
+    return win[:, :, : (oh - 1) * stride + 1 : stride, : (ow - 1) * stride + 1 : stride]
+
+
+class NumpyBackend:
+    """Reference implementation of the op contract (see DESIGN.md)."""
+
+    name = "numpy"
+    xp = np
+
+    def __init__(self, dtype=np.float32):
+        self.dtype = np.dtype(dtype)
+
+    def __repr__(self) -> str:
+        return f"NumpyBackend(dtype={self.dtype.name})"
+
+    # ------------------------------------------------------------------ arrays
+    def asarray(self, a, dtype=None) -> np.ndarray:
+        """A host array as this backend's array (float arrays take the backend dtype)."""
+        a = np.asarray(a)
+        if dtype is None:
+            dtype = self.dtype if a.dtype.kind == "f" else a.dtype
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    def to_numpy(self, a) -> np.ndarray:
+        return np.asarray(a)
+
+    def zeros(self, shape, dtype=None) -> np.ndarray:
+        return np.zeros(shape, dtype=dtype or self.dtype)
+
+    def synchronize(self) -> None:
+        """NumPy is synchronous; present so callers can treat every backend alike."""
+
+    def device_name(self) -> str:
+        import platform
+
+        return f"CPU ({platform.processor() or platform.machine()}), NumPy {np.__version__}"
+
+    # ------------------------------------------------------------------ conv2d
+    def conv2d_forward(self, x, w, b, stride: int = 1, pad: int = 0):
+        """2-D convolution (cross-correlation, as every CNN library does it).
+
+        x: (N, C, H, W), w: (F, C, KH, KW), b: (F,)
+        out: (N, F, OH, OW) with OH = (H + 2*pad - KH) // stride + 1 (same for OW)
+
+        out[n, f, i, j] = b[f] + sum_{c,u,v} w[f, c, u, v] * xp[n, c, i*stride + u, j*stride + v]
+
+        im2col: gather every receptive field into a row of `cols`
+        (N*OH*OW, C*KH*KW), then a single matrix product with w as (F, C*KH*KW).
+        """
+        n, c, h, wd = x.shape
+        f, c_w, kh, kw = w.shape
+        if c != c_w:
+            raise ValueError(f"conv2d: input has {c} channels but the filters expect {c_w}")
+        oh, ow = conv_out_size(h, kh, stride, pad), conv_out_size(wd, kw, stride, pad)
+        xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+        win = _windows(xp, kh, kw, stride, oh, ow)                               # (N, C, OH, OW, KH, KW)
+        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)  # copy: (N*OH*OW, C*KH*KW)
+        out = cols @ w.reshape(f, -1).T + b                                       # (N*OH*OW, F)
+        out = out.reshape(n, oh, ow, f).transpose(0, 3, 1, 2)                    # (N, F, OH, OW)
+        cache = (x.shape, w, cols, stride, pad)
+        return np.ascontiguousarray(out), cache
+
+    def conv2d_backward(self, dout, cache):
+        """Gradients of conv2d.
+
+        dout: (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)
+
+        With out = cols @ Wm.T + b (Wm = w as (F, C*KH*KW)) and dout as the matrix
+        D (N*OH*OW, F):  dWm = D.T @ cols,  db = sum of D over rows,
+        dcols = D @ Wm; then col2im adds each row of dcols back onto the input
+        pixels its receptive field came from (a pixel in several windows gets the
+        sum of their contributions).
+        """
+        x_shape, w, cols, stride, pad = cache
+        n, c, h, wd = x_shape
+        f, _, kh, kw = w.shape
+        oh, ow = dout.shape[2], dout.shape[3]
+        d = dout.transpose(0, 2, 3, 1).reshape(n * oh * ow, f)       # (N*OH*OW, F)
+        dw = (d.T @ cols).reshape(w.shape)                            # (F, C, KH, KW)
+        db = d.sum(axis=0)                                            # (F,)
+        dcols = (d @ w.reshape(f, -1)).reshape(n, oh, ow, c, kh, kw)  # (N, OH, OW, C, KH, KW)
+        dcols = dcols.transpose(0, 3, 4, 5, 1, 2)                     # (N, C, KH, KW, OH, OW)
+        # col2im: loop over the KH*KW kernel offsets (not over pixels); each slice
+        # below touches distinct pixels, so += is an exact scatter-add.
+        dxp = np.zeros((n, c, h + 2 * pad, wd + 2 * pad), dtype=dout.dtype)
+        for u in range(kh):
+            for v in range(kw):
+                dxp[:, :, u : u + stride * oh : stride, v : v + stride * ow : stride] += dcols[:, :, u, v]
+        dx = dxp[:, :, pad : pad + h, pad : pad + wd] if pad else dxp
+        return np.ascontiguousarray(dx), dw, db
+
+    # -------------------------------------------------------------------- relu
+    def relu_forward(self, x):
+        """out = max(x, 0). x: any shape -> out: same shape."""
+        out = np.maximum(x, 0)
+        return out, out
+
+    def relu_backward(self, dout, cache):
+        """dx = dout where the output was positive, else 0 (the kink at 0 gets 0)."""
+        out = cache
+        return dout * (out > 0)
+
+    # ----------------------------------------------------------------- maxpool
+    def maxpool2d_forward(self, x, size: int = 2, stride: int = 2, ceil_mode: bool = True):
+        """Max-pool over size x size windows.
+
+        x: (N, C, H, W) -> out: (N, C, OH, OW), OH = pool_out_size(H, size, stride, ceil_mode)
+
+        In ceil mode the last window may hang over the bottom/right edge; padding
+        with -inf makes it take the max of the pixels it does cover. The cache keeps
+        the argmax inside each window: the FIRST maximum in row-major window order
+        (np.argmax's rule), which is the one that gets the gradient on ties.
+        """
+        n, c, h, wd = x.shape
+        oh, ow = pool_out_size(h, size, stride, ceil_mode), pool_out_size(wd, size, stride, ceil_mode)
+        hp, wp = (oh - 1) * stride + size, (ow - 1) * stride + size
+        xp = x
+        if hp > h or wp > wd:
+            xp = np.pad(x, ((0, 0), (0, 0), (0, max(hp - h, 0)), (0, max(wp - wd, 0))), constant_values=-np.inf)
+        win = _windows(xp, size, size, stride, oh, ow).reshape(n, c, oh, ow, size * size)
+        arg = win.argmax(axis=-1)                                           # (N, C, OH, OW)
+        out = np.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
+        cache = (x.shape, arg, size, stride)
+        return out, cache
+
+    def maxpool2d_backward(self, dout, cache):
+        """dx: each output's gradient goes to the one input pixel that won its window.
+
+        dout: (N, C, OH, OW) -> dx: (N, C, H, W). Overlapping windows (stride < size)
+        may pick the same pixel; their gradients add.
+        """
+        x_shape, arg, size, stride = cache
+        n, c, h, wd = x_shape
+        oh, ow = dout.shape[2], dout.shape[3]
+        dxp = np.zeros((n, c, (oh - 1) * stride + size, (ow - 1) * stride + size), dtype=dout.dtype)
+        for u in range(size):
+            for v in range(size):
+                won = arg == u * size + v
+                dxp[:, :, u : u + stride * oh : stride, v : v + stride * ow : stride] += dout * won
+        return np.ascontiguousarray(dxp[:, :, :h, :wd])
+
+    # ------------------------------------------------------------------- dense
+    def dense_forward(self, x, w, b):
+        """y = x @ w + b.   x: (N, D), w: (D, M), b: (M,) -> y: (N, M)."""
+        if x.shape[1] != w.shape[0]:
+            raise ValueError(f"dense: input has {x.shape[1]} features but the weights expect {w.shape[0]}")
+        return x @ w + b, (x, w)
+
+    def dense_backward(self, dout, cache):
+        """dout: (N, M) -> dx = dout @ w.T (N, D), dw = x.T @ dout (D, M), db = sum_n dout (M,)."""
+        x, w = cache
+        return dout @ w.T, x.T @ dout, dout.sum(axis=0)
+
+    # ----------------------------------------------------------------- dropout
+    def dropout_forward(self, x, p: float, seed: int, train: bool = True):
+        """Inverted dropout: keep each element with probability 1-p and scale it by 1/(1-p).
+
+        x: any shape -> out: same shape. The keep-mask of flat element i is a
+        function of (seed, i) only (Philox4x32-10, see tinycnn/philox.py), so every
+        backend draws the same mask. At test time (train=False) it is the identity.
+        """
+        if not train or p == 0.0:
+            return x, None
+        keep = dropout_keep_mask(x.size, seed, p).reshape(x.shape)
+        scale = x.dtype.type(1.0 / (1.0 - p))
+        return np.where(keep, x * scale, x.dtype.type(0)), (keep, scale)
+
+    def dropout_backward(self, dout, cache):
+        """dx = dout * keep / (1 - p): the same mask and scale as the forward pass."""
+        if cache is None:
+            return dout
+        keep, scale = cache
+        return np.where(keep, dout * scale, dout.dtype.type(0))
+
+    # -------------------------------------------------------------- softmax CE
+    def softmax_cross_entropy(self, logits, labels):
+        """Mean softmax cross-entropy and its gradient, in one pass.
+
+        logits: (N, K), labels: (N,) integers in [0, K)
+        loss = mean_n [ logsumexp(logits[n]) - logits[n, labels[n]] ]   (0-d array)
+        dlogits = (softmax(logits) - onehot(labels)) / N                 (N, K)
+
+        The row max is subtracted first so exp never overflows.
+        """
+        n, k = logits.shape
+        labels = np.asarray(labels).astype(np.int64, copy=False)
+        if labels.shape != (n,):
+            raise ValueError(f"softmax_cross_entropy: labels of shape {labels.shape} for {n} logits rows")
+        if labels.size and (labels.min() < 0 or labels.max() >= k):
+            raise ValueError(f"softmax_cross_entropy: labels must lie in [0, {k})")
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        sumexp = exp.sum(axis=1, keepdims=True)
+        rows = np.arange(n)
+        loss = (np.log(sumexp[:, 0]) - shifted[rows, labels]).mean()
+        dlogits = exp / sumexp
+        dlogits[rows, labels] -= 1
+        dlogits /= n
+        return np.asarray(loss, dtype=logits.dtype), dlogits
+
+    def softmax(self, logits):
+        """Class probabilities (N, K), for evaluation."""
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    # ---------------------------------------------------------- optimizer steps
+    def sgd_update(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float):
+        """In-place SGD with momentum and L2 weight decay (PyTorch's convention):
+
+        g = grad + weight_decay * param;  v = momentum * v + g;  param -= lr * v
+        """
+        g = grad + param.dtype.type(weight_decay) * param
+        velocity *= velocity.dtype.type(momentum)
+        velocity += g
+        param -= param.dtype.type(lr) * velocity
+
+    def adam_update(self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float,
+                    weight_decay: float, step: int):
+        """In-place Adam (Kingma & Ba 2015) with bias correction; step counts from 1.
+
+        g = grad + weight_decay * param
+        m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2
+        param -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+        """
+        t = param.dtype.type
+        g = grad + t(weight_decay) * param
+        m *= t(beta1)
+        m += t(1 - beta1) * g
+        v *= t(beta2)
+        v += t(1 - beta2) * g * g
+        mhat = m / t(1 - beta1**step)
+        vhat = v / t(1 - beta2**step)
+        param -= t(lr) * mhat / (np.sqrt(vhat) + t(eps))
+
+
+def NumpyBackend64() -> NumpyBackend:
+    """The reference in float64 (registered as "numpy64"), for gradient checks."""
+    backend = NumpyBackend(np.float64)
+    backend.name = "numpy64"
+    return backend

@@ -1,0 +1,285 @@
+"""Layers: thin stateful wrappers over a backend's functional ops.
+
+A layer holds its parameters (value + gradient), calls ``backend.X_forward`` in
+``forward`` and keeps the cache for ``backward``, which calls ``backend.X_backward``
+and stores the parameter gradients. All math lives in the backends; a layer only
+does bookkeeping, so every layer works on every backend unchanged.
+
+Each layer describes itself with ``config()`` (a JSON-able dict), which is what a
+checkpoint stores as the architecture.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import backends
+from .shapes import conv_out_size, pool_out_size
+
+
+class Parameter:
+    """A trainable array and its gradient, both arrays of the layer's backend."""
+
+    def __init__(self, name: str, value):
+        self.name = name
+        self.value = value
+        self.grad = None
+
+    @property
+    def shape(self):
+        return tuple(self.value.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.value.shape))
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name}, shape={self.shape})"
+
+
+class Layer:
+    """Base class. Subclasses set ``self.params`` (name -> Parameter) and implement
+    ``forward(x, train)``, ``backward(dy)``, ``output_shape(in_shape)`` and ``config()``."""
+
+    def __init__(self):
+        self.backend = backends.get("numpy")
+        self.params: dict[str, Parameter] = {}
+        self.cache = None
+        self.name = type(self).__name__
+
+    def forward(self, x, train: bool = False):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def output_shape(self, in_shape: tuple) -> tuple:
+        """Shape of one sample's output (no batch axis) for one sample's input shape."""
+        return in_shape
+
+    def config(self) -> dict:
+        return {"type": type(self).__name__}
+
+    def state(self) -> dict:
+        """Non-parameter state a checkpoint must keep to resume exactly (ints only)."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+    def init_params(self, rng: np.random.Generator) -> None:
+        """Draw fresh parameters from a seeded NumPy generator (host side, so every
+        backend starts from the same numbers)."""
+
+    def to(self, backend) -> "Layer":
+        """Move parameters to another backend (through host memory)."""
+        backend = backends.get(backend)
+        for p in self.params.values():
+            p.value = backend.asarray(self.backend.to_numpy(p.value))
+            p.grad = None
+        self.backend = backend
+        self.cache = None
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "type")
+        return f"{type(self).__name__}({args})"
+
+
+class Conv2D(Layer):
+    """Convolution with F filters of size k x k. (N, C, H, W) -> (N, F, OH, OW)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, pad: int = 0):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride, self.pad = int(kernel_size), int(stride), int(pad)
+        k = self.kernel_size
+        self.params = {
+            "w": Parameter("w", self.backend.zeros((out_channels, in_channels, k, k))),
+            "b": Parameter("b", self.backend.zeros((out_channels,))),
+        }
+
+    def init_params(self, rng):
+        # He et al. 2015: var(w) = 2 / fan_in keeps ReLU activations' variance steady.
+        fan_in = self.in_channels * self.kernel_size**2
+        w = rng.standard_normal(self.params["w"].shape) * np.sqrt(2.0 / fan_in)
+        self.params["w"].value = self.backend.asarray(w)
+        self.params["b"].value = self.backend.zeros((self.out_channels,))
+
+    def forward(self, x, train=False):
+        out, self.cache = self.backend.conv2d_forward(
+            x, self.params["w"].value, self.params["b"].value, stride=self.stride, pad=self.pad
+        )
+        return out
+
+    def backward(self, dy):
+        dx, self.params["w"].grad, self.params["b"].grad = self.backend.conv2d_backward(dy, self.cache)
+        self.cache = None
+        return dx
+
+    def output_shape(self, in_shape):
+        c, h, w = in_shape
+        if c != self.in_channels:
+            raise ValueError(f"{self.name} expects {self.in_channels} input channels, got {c}")
+        k, s, p = self.kernel_size, self.stride, self.pad
+        return (self.out_channels, conv_out_size(h, k, s, p), conv_out_size(w, k, s, p))
+
+    def config(self):
+        return {"type": "Conv2D", "in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": self.kernel_size, "stride": self.stride, "pad": self.pad}
+
+
+class ReLU(Layer):
+    def forward(self, x, train=False):
+        out, self.cache = self.backend.relu_forward(x)
+        return out
+
+    def backward(self, dy):
+        dx = self.backend.relu_backward(dy, self.cache)
+        self.cache = None
+        return dx
+
+
+class MaxPool2D(Layer):
+    """Max-pool, ceil mode by default (the paper's 125 -> 63 -> ... -> 15)."""
+
+    def __init__(self, size: int = 2, stride: int = 2, ceil_mode: bool = True):
+        super().__init__()
+        self.size, self.stride, self.ceil_mode = int(size), int(stride), bool(ceil_mode)
+
+    def forward(self, x, train=False):
+        out, self.cache = self.backend.maxpool2d_forward(x, self.size, self.stride, self.ceil_mode)
+        return out
+
+    def backward(self, dy):
+        dx = self.backend.maxpool2d_backward(dy, self.cache)
+        self.cache = None
+        return dx
+
+    def output_shape(self, in_shape):
+        c, h, w = in_shape
+        return (c, pool_out_size(h, self.size, self.stride, self.ceil_mode),
+                pool_out_size(w, self.size, self.stride, self.ceil_mode))
+
+    def config(self):
+        return {"type": "MaxPool2D", "size": self.size, "stride": self.stride, "ceil_mode": self.ceil_mode}
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W), row-major (channel slowest), a view on every backend."""
+
+    def forward(self, x, train=False):
+        self.cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        shape, self.cache = self.cache, None
+        return dy.reshape(shape)
+
+    def output_shape(self, in_shape):
+        return (int(np.prod(in_shape)),)
+
+
+class Dense(Layer):
+    """Fully connected: y = x @ w + b. (N, D) -> (N, M)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.params = {
+            "w": Parameter("w", self.backend.zeros((in_features, out_features))),
+            "b": Parameter("b", self.backend.zeros((out_features,))),
+        }
+
+    def init_params(self, rng):
+        # He initialisation; for a huge layer draw in float32 to spare host memory.
+        shape = self.params["w"].shape
+        w = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / self.in_features))
+        self.params["w"].value = self.backend.asarray(w)
+        self.params["b"].value = self.backend.zeros((self.out_features,))
+
+    def forward(self, x, train=False):
+        out, self.cache = self.backend.dense_forward(x, self.params["w"].value, self.params["b"].value)
+        return out
+
+    def backward(self, dy):
+        dx, self.params["w"].grad, self.params["b"].grad = self.backend.dense_backward(dy, self.cache)
+        self.cache = None
+        return dx
+
+    def output_shape(self, in_shape):
+        if in_shape != (self.in_features,):
+            raise ValueError(f"{self.name} expects {self.in_features} features, got shape {in_shape}")
+        return (self.out_features,)
+
+    def config(self):
+        return {"type": "Dense", "in_features": self.in_features, "out_features": self.out_features}
+
+
+class Dropout(Layer):
+    """Inverted dropout with probability p. Each training forward draws a new mask:
+    the op's 64-bit seed is (call counter << 32) | layer seed, so a run is reproducible
+    and a resumed run continues the same sequence (the counter is checkpointed)."""
+
+    def __init__(self, p: float = 0.5, seed: int = 0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p, self.seed, self.calls = float(p), int(seed) & 0xFFFFFFFF, 0
+
+    def forward(self, x, train=False):
+        if not train:
+            self.cache = None
+            return x
+        op_seed = ((self.calls & 0xFFFFFFFF) << 32) | self.seed
+        self.calls += 1
+        out, self.cache = self.backend.dropout_forward(x, self.p, op_seed, train=True)
+        return out
+
+    def backward(self, dy):
+        dx = self.backend.dropout_backward(dy, self.cache)
+        self.cache = None
+        return dx
+
+    def config(self):
+        return {"type": "Dropout", "p": self.p, "seed": self.seed}
+
+    def state(self):
+        return {"calls": self.calls}
+
+    def load_state(self, state):
+        self.calls = int(state.get("calls", 0))
+
+
+class SoftmaxCrossEntropy:
+    """The loss "layer": mean softmax cross-entropy over the batch.
+
+    ``loss = criterion.forward(logits, labels)`` (a 0-d backend array), then
+    ``dlogits = criterion.backward()`` (N, K). Not part of a Sequential: the
+    network ends in logits, and the loss is applied by the training loop.
+    """
+
+    def __init__(self, backend="numpy"):
+        self.backend = backends.get(backend)
+        self.dlogits = None
+
+    def forward(self, logits, labels):
+        loss, self.dlogits = self.backend.softmax_cross_entropy(logits, labels)
+        return loss
+
+    def backward(self):
+        if self.dlogits is None:
+            raise RuntimeError("SoftmaxCrossEntropy.backward() called before forward()")
+        d, self.dlogits = self.dlogits, None
+        return d
+
+
+LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, ReLU, MaxPool2D, Flatten, Dense, Dropout)}
+
+
+def layer_from_config(cfg: dict) -> Layer:
+    cfg = dict(cfg)
+    kind = cfg.pop("type")
+    if kind not in LAYER_TYPES:
+        raise ValueError(f"unknown layer type {kind!r} in architecture")
+    return LAYER_TYPES[kind](**cfg)
