@@ -183,18 +183,19 @@ class Flatten(Layer):
 class Dense(Layer):
     """Fully connected: y = x @ w + b. (N, D) -> (N, M)."""
 
-    def __init__(self, in_features: int, out_features: int):
+    def __init__(self, in_features: int, out_features: int, gain: float = 2.0):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
+        self.gain = float(gain)  # init only (not architecture): 2 before a ReLU (He), 1 for logits (LeCun)
         self.params = {
             "w": Parameter("w", self.backend.zeros((in_features, out_features))),
             "b": Parameter("b", self.backend.zeros((out_features,))),
         }
 
     def init_params(self, rng):
-        # He initialisation; for a huge layer draw in float32 to spare host memory.
+        # var(w) = gain / fan_in; drawn in float32 to spare host memory on huge layers.
         shape = self.params["w"].shape
-        w = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / self.in_features))
+        w = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(self.gain / self.in_features))
         self.params["w"].value = self.backend.asarray(w)
         self.params["b"].value = self.backend.zeros((self.out_features,))
 
@@ -242,12 +243,15 @@ class Dropout(Layer):
         return dx
 
     def config(self):
-        return {"type": "Dropout", "p": self.p, "seed": self.seed}
+        return {"type": "Dropout", "p": self.p}
 
+    # The seed and counter are state, not architecture: a checkpoint loads into a
+    # model built with another seed and carries on with the checkpoint's masks.
     def state(self):
-        return {"calls": self.calls}
+        return {"seed": self.seed, "calls": self.calls}
 
     def load_state(self, state):
+        self.seed = int(state.get("seed", self.seed))
         self.calls = int(state.get("calls", 0))
 
 

@@ -237,7 +237,7 @@ def paper_net(hidden: int = 1024, in_size: int = 256, in_channels: int = 1, clas
         Flatten(),
         Dense(flat, hidden), ReLU(), Dropout(dropout, seed=seed * 2 + 1),
         Dense(hidden, hidden), ReLU(), Dropout(dropout, seed=seed * 2 + 2),
-        Dense(hidden, classes),
+        Dense(hidden, classes, gain=1.0),  # no ReLU after the logits: LeCun, not He
     ]
     net = Sequential(layers, (in_channels, in_size, in_size))
     net.init_params(seed)

@@ -23,6 +23,11 @@ class Optimizer:
     def step(self) -> None:
         raise NotImplementedError
 
+    def _check_grads(self) -> None:
+        for p in self.params:
+            if p.grad is None:
+                raise RuntimeError(f"parameter {p.name} {p.shape} has no gradient: call backward() first")
+
     def _buffers(self) -> dict[str, list]:
         return {}
 
@@ -62,10 +67,9 @@ class SGD(Optimizer):
         return {"velocity": self.velocity}
 
     def step(self):
+        self._check_grads()
         self.steps += 1
         for p, v in zip(self.params, self.velocity):
-            if p.grad is None:
-                raise RuntimeError(f"parameter {p.name} {p.shape} has no gradient: call backward() first")
             self.backend.sgd_update(p.value, p.grad, v, self.lr, self.momentum, self.weight_decay)
 
 
@@ -86,10 +90,9 @@ class Adam(Optimizer):
         return {"m": self.m, "v": self.v}
 
     def step(self):
+        self._check_grads()
         self.steps += 1
         for p, m, v in zip(self.params, self.m, self.v):
-            if p.grad is None:
-                raise RuntimeError(f"parameter {p.name} {p.shape} has no gradient: call backward() first")
             self.backend.adam_update(p.value, p.grad, m, v, self.lr, self.beta1, self.beta2, self.eps,
                                      self.weight_decay, self.steps)
 
