@@ -19,14 +19,15 @@ from ..philox import dropout_keep_mask
 from ..shapes import conv_out_size, pool_out_size
 
 
-def _windows(xp: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int) -> np.ndarray:
-    """Every (kh, kw) window of a padded NCHW array, as a strided view (no copy).
-
-    xp: (N, C, Hp, Wp) -> (N, C, OH, OW, KH, KW); element [n, c, i, j, u, v] is
-    xp[n, c, i*stride + u, j*stride + v].
-    """
-    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))
-    return win[:, :, : (oh - 1) * stride + 1 : stride, : (ow - 1) * stride + 1 : stride]
+def _windows(xp: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int, axes=(1, 2)) -> np.ndarray:
+    """Every (kh, kw) window over the two spatial `axes` of an array, as a strided
+    view (no copy). For NHWC xp (N, Hp, Wp, C) and axes (1, 2): (N, OH, OW, C, KH, KW),
+    element [n, i, j, c, u, v] is xp[n, i*stride + u, j*stride + v, c]."""
+    win = sliding_window_view(xp, (kh, kw), axis=axes)
+    index = [slice(None)] * win.ndim
+    index[axes[0]] = slice(0, (oh - 1) * stride + 1, stride)
+    index[axes[1]] = slice(0, (ow - 1) * stride + 1, stride)
+    return win[tuple(index)]
 
 
 class NumpyBackend:
@@ -73,7 +74,9 @@ class NumpyBackend:
         out[n, f, i, j] = b[f] + sum_{c,u,v} w[f, c, u, v] * xp[n, c, i*stride + u, j*stride + v]
 
         im2col: gather every receptive field into a row of `cols`
-        (N*OH*OW, C*KH*KW), then a single matrix product with w as (F, C*KH*KW).
+        (N*OH*OW, KH*KW*C), then one matrix product with the filters as
+        wmat (F, KH*KW*C). The columns are ordered (u, v, c) and gathered from an
+        NHWC copy of the input, so each copied run is C contiguous numbers.
         """
         n, c, h, wd = x.shape
         f, c_w, kh, kw = w.shape
@@ -81,10 +84,12 @@ class NumpyBackend:
             raise ValueError(f"conv2d: input has {c} channels but the filters expect {c_w}")
         oh, ow = conv_out_size(h, kh, stride, pad), conv_out_size(wd, kw, stride, pad)
         xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
-        win = _windows(xp, kh, kw, stride, oh, ow)                               # (N, C, OH, OW, KH, KW)
-        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)  # copy: (N*OH*OW, C*KH*KW)
-        out = cols @ w.reshape(f, -1).T + b                                       # (N*OH*OW, F)
-        out = out.reshape(n, oh, ow, f).transpose(0, 3, 1, 2)                    # (N, F, OH, OW)
+        xp = xp.transpose(0, 2, 3, 1)                                   # (N, Hp, Wp, C), a view
+        win = _windows(xp, kh, kw, stride, oh, ow, axes=(1, 2))         # (N, OH, OW, C, KH, KW)
+        cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * c)  # copy
+        wmat = w.transpose(0, 2, 3, 1).reshape(f, kh * kw * c)          # (F, KH*KW*C)
+        out = cols @ wmat.T + b                                         # (N*OH*OW, F)
+        out = out.reshape(n, oh, ow, f).transpose(0, 3, 1, 2)           # (N, F, OH, OW)
         cache = (x.shape, w, cols, stride, pad)
         return np.ascontiguousarray(out), cache
 
@@ -93,29 +98,28 @@ class NumpyBackend:
 
         dout: (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)
 
-        With out = cols @ Wm.T + b (Wm = w as (F, C*KH*KW)) and dout as the matrix
-        D (N*OH*OW, F):  dWm = D.T @ cols,  db = sum of D over rows,
-        dcols = D @ Wm; then col2im adds each row of dcols back onto the input
-        pixels its receptive field came from (a pixel in several windows gets the
-        sum of their contributions).
+        With out = cols @ wmat.T + b and dout as the matrix D (N*OH*OW, F):
+        dwmat = D.T @ cols,  db = sum of D over rows,  dcols = D @ wmat; then col2im
+        adds each row of dcols back onto the input pixels its receptive field came
+        from (a pixel in several windows gets the sum of their contributions).
         """
         x_shape, w, cols, stride, pad = cache
         n, c, h, wd = x_shape
         f, _, kh, kw = w.shape
         oh, ow = dout.shape[2], dout.shape[3]
-        d = dout.transpose(0, 2, 3, 1).reshape(n * oh * ow, f)       # (N*OH*OW, F)
-        dw = (d.T @ cols).reshape(w.shape)                            # (F, C, KH, KW)
-        db = d.sum(axis=0)                                            # (F,)
-        dcols = (d @ w.reshape(f, -1)).reshape(n, oh, ow, c, kh, kw)  # (N, OH, OW, C, KH, KW)
-        dcols = dcols.transpose(0, 3, 4, 5, 1, 2)                     # (N, C, KH, KW, OH, OW)
-        # col2im: loop over the KH*KW kernel offsets (not over pixels); each slice
-        # below touches distinct pixels, so += is an exact scatter-add.
-        dxp = np.zeros((n, c, h + 2 * pad, wd + 2 * pad), dtype=dout.dtype)
+        d = dout.transpose(0, 2, 3, 1).reshape(n * oh * ow, f)         # (N*OH*OW, F)
+        wmat = w.transpose(0, 2, 3, 1).reshape(f, kh * kw * c)          # (F, KH*KW*C)
+        dw = (d.T @ cols).reshape(f, kh, kw, c).transpose(0, 3, 1, 2)   # (F, C, KH, KW)
+        db = d.sum(axis=0)                                              # (F,)
+        dcols = (d @ wmat).reshape(n, oh, ow, kh, kw, c)                # (N, OH, OW, KH, KW, C)
+        # col2im, in NHWC: loop over the KH*KW kernel offsets (not over pixels); each
+        # slice below touches distinct pixels, so += is an exact scatter-add.
+        dxp = np.zeros((n, h + 2 * pad, wd + 2 * pad, c), dtype=dout.dtype)
         for u in range(kh):
             for v in range(kw):
-                dxp[:, :, u : u + stride * oh : stride, v : v + stride * ow : stride] += dcols[:, :, u, v]
-        dx = dxp[:, :, pad : pad + h, pad : pad + wd] if pad else dxp
-        return np.ascontiguousarray(dx), dw, db
+                dxp[:, u : u + stride * oh : stride, v : v + stride * ow : stride, :] += dcols[:, :, :, u, v, :]
+        dx = dxp[:, pad : pad + h, pad : pad + wd, :].transpose(0, 3, 1, 2)  # (N, C, H, W)
+        return np.ascontiguousarray(dx), np.ascontiguousarray(dw), db
 
     # -------------------------------------------------------------------- relu
     def relu_forward(self, x):
@@ -136,8 +140,9 @@ class NumpyBackend:
 
         In ceil mode the last window may hang over the bottom/right edge; padding
         with -inf makes it take the max of the pixels it does cover. The cache keeps
-        the argmax inside each window: the FIRST maximum in row-major window order
-        (np.argmax's rule), which is the one that gets the gradient on ties.
+        the argmax inside each window, as the offset k = u*size + v: the FIRST maximum
+        in row-major window order, which is the one that gets the gradient on ties
+        (offsets are visited in that order and only a strictly larger value wins).
         """
         n, c, h, wd = x.shape
         oh, ow = pool_out_size(h, size, stride, ceil_mode), pool_out_size(wd, size, stride, ceil_mode)
@@ -145,9 +150,16 @@ class NumpyBackend:
         xp = x
         if hp > h or wp > wd:
             xp = np.pad(x, ((0, 0), (0, 0), (0, max(hp - h, 0)), (0, max(wp - wd, 0))), constant_values=-np.inf)
-        win = _windows(xp, size, size, stride, oh, ow).reshape(n, c, oh, ow, size * size)
-        arg = win.argmax(axis=-1)                                           # (N, C, OH, OW)
-        out = np.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
+        out = arg = None
+        for u in range(size):
+            for v in range(size):
+                xs = xp[:, :, u : u + stride * oh : stride, v : v + stride * ow : stride]  # (N, C, OH, OW)
+                if out is None:
+                    out, arg = xs.copy(), np.zeros(xs.shape, dtype=np.int32)
+                    continue
+                better = xs > out
+                np.copyto(out, xs, where=better)
+                np.copyto(arg, u * size + v, where=better)
         cache = (x.shape, arg, size, stride)
         return out, cache
 

@@ -1,0 +1,1 @@
+"""Benchmarks: validate against the NumPy reference, then time. Never in tests."""
