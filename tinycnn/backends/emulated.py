@@ -1,0 +1,226 @@
+"""The "cuda-emu" backend: the very kernels of kernels/*.cu, compiled for the CPU.
+
+Each .cu file is compiled by the system C++ compiler with OpenMP
+(``g++ -O2 -fopenmp -x c++``) against ``kernels/emu/cuda_emu.h``, which maps the
+CUDA subset of kernels/README.md onto the host: one OpenMP thread per CUDA thread
+of a block, blocks one after another, ``__shared__`` arrays as function statics,
+``__syncthreads()`` as an OpenMP barrier. The header's ``EMU_KERNEL(name)`` adds two
+extern "C" functions per kernel, ``emu_launch_NAME(grid, block, args)`` and
+``emu_signature_NAME``; they are called here through ctypes with NumPy arrays.
+
+All op logic (grids, argument lists) is shared with the GPU backend
+(tinycnn/backends/launch.py); only allocation and the launch differ. Every launch
+is checked against the kernel's C signature (argument count, scalar types,
+pointer element types), which guards the GPU backend's argument lists too: CuPy
+cannot check them.
+
+Slow (a barrier costs about a millisecond with 256 threads on two cores) and meant
+for tests, teaching and debugging on a machine without a GPU.
+
+The shared library is cached on disk under $TINYCNN_CACHE (default
+~/.cache/tinycnn), keyed on a hash of the sources, the header, the compiler and
+its flags, so it is built once per kernel change.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+
+import numpy as np
+
+from . import BackendUnavailable
+from .launch import KERNEL_DIR, KernelBackend, kernel_sources
+
+EMU_HEADER = os.path.join(KERNEL_DIR, "emu", "cuda_emu.h")
+CXXFLAGS = ["-O2", "-fopenmp", "-std=c++17", "-fPIC", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-function"]
+BUILD_VERSION = "1"  # bump when the generated wrapper code below changes
+
+_ARG_CODES = {np.dtype(np.float32): "f", np.dtype(np.int32): "i", np.dtype(np.uint32): "u",
+              np.dtype(np.int64): "q", np.dtype(np.uint64): "Q"}
+_CTYPES = {"f": ctypes.c_float, "i": ctypes.c_int32, "u": ctypes.c_uint32, "q": ctypes.c_int64,
+           "Q": ctypes.c_uint64}
+
+_lock = threading.Lock()
+_library = None
+
+
+def cache_dir() -> str:
+    return os.environ.get("TINYCNN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tinycnn")
+
+
+def _compiler() -> str:
+    cxx = os.environ.get("CXX", "g++")
+    path = shutil.which(cxx)
+    if path is None:
+        raise BackendUnavailable(
+            f"the cuda-emu backend compiles kernels/*.cu with a C++ compiler, and {cxx!r} was not found "
+            "(install g++ or set CXX); use the 'numpy' backend, or 'cuda' on a machine with a GPU")
+    return path
+
+
+def _compiler_id(cxx: str) -> str:
+    try:
+        return subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise BackendUnavailable(f"the C++ compiler {cxx} does not run ({e}); use the 'numpy' backend") from e
+
+
+def _build_key(cxx: str) -> str:
+    h = hashlib.sha256()
+    for part in (BUILD_VERSION, _compiler_id(cxx), " ".join(CXXFLAGS), platform.machine()):
+        h.update(part.encode())
+    for root, _, files in sorted(os.walk(KERNEL_DIR)):
+        for fname in sorted(files):
+            if fname.endswith((".cu", ".cuh", ".h")):
+                with open(os.path.join(root, fname), "rb") as f:
+                    h.update(fname.encode() + b"\0" + f.read())
+    return h.hexdigest()[:20]
+
+
+def _translation_unit(fname: str, names: list[str]) -> str:
+    """The emulator's view of one .cu file: header, the file itself, wrappers."""
+    lines = [f'#include "{EMU_HEADER}"', f'#include "{os.path.join(KERNEL_DIR, fname)}"', ""]
+    lines += [f"EMU_KERNEL({n})" for n in names]
+    return "\n".join(lines) + "\n"
+
+
+def _build(cxx: str, target: str) -> None:
+    """Compile every .cu (in parallel) and link them into the shared library `target`."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="build-", dir=os.path.dirname(target)) as tmp:
+        procs, objects = [], []
+        for fname, (_, names) in kernel_sources().items():
+            src = os.path.join(tmp, fname + ".cpp")
+            with open(src, "w") as f:
+                f.write(_translation_unit(fname, names))
+            obj = src[:-4] + ".o"
+            cmd = [cxx, *CXXFLAGS, "-I", KERNEL_DIR, "-x", "c++", "-c", src, "-o", obj]
+            procs.append((fname, cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                       text=True)))
+            objects.append(obj)
+        errors = []
+        for fname, cmd, proc in procs:
+            out, _ = proc.communicate()
+            if proc.returncode != 0:
+                errors.append(f"{fname}: {' '.join(cmd)}\n{out}")
+        if errors:
+            raise RuntimeError("cuda-emu: compiling the kernels for the CPU failed:\n" + "\n".join(errors))
+        lib = os.path.join(tmp, "lib.so")
+        link = [cxx, "-shared", "-fopenmp", *objects, "-o", lib]
+        res = subprocess.run(link, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"cuda-emu: linking failed: {' '.join(link)}\n{res.stdout}{res.stderr}")
+        os.replace(lib, target)  # atomic: a concurrent build of the same key writes the same bytes
+
+
+def load_library() -> ctypes.CDLL:
+    """The emulator's shared library, built on first use (once per kernel change)."""
+    global _library
+    with _lock:
+        if _library is None:
+            cxx = _compiler()
+            target = os.path.join(cache_dir(), f"emu-{_build_key(cxx)}", "libtinycnn_emu.so")
+            if not os.path.exists(target):
+                _build(cxx, target)
+            # Many-thread teams on few cores: sleeping at a barrier beats spinning.
+            # libgomp reads this once, when it is first loaded.
+            os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+            _library = ctypes.CDLL(target)
+        return _library
+
+
+class _Kernel:
+    """One emulated kernel: its launch entry point and its C signature."""
+
+    def __init__(self, lib: ctypes.CDLL, name: str):
+        self.name = name
+        self.launch = getattr(lib, f"emu_launch_{name}")
+        self.launch.argtypes = [ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
+                                ctypes.POINTER(ctypes.c_void_p)]
+        self.launch.restype = ctypes.c_int
+        sig = getattr(lib, f"emu_signature_{name}")
+        sig.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        sig.restype = ctypes.c_int
+        buf = ctypes.create_string_buffer(64)
+        n = sig(buf, 64)
+        if n < 0:
+            raise RuntimeError(f"cuda-emu: kernel {name} has too many parameters")
+        self.signature = buf.value.decode()
+        if "?" in self.signature:
+            raise RuntimeError(f"cuda-emu: kernel {name} has a parameter type outside the subset ({self.signature})")
+
+    def __call__(self, grid, block, args):
+        codes = []
+        keep = []  # the ctypes objects must outlive the call
+        for a in args:
+            if isinstance(a, np.ndarray):
+                if not a.flags.c_contiguous:
+                    raise ValueError(f"{self.name}: array arguments must be C-contiguous")
+                codes.append(_ARG_CODES.get(a.dtype, "?").upper())
+                keep.append(ctypes.c_void_p(a.ctypes.data))
+            elif isinstance(a, np.generic):
+                code = _ARG_CODES.get(a.dtype, "?")
+                codes.append(code)
+                keep.append(_CTYPES[code](a.item()) if code in _CTYPES else None)
+            else:
+                raise TypeError(f"{self.name}: pass scalars as NumPy scalars of the C type (np.int32, ...), "
+                                f"got {type(a).__name__}")
+        got = "".join(codes)
+        if got != self.signature:
+            raise TypeError(f"{self.name}: arguments {got!r} do not match the kernel's parameters "
+                            f"{self.signature!r} (f float, i int, u unsigned; upper case: pointer)")
+        argv = (ctypes.c_void_p * max(1, len(keep)))(*[ctypes.cast(ctypes.pointer(k), ctypes.c_void_p)
+                                                        for k in keep])
+        g = (ctypes.c_uint * 3)(*grid)
+        b = (ctypes.c_uint * 3)(*block)
+        status = self.launch(g, b, argv)
+        if status == -1:
+            raise RuntimeError(f"{self.name}: OpenMP would not start a team of {b[0] * b[1] * b[2]} threads "
+                               "(is OMP_THREAD_LIMIT set?)")
+        if status != 0:
+            raise RuntimeError(f"{self.name}: launch failed (status {status}, block {tuple(block)})")
+
+
+class EmulatedBackend(KernelBackend):
+    """kernels/*.cu on the CPU, with NumPy arrays (see the module docstring)."""
+
+    name = "cuda-emu"
+    xp = np
+
+    def __init__(self):
+        lib = load_library()
+        self._kernels = {name: _Kernel(lib, name) for _, names in kernel_sources().values() for name in names}
+
+    def __repr__(self) -> str:
+        return "EmulatedBackend()"
+
+    # ------------------------------------------------------------------ arrays
+    def _empty(self, shape, dtype=np.float32):
+        return np.empty(shape, dtype=dtype)
+
+    def _launch(self, name, grid, block, args):
+        if min(grid) < 1 or min(block) < 1:
+            raise ValueError(f"{name}: empty launch grid {grid} / block {block}")
+        self._kernels[name](grid, block, args)
+
+    def asarray(self, a, dtype=None) -> np.ndarray:
+        a = np.asarray(a)
+        if dtype is None:
+            dtype = self.dtype if a.dtype.kind == "f" else a.dtype
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    def to_numpy(self, a) -> np.ndarray:
+        return np.asarray(a)
+
+    def synchronize(self) -> None:
+        """Launches return when the grid is done."""
+
+    def device_name(self) -> str:
+        return f"CUDA emulator on the CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"

@@ -1,0 +1,405 @@
+"""The op contract in terms of kernel launches, shared by "cuda" and "cuda-emu".
+
+``KernelBackend`` implements every op of DESIGN.md as "launch kernel K on grid G
+with block B and arguments A" for the kernels in ``kernels/*.cu``. A subclass
+supplies only what differs between the GPU and the emulator:
+
+    xp                       the array module (cupy or numpy)
+    _empty(shape, dtype)     an uninitialised array
+    _launch(name, grid, block, args)
+                             run kernel `name`; grid and block are (x, y, z);
+                             args are arrays and NumPy scalars (np.int32,
+                             np.uint32, np.float32) in the kernel's parameter order
+    asarray, to_numpy, synchronize, device_name
+
+So the grid arithmetic and the argument lists the GPU sees are exactly the ones
+the emulator runs in CI, where every argument list is also checked against the
+kernel's C signature.
+
+This module also finds the kernel sources (``kernel_sources``): the .cu files, the
+``extern "C"`` kernel names in each, and each file with its local #includes
+inlined (for NVRTC, which then needs no include path and whose cache key covers
+the headers).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+
+import numpy as np
+
+from ..philox import keep_threshold, seed_to_key
+from ..shapes import conv_out_size, pool_out_size
+
+KERNEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "kernels")
+
+# Must agree with kernels/gemm_tile.cuh.
+TILE_M, TILE_N, TILE_K, TILE_THREADS = 64, 64, 16, 256
+# Element-wise kernels: 256 threads, grid-stride loops over at most this many blocks.
+ELEMENTWISE_THREADS, MAX_BLOCKS = 256, 4096
+# Split-K: aim for this many blocks (about two waves on a 132-SM H100) and give each
+# split at least this much of K. Fixed numbers, not the device's: the split, and so
+# the order of every addition, depends on the shapes alone.
+SPLIT_TARGET_BLOCKS, SPLIT_MIN_K = 264, 256
+# conv2d bias gradient (kernels/conv2d.cu)
+BIAS_THREADS, BIAS_CHUNK = 128, 8192
+XENT_THREADS = 256  # kernels/softmax_ce.cu
+
+_KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
+_INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
+
+INT32_MAX = 2**31 - 1
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _inline_includes(path: str, seen: set) -> str:
+    """The file with each local #include "x" replaced by x's text (once per file)."""
+    folder = os.path.dirname(path)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+
+    def repl(m):
+        inc = os.path.normpath(os.path.join(folder, m.group(1)))
+        if inc in seen:
+            return f"// (already included: {m.group(1)})"
+        seen.add(inc)
+        return f"// ---- begin {m.group(1)}\n{_inline_includes(inc, seen)}\n// ---- end {m.group(1)}"
+
+    return _INCLUDE_RE.sub(repl, text)
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_sources(kernel_dir: str = KERNEL_DIR) -> dict:
+    """{file name: (self-contained source, [kernel names])} for every kernels/*.cu."""
+    out = {}
+    names_seen = {}
+    for fname in sorted(os.listdir(kernel_dir)):
+        if not fname.endswith(".cu"):
+            continue
+        path = os.path.join(kernel_dir, fname)
+        source = _inline_includes(path, set())
+        names = _KERNEL_RE.findall(source)
+        for n in names:
+            if n in names_seen:
+                raise RuntimeError(f"kernel {n} is defined in both {names_seen[n]} and {fname}")
+            names_seen[n] = fname
+        out[fname] = (source, names)
+    return out
+
+
+def _grid_1d(n: int, threads: int = ELEMENTWISE_THREADS) -> tuple:
+    """Blocks for a grid-stride loop over n items."""
+    return (max(1, min(cdiv(n, threads), MAX_BLOCKS)), 1, 1)
+
+
+def _check_size(*sizes) -> None:
+    for s in sizes:
+        if s > INT32_MAX:
+            raise ValueError(f"tensor of {s} elements: the kernels index with 32-bit ints (at most {INT32_MAX})")
+
+
+def split_k(tiles: int, k: int) -> tuple[int, int]:
+    """(splits, k_chunk) for a product with `tiles` output tiles and reduction length k.
+    k_chunk is a multiple of TILE_K; splits * k_chunk >= k."""
+    splits = 1
+    if tiles < SPLIT_TARGET_BLOCKS:
+        splits = max(1, min(cdiv(SPLIT_TARGET_BLOCKS, tiles), k // SPLIT_MIN_K))
+    k_chunk = cdiv(cdiv(k, splits), TILE_K) * TILE_K
+    return cdiv(k, k_chunk), k_chunk
+
+
+i32, u32, f32 = np.int32, np.uint32, np.float32
+
+
+class KernelBackend:
+    """The op contract on top of kernels/*.cu (see the module docstring)."""
+
+    name = "kernels"
+    dtype = np.dtype(np.float32)
+    xp = None
+
+    # --------------------------------------------------- supplied by subclasses
+    def _empty(self, shape, dtype=np.float32):
+        raise NotImplementedError
+
+    def _launch(self, name: str, grid: tuple, block: tuple, args: list) -> None:
+        raise NotImplementedError
+
+    def asarray(self, a, dtype=None):
+        raise NotImplementedError
+
+    def to_numpy(self, a) -> np.ndarray:
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        raise NotImplementedError
+
+    def device_name(self) -> str:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- helpers
+    def zeros(self, shape, dtype=None):
+        return self.xp.zeros(shape, dtype=dtype or self.dtype)
+
+    def _f32(self, a):
+        """A C-contiguous float32 array of this backend (host arrays are copied in)."""
+        a = self.xp.asarray(a)
+        if a.dtype != np.float32 or not a.flags.c_contiguous:
+            a = self.xp.ascontiguousarray(a, dtype=np.float32)
+        return a
+
+    def _elementwise(self, kernel: str, n: int, args: list) -> None:
+        if n:
+            _check_size(n)
+            self._launch(kernel, _grid_1d(n), (ELEMENTWISE_THREADS, 1, 1), args)
+
+    def _reduce_splits(self, out, ws, splits: int, count: int, bias=None, ldn: int = 1) -> None:
+        """out[i] = sum_z ws[z, i] (+ bias[i % ldn]), in order (kernels/gemm.cu)."""
+        self._launch("split_k_reduce", _grid_1d(count), (ELEMENTWISE_THREADS, 1, 1),
+                     [out, ws, bias if bias is not None else ws, i32(splits), i32(count), i32(ldn),
+                      i32(bias is not None)])
+
+    def _gemm(self, c, a, b, m: int, n: int, k: int, sam: int, sak: int, sbk: int, sbn: int, bias=None) -> None:
+        """c (m, n) = A (m, k) . B (k, n) [+ bias], A[i, l] = a[i*sam + l*sak],
+        B[l, j] = b[l*sbk + j*sbn] (kernels/gemm.cu: sgemm_strided)."""
+        _check_size(m * n, m * k, k * n)
+        if m == 0 or n == 0:
+            return
+        if k == 0:  # an empty sum: bias only
+            self._launch("split_k_reduce", _grid_1d(m * n), (ELEMENTWISE_THREADS, 1, 1),
+                         [c, self.xp.zeros((m * n,), np.float32), bias if bias is not None else c, i32(0),
+                          i32(m * n), i32(n), i32(bias is not None)])
+            return
+        grid_xy = (cdiv(n, TILE_N), cdiv(m, TILE_M))
+        splits, k_chunk = split_k(grid_xy[0] * grid_xy[1], k)
+        has_bias = bias is not None
+        if splits == 1:
+            self._launch("sgemm_strided", grid_xy + (1,), (TILE_THREADS, 1, 1),
+                         [c, a, b, bias if has_bias else c, i32(m), i32(n), i32(k), i32(sam), i32(sak), i32(sbk),
+                          i32(sbn), i32(n), i32(k_chunk), i32(0), i32(has_bias)])
+            return
+        _check_size(splits * m * n)
+        ws = self._empty((splits, m, n))
+        self._launch("sgemm_strided", grid_xy + (splits,), (TILE_THREADS, 1, 1),
+                     [ws, a, b, ws, i32(m), i32(n), i32(k), i32(sam), i32(sak), i32(sbk), i32(sbn), i32(n),
+                      i32(k_chunk), i32(m * n), i32(0)])
+        self._reduce_splits(c, ws, splits, m * n, bias, n)
+
+    # ------------------------------------------------------------------ conv2d
+    def conv2d_forward(self, x, w, b, stride: int = 1, pad: int = 0):
+        """x (N, C, H, W), w (F, C, KH, KW), b (F,) -> out (N, F, OH, OW); see kernels/conv2d.cu."""
+        x, w, b = self._f32(x), self._f32(w), self._f32(b)
+        n, c, h, wd = x.shape
+        f, c_w, kh, kw = w.shape
+        if c != c_w:
+            raise ValueError(f"conv2d: input has {c} channels but the filters expect {c_w}")
+        if b.shape != (f,):
+            raise ValueError(f"conv2d: bias of shape {b.shape} for {f} filters")
+        oh, ow = conv_out_size(h, kh, stride, pad), conv_out_size(wd, kw, stride, pad)
+        _check_size(x.size, w.size, n * f * oh * ow)
+        out = self._empty((n, f, oh, ow))
+        if out.size:
+            grid = (cdiv(n * oh * ow, TILE_N), cdiv(f, TILE_M), 1)
+            self._launch("conv2d_forward_igemm", grid, (TILE_THREADS, 1, 1),
+                         [out, x, w, b, i32(n), i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(oh), i32(ow),
+                          i32(stride), i32(pad)])
+        return out, (x, w, stride, pad)
+
+    def conv2d_backward(self, dout, cache):
+        """dout (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
+        x, w, stride, pad = cache
+        dout = self._f32(dout)
+        n, c, h, wd = x.shape
+        f, _, kh, kw = w.shape
+        oh, ow = dout.shape[2], dout.shape[3]
+        if dout.shape != (n, f, oh, ow) or (oh, ow) != (conv_out_size(h, kh, stride, pad),
+                                                        conv_out_size(wd, kw, stride, pad)):
+            raise ValueError(f"conv2d_backward: dout of shape {dout.shape} does not fit the forward pass")
+        geometry = [i32(n), i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(oh), i32(ow), i32(stride),
+                    i32(pad)]
+
+        dx = self._empty(x.shape)
+        if dx.size:
+            grid = (cdiv(n * h * wd, TILE_N), cdiv(c, TILE_M), 1)
+            self._launch("conv2d_backward_data_igemm", grid, (TILE_THREADS, 1, 1), [dx, dout, w] + geometry)
+
+        dw = self._empty(w.shape)
+        kk, p = c * kh * kw, n * oh * ow
+        grid_xy = (cdiv(kk, TILE_N), cdiv(f, TILE_M))
+        splits, k_chunk = split_k(grid_xy[0] * grid_xy[1], p)
+        target = dw if splits == 1 else self._empty((splits,) + w.shape)
+        _check_size(target.size)
+        self._launch("conv2d_backward_filter_igemm", grid_xy + (splits,), (TILE_THREADS, 1, 1),
+                     [target, dout, x] + geometry + [i32(k_chunk)])
+        if splits > 1:
+            self._reduce_splits(dw, target, splits, dw.size)
+
+        db = self._empty((f,))
+        chunks = max(1, cdiv(p, BIAS_CHUNK))
+        part = db if chunks == 1 else self._empty((chunks, f))
+        self._launch("conv2d_bias_grad_partial", (chunks, f, 1), (BIAS_THREADS, 1, 1),
+                     [part, dout, i32(n), i32(f), i32(oh * ow), i32(BIAS_CHUNK)])
+        if chunks > 1:
+            self._reduce_splits(db, part, chunks, f)
+        return dx, dw, db
+
+    # -------------------------------------------------------------------- relu
+    def relu_forward(self, x):
+        """out = max(x, 0); the cache is out."""
+        x = self._f32(x)
+        out = self._empty(x.shape)
+        self._elementwise("relu_forward", x.size, [out, x, i32(x.size)])
+        return out, out
+
+    def relu_backward(self, dout, cache):
+        out = cache
+        dout = self._f32(dout)
+        dx = self._empty(dout.shape)
+        self._elementwise("relu_backward", dout.size, [dx, dout, out, i32(dout.size)])
+        return dx
+
+    # ----------------------------------------------------------------- maxpool
+    def maxpool2d_forward(self, x, size: int = 2, stride: int = 2, ceil_mode: bool = True):
+        """x (N, C, H, W) -> out (N, C, OH, OW); the cache keeps the winner's window offset."""
+        x = self._f32(x)
+        n, c, h, wd = x.shape
+        oh, ow = pool_out_size(h, size, stride, ceil_mode), pool_out_size(wd, size, stride, ceil_mode)
+        out = self._empty((n, c, oh, ow))
+        arg = self._empty((n, c, oh, ow), np.int32)
+        _check_size(x.size)
+        self._elementwise("maxpool2d_forward", out.size,
+                          [out, arg, x, i32(n * c), i32(h), i32(wd), i32(oh), i32(ow), i32(size), i32(stride)])
+        return out, (x.shape, arg, size, stride)
+
+    def maxpool2d_backward(self, dout, cache):
+        x_shape, arg, size, stride = cache
+        dout = self._f32(dout)
+        n, c, h, wd = x_shape
+        oh, ow = arg.shape[2], arg.shape[3]
+        if dout.shape != arg.shape:
+            raise ValueError(f"maxpool2d_backward: dout of shape {dout.shape}, the forward output was {arg.shape}")
+        dx = self._empty(x_shape)
+        self._elementwise("maxpool2d_backward", dx.size,
+                          [dx, dout, arg, i32(n * c), i32(h), i32(wd), i32(oh), i32(ow), i32(size), i32(stride)])
+        return dx
+
+    # ------------------------------------------------------------------- dense
+    def dense_forward(self, x, w, b):
+        """y (N, M) = x (N, D) @ w (D, M) + b (M,)."""
+        x, w, b = self._f32(x), self._f32(w), self._f32(b)
+        if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
+            raise ValueError(f"dense: input has {x.shape[1]} features but the weights expect {w.shape[0]}")
+        n, d = x.shape
+        m = w.shape[1]
+        y = self._empty((n, m))
+        self._gemm(y, x, w, n, m, d, sam=d, sak=1, sbk=m, sbn=1, bias=b)
+        return y, (x, w)
+
+    def dense_backward(self, dout, cache):
+        """dout (N, M) -> dx = dout @ w.T (N, D), dw = x.T @ dout (D, M), db = sum_n dout (M,)."""
+        x, w = cache
+        dout = self._f32(dout)
+        n, d = x.shape
+        m = w.shape[1]
+        if dout.shape != (n, m):
+            raise ValueError(f"dense_backward: dout of shape {dout.shape}, expected {(n, m)}")
+        dx = self._empty((n, d))
+        self._gemm(dx, dout, w, n, d, m, sam=m, sak=1, sbk=1, sbn=m)      # B[j, i] = w[i, j]
+        dw = self._empty((d, m))
+        self._gemm(dw, x, dout, d, m, n, sam=1, sak=d, sbk=m, sbn=1)      # A[i, r] = x[r, i]
+        db = self._empty((m,))
+        if m:
+            self._launch("bias_grad_rows", _grid_1d(m), (ELEMENTWISE_THREADS, 1, 1), [db, dout, i32(n), i32(m)])
+        return dx, dw, db
+
+    # ----------------------------------------------------------------- dropout
+    def dropout_forward(self, x, p: float, seed: int, train: bool = True):
+        """Inverted dropout; the mask of flat element i is Philox(seed, i) (kernels/philox.cuh).
+        The cache is the seed: the backward pass recomputes the mask."""
+        x = self._f32(x)
+        if not train or p == 0.0:
+            return x, None
+        threshold = keep_threshold(p)
+        seed_lo, seed_hi = seed_to_key(seed)
+        scale = f32(1.0 / (1.0 - p))  # as the reference: float64 quotient, rounded once
+        out = self._empty(x.shape)
+        args = [i32(x.size), u32(seed_lo), u32(seed_hi), u32(threshold), scale]
+        self._elementwise("dropout_forward", x.size, [out, x] + args)
+        return out, args
+
+    def dropout_backward(self, dout, cache):
+        dout = self._f32(dout)
+        if cache is None:
+            return dout
+        if int(cache[0]) != dout.size:
+            raise ValueError(f"dropout_backward: dout has {dout.size} elements, the forward pass had {int(cache[0])}")
+        dx = self._empty(dout.shape)
+        self._elementwise("dropout_backward", dout.size, [dx, dout] + cache)
+        return dx
+
+    # -------------------------------------------------------------- softmax CE
+    def _labels(self, labels, n: int, k: int):
+        """Labels as an int32 array of this backend. Host labels are checked on the
+        host (no device sync); labels already on the device are trusted (an
+        out-of-range one makes the loss NaN)."""
+        if isinstance(labels, np.ndarray) or not hasattr(labels, "__cuda_array_interface__"):
+            host = np.asarray(labels)
+            if host.shape != (n,):
+                raise ValueError(f"softmax_cross_entropy: labels of shape {host.shape} for {n} logits rows")
+            if host.size and (host.min() < 0 or host.max() >= k):
+                raise ValueError(f"softmax_cross_entropy: labels must lie in [0, {k})")
+            return self.asarray(host, dtype=np.int32)
+        if tuple(labels.shape) != (n,):
+            raise ValueError(f"softmax_cross_entropy: labels of shape {tuple(labels.shape)} for {n} logits rows")
+        if labels.dtype != np.int32 or not labels.flags.c_contiguous:
+            labels = self.xp.ascontiguousarray(labels, dtype=np.int32)
+        return labels
+
+    def softmax_cross_entropy(self, logits, labels):
+        """logits (N, K), labels (N,) -> (loss, a 0-d array on this backend; dlogits (N, K))."""
+        logits = self._f32(logits)
+        n, k = logits.shape
+        labels = self._labels(labels, n, k)
+        loss = self._empty(())
+        dlogits = self._empty((n, k))
+        _check_size(logits.size)
+        if n == 0 or k == 0:
+            raise ValueError(f"softmax_cross_entropy: empty logits of shape {(n, k)}")
+        self._launch("softmax_xent", (1, 1, 1), (XENT_THREADS, 1, 1), [loss, dlogits, logits, labels, i32(n), i32(k)])
+        return loss, dlogits
+
+    def softmax(self, logits):
+        """Class probabilities (N, K)."""
+        logits = self._f32(logits)
+        n, k = logits.shape
+        probs = self._empty((n, k))
+        if n and k:
+            self._launch("softmax_rows", _grid_1d(n), (ELEMENTWISE_THREADS, 1, 1), [probs, logits, i32(n), i32(k)])
+        return probs
+
+    # ---------------------------------------------------------- optimizer steps
+    def _check_param(self, param, *others) -> None:
+        for a in (param,) + others:
+            if a.dtype != np.float32 or not a.flags.c_contiguous or a.shape != param.shape:
+                raise ValueError("optimizer buffers must be C-contiguous float32 arrays of the parameter's shape")
+
+    def sgd_update(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float):
+        """In place: g = grad + wd * param; v = momentum * v + g; param -= lr * v."""
+        grad = self._f32(grad)
+        self._check_param(param, grad, velocity)
+        self._elementwise("sgd_update", param.size,
+                          [param, grad, velocity, i32(param.size), f32(lr), f32(momentum), f32(weight_decay)])
+
+    def adam_update(self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float,
+                    weight_decay: float, step: int):
+        """In place Adam with bias correction (step counts from 1); constants rounded as the reference does."""
+        grad = self._f32(grad)
+        self._check_param(param, grad, m, v)
+        self._elementwise("adam_update", param.size,
+                          [param, grad, m, v, i32(param.size), f32(lr), f32(beta1), f32(1 - beta1), f32(beta2),
+                           f32(1 - beta2), f32(1 - beta1**step), f32(1 - beta2**step), f32(eps), f32(weight_decay)])
