@@ -1,0 +1,268 @@
+"""Tier 2: every kernel of kernels/*.cu, run on the CPU by the cuda-emu backend, against
+the NumPy reference (tests/helpers.compare_with_reference).
+
+Shapes are small (a barrier of a 256-thread block costs ~1 ms on two cores) but chosen
+so that no size is a multiple of a tile (64 x 64 x 16), several tiles exist in every
+direction somewhere, split-K and the chunked bias reduction are exercised, and the
+pooling edges (ceil mode, overlap, ties) are covered. Forward rel. error <= 1e-5,
+gradients <= 1e-4; max-pool, ReLU, dropout and the optimizer updates are bit-exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import compare_with_reference
+from tinycnn import backends
+from tinycnn.backends import launch
+from tinycnn.gradcheck import OPS, OpSpec, rel_error
+
+BACKEND = "cuda-emu"
+
+
+@pytest.fixture(scope="module")
+def emu():
+    try:
+        return backends.get(BACKEND)
+    except backends.BackendUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture
+def seeded_dropout(monkeypatch):
+    """compare_with_reference's own `seed` keyword (the upstream gradient's) shadows
+    dropout's `seed`, so dropout runs as an op spec that takes it as `drop_seed`."""
+    spec = OpSpec("dropout_seeded", ("x",),
+                  lambda be, a, **kw: be.dropout_forward(a["x"], kw["p"], kw["drop_seed"], train=kw.get("train", True)),
+                  lambda be, d, c: (be.dropout_backward(d, c),))
+    monkeypatch.setitem(OPS, "dropout_seeded", spec)
+    return "dropout_seeded"
+
+
+def _normal(rng, shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+# ------------------------------------------------------------------- conv2d
+CONV_CASES = [
+    # (x shape, w shape, stride, pad)
+    ((2, 3, 7, 6), (4, 3, 3, 3), 1, 0),
+    ((2, 2, 7, 8), (3, 2, 3, 3), 2, 1),      # stride and padding
+    ((1, 1, 9, 9), (2, 1, 5, 5), 1, 0),      # batch of one, 5x5
+    ((2, 5, 9, 11), (7, 5, 1, 1), 1, 0),     # 1x1 kernel
+    ((1, 3, 10, 9), (5, 3, 3, 2), 3, 2),     # non-square kernel, stride 3, pad 2
+    ((1, 67, 6, 5), (70, 67, 3, 3), 1, 1),   # C, F > 64: two tiles in M, K = 603 over many K steps
+    ((2, 1, 26, 23), (6, 1, 3, 3), 1, 0),    # P = 2*24*21 = 1008: split-K in the filter gradient
+    ((2, 2, 68, 66), (3, 2, 3, 3), 1, 0),    # P = 2*66*64 > 8192: chunked bias-gradient reduction
+]
+
+
+@pytest.mark.parametrize("xs, ws, stride, pad", CONV_CASES, ids=[f"{c[0]}*{c[1]}/s{c[2]}p{c[3]}" for c in CONV_CASES])
+def test_conv2d(emu, rng, xs, ws, stride, pad):
+    arrays = {"x": _normal(rng, xs), "w": _normal(rng, ws), "b": _normal(rng, ws[0])}
+    compare_with_reference(BACKEND, "conv2d", arrays, stride=stride, pad=pad)
+
+
+def test_conv2d_split_k_and_chunks_are_exercised():
+    """The shapes above really take the multi-pass paths (guards the test, not the code)."""
+    n, oh, ow = 2, 24, 21
+    splits, _ = launch.split_k(launch.cdiv(1 * 3 * 3, launch.TILE_N) * launch.cdiv(6, launch.TILE_M), n * oh * ow)
+    assert splits > 1
+    assert 2 * 66 * 64 > launch.BIAS_CHUNK
+
+
+# ------------------------------------------------------------------- relu
+@pytest.mark.parametrize("shape", [(3, 5, 7), (1000,), (2, 3, 17, 19)])
+def test_relu(emu, rng, shape):
+    x = _normal(rng, shape)
+    x.flat[::7] = 0.0  # the kink: gradient 0
+    compare_with_reference(BACKEND, "relu", {"x": x}, exact=True)
+
+
+# ------------------------------------------------------------------- max-pool
+POOL_CASES = [
+    ((2, 3, 7, 9), 2, 2, True),    # ceil mode: the last row and column windows hang over
+    ((1, 2, 8, 7), 3, 2, True),    # overlapping windows: a pixel can win twice
+    ((2, 2, 10, 10), 3, 3, True),  # 10 -> 4 windows, the last covers one pixel
+    ((1, 3, 8, 10), 2, 2, False),  # floor mode (edge-dropping floor mode: see below)
+    ((2, 1, 5, 6), 2, 1, True),    # stride 1
+    ((1, 2, 125, 61), 2, 2, True),  # the paper's 125 -> 63 and 61 -> 31
+]
+
+
+@pytest.mark.parametrize("xs, size, stride, ceil", POOL_CASES, ids=[f"{c[0]}/{c[1]}s{c[2]}{'c' if c[3] else 'f'}"
+                                                                    for c in POOL_CASES])
+def test_maxpool2d(emu, rng, xs, size, stride, ceil):
+    compare_with_reference(BACKEND, "maxpool2d", {"x": _normal(rng, xs)}, exact=True,
+                           size=size, stride=stride, ceil_mode=ceil)
+
+
+def test_maxpool2d_floor_mode_dropped_edge_gets_zero_gradient(emu, rng):
+    """Floor mode on 7x9 drops the last row and column: their gradient is 0 and dx has
+    the input's shape. (The NumPy reference returns dx of shape (.., 6, 8) here, so this
+    compares with its numbers zero-padded to the input's shape.)"""
+    ref = backends.get("numpy")
+    x = _normal(rng, (1, 3, 7, 9))
+    out, cache = emu.maxpool2d_forward(x, 2, 2, ceil_mode=False)
+    ref_out, ref_cache = ref.maxpool2d_forward(x, 2, 2, ceil_mode=False)
+    np.testing.assert_array_equal(out, ref_out)
+    dout = _normal(rng, out.shape)
+    dx = emu.maxpool2d_backward(dout, cache)
+    ref_dx = ref.maxpool2d_backward(dout, ref_cache)
+    assert dx.shape == x.shape
+    expected = np.zeros_like(x)
+    expected[:, :, : ref_dx.shape[2], : ref_dx.shape[3]] = ref_dx
+    np.testing.assert_array_equal(dx, expected)
+
+
+@pytest.mark.parametrize("size, stride", [(2, 2), (3, 2), (3, 1)])
+def test_maxpool2d_ties_first_max_gets_the_gradient(emu, rng, size, stride):
+    x = rng.integers(0, 3, (2, 2, 9, 7)).astype(np.float32)  # many ties in every window
+    x[0, 0] = 1.0                                            # a whole plane of ties
+    compare_with_reference(BACKEND, "maxpool2d", {"x": x}, exact=True, size=size, stride=stride)
+
+
+# ------------------------------------------------------------------- dense
+DENSE_CASES = [
+    (5, 7, 3),       # smaller than one tile
+    (1, 13, 1),      # batch of one, one output
+    (3, 600, 70),    # long K with one row of tiles: split-K
+    (70, 130, 67),   # two tiles in every direction
+    (66, 17, 65),    # dW = x^T dY with K = 66 (the batch), M = 17, N = 65
+]
+
+
+@pytest.mark.parametrize("n, d, m", DENSE_CASES, ids=[f"{n}x{d}x{m}" for n, d, m in DENSE_CASES])
+def test_dense(emu, rng, n, d, m):
+    arrays = {"x": _normal(rng, (n, d)), "w": _normal(rng, (d, m)), "b": _normal(rng, m)}
+    compare_with_reference(BACKEND, "dense", arrays)
+
+
+# ------------------------------------------------------------------- dropout
+@pytest.mark.parametrize("shape, p, drop_seed", [
+    ((4, 37), 0.5, 7),
+    ((3, 5, 11), 0.3, (5 << 32) | 9),   # both key words in use
+    ((1000,), 0.9, 2**64 - 1),
+    ((2, 3), 0.0, 1),                   # p = 0: identity
+])
+def test_dropout_masks_equal_exactly(emu, rng, seeded_dropout, shape, p, drop_seed):
+    compare_with_reference(BACKEND, seeded_dropout, {"x": _normal(rng, shape)}, exact=True, p=p, drop_seed=drop_seed)
+
+
+def test_dropout_eval_is_identity(emu, rng):
+    x = _normal(rng, (3, 4))
+    out, cache = emu.dropout_forward(x, 0.5, 3, train=False)
+    np.testing.assert_array_equal(out, x)
+    np.testing.assert_array_equal(emu.dropout_backward(x, cache), x)
+
+
+# ------------------------------------------------------------------- softmax CE
+@pytest.mark.parametrize("n, k, scale", [(6, 3, 3.0), (300, 2, 1.0), (4, 10, 100.0), (1, 1, 1.0)])
+def test_softmax_cross_entropy(emu, rng, n, k, scale):
+    """(300 rows: a thread of the one block takes several; scale 100: no overflow.)"""
+    arrays = {"logits": _normal(rng, (n, k)) * np.float32(scale), "labels": rng.integers(0, k, n)}
+    compare_with_reference(BACKEND, "softmax_cross_entropy", arrays)
+
+
+def test_softmax_cross_entropy_loss_is_a_0d_array_and_labels_are_checked(emu, rng):
+    loss, dlogits = emu.softmax_cross_entropy(_normal(rng, (3, 2)), np.array([0, 1, 1]))
+    assert loss.shape == () and dlogits.shape == (3, 2)
+    with pytest.raises(ValueError):
+        emu.softmax_cross_entropy(_normal(rng, (3, 2)), np.array([0, 2, 1]))
+
+
+def test_softmax(emu, rng):
+    z = _normal(rng, (7, 5)) * 10
+    ref = backends.get("numpy").softmax(z)
+    assert rel_error(emu.softmax(z), ref) <= 1e-6
+
+
+# ------------------------------------------------------------------- optimizers
+def test_sgd_update_is_bit_exact(emu, rng):
+    ref = backends.get("numpy")
+    p, g, v = (_normal(rng, (37, 11)) for _ in range(3))
+    p1, v1, p2, v2 = p.copy(), v.copy(), p.copy(), v.copy()
+    for _ in range(3):
+        ref.sgd_update(p1, g, v1, lr=0.01, momentum=0.9, weight_decay=5e-4)
+        emu.sgd_update(p2, g, v2, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    np.testing.assert_array_equal(p2, p1)
+    np.testing.assert_array_equal(v2, v1)
+
+
+def test_adam_update_is_bit_exact(emu, rng):
+    ref = backends.get("numpy")
+    p, g = _normal(rng, (301,)), _normal(rng, (301,))
+    bufs = [(p.copy(), np.zeros_like(p), np.zeros_like(p)) for _ in range(2)]
+    for step in (1, 2, 3):
+        for be, (pp, m, v) in zip((ref, emu), bufs):
+            be.adam_update(pp, g, m, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-4, step=step)
+    for a, b in zip(bufs[1], bufs[0]):
+        np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------- the launcher
+def test_argument_lists_are_checked_against_the_kernel_signature(emu):
+    x = np.zeros(10, np.float32)
+    with pytest.raises(TypeError, match="do not match"):
+        emu._launch("relu_forward", (1, 1, 1), (32, 1, 1), [x, x, np.int64(10)])  # int64 for an int
+    with pytest.raises(TypeError, match="do not match"):
+        emu._launch("relu_forward", (1, 1, 1), (32, 1, 1), [x, x])
+
+
+def test_every_kernel_is_reachable_and_names_are_unique():
+    names = [n for _, ns in launch.kernel_sources().values() for n in ns]
+    assert len(names) == len(set(names))
+    for expected in ("conv2d_forward_igemm", "sgemm_strided", "dropout_forward", "softmax_xent", "adam_update"):
+        assert expected in names
+
+
+def test_split_k_covers_k_exactly():
+    for tiles in (1, 3, 16, 300):
+        for k in (1, 15, 16, 255, 600, 7688, 28800, 4_129_024):
+            splits, chunk = launch.split_k(tiles, k)
+            assert chunk % launch.TILE_K == 0 and splits * chunk >= k > (splits - 1) * chunk
+
+
+def test_conv_backward_is_deterministic(emu, rng):
+    x, w, b = _normal(rng, (2, 3, 26, 23)), _normal(rng, (5, 3, 3, 3)), _normal(rng, 5)
+    out, cache = emu.conv2d_forward(x, w, b)
+    dout = _normal(rng, out.shape)
+    first = emu.conv2d_backward(dout, cache)
+    second = emu.conv2d_backward(dout, cache)
+    for a, c in zip(first, second):
+        np.testing.assert_array_equal(a, c)
+
+
+# ------------------------------------------------------------------- a training step
+def test_paper_net_training_step_matches_numpy(rng):
+    """paper_net(in_size=64): forward (dropout on), loss, backward, SGD momentum step,
+    on cuda-emu and NumPy from the same weights; loss, every gradient and every
+    updated parameter agree."""
+    from tinycnn.model import paper_net
+    from tinycnn.optim import SGD
+
+    try:
+        backends.get(BACKEND)
+    except backends.BackendUnavailable as e:
+        pytest.skip(str(e))
+    x = _normal(rng, (2, 1, 64, 64))
+    y = np.array([1, 0])
+    results = {}
+    for name in ("numpy", BACKEND):
+        net = paper_net(hidden=16, in_size=64, seed=3, backend=name)
+        be = net.backend
+        opt = SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, backend=net.backend)
+        logits = net.forward(be.asarray(x), train=True)
+        loss, dlogits = be.softmax_cross_entropy(logits, y)
+        net.backward(dlogits)
+        grads = {n: be.to_numpy(p.grad).copy() for n, p in net.named_parameters()}
+        opt.step()
+        params = {n: be.to_numpy(p.value) for n, p in net.named_parameters()}
+        results[name] = (float(be.to_numpy(loss)), be.to_numpy(logits), grads, params)
+    ref, got = results["numpy"], results[BACKEND]
+    assert abs(got[0] - ref[0]) <= 1e-5 * abs(ref[0])
+    assert rel_error(got[1], ref[1]) <= 1e-5
+    for n in ref[2]:
+        assert rel_error(got[2][n], ref[2][n]) <= 1e-4, f"gradient of {n}"
+        assert rel_error(got[3][n], ref[3][n]) <= 1e-5, f"updated {n}"

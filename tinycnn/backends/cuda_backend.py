@@ -1,0 +1,107 @@
+"""The "cuda" backend: CuPy arrays, and every op one of our kernels in kernels/*.cu.
+
+The kernels are compiled once per process by NVRTC through ``cupy.RawModule`` (one
+module per .cu file, local headers inlined, so CuPy's on-disk cache key covers
+them) and launched with the grids and argument lists of
+tinycnn/backends/launch.py, the very code the cuda-emu backend runs in CI. No
+cuDNN, no cuBLAS, no CuPy element-wise or reduction kernels stand in for ours:
+CuPy only allocates memory and launches. Nothing in a training step waits for
+the host: the loss comes back as a 0-d device array.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import BackendUnavailable
+from .launch import KernelBackend, kernel_sources
+
+NVRTC_OPTIONS = ("-std=c++17",)
+
+
+def _import_cupy():
+    try:
+        import cupy
+    except ImportError as e:
+        raise BackendUnavailable(
+            "the cuda backend needs CuPy and an NVIDIA GPU (pip install -e '.[cuda12]' or '.[cuda13]'); "
+            "without a GPU use the 'numpy' backend, or 'cuda-emu' to run the same kernels on the CPU") from e
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # no driver, no device, ...
+        raise BackendUnavailable(
+            f"CuPy found no usable CUDA device ({e}); use the 'numpy' backend, or 'cuda-emu' to run the "
+            "same kernels on the CPU") from e
+    if count < 1:
+        raise BackendUnavailable("no CUDA device; use the 'numpy' backend, or 'cuda-emu' to run the same "
+                                 "kernels on the CPU")
+    return cupy
+
+
+@functools.lru_cache(maxsize=None)
+def _load_kernels(device_id: int) -> dict:
+    """{kernel name: cupy.RawKernel}, compiled once per process and device."""
+    import cupy
+
+    kernels = {}
+    for fname, (source, names) in kernel_sources().items():
+        module = cupy.RawModule(code=f"// tinycnn kernels/{fname}\n{source}", options=NVRTC_OPTIONS)
+        for name in names:
+            try:
+                kernels[name] = module.get_function(name)
+            except cupy.cuda.compiler.CompileException as e:
+                raise RuntimeError(f"NVRTC could not compile kernels/{fname}:\n{e}") from e
+    return kernels
+
+
+class CudaBackend(KernelBackend):
+    """The op contract on an NVIDIA GPU, with our kernels (see the module docstring)."""
+
+    name = "cuda"
+
+    def __init__(self):
+        cupy = _import_cupy()
+        self.xp = cupy
+        self._cupy = cupy
+        self._device_id = cupy.cuda.runtime.getDevice()
+        self._kernels = _load_kernels(self._device_id)
+
+    def __repr__(self) -> str:
+        return f"CudaBackend(device={self._device_id})"
+
+    # ------------------------------------------------------------------ arrays
+    def _empty(self, shape, dtype=np.float32):
+        return self._cupy.empty(shape, dtype=dtype)
+
+    def _launch(self, name, grid, block, args):
+        if min(grid) < 1 or min(block) < 1:
+            raise ValueError(f"{name}: empty launch grid {grid} / block {block}")
+        self._kernels[name](tuple(int(g) for g in grid), tuple(int(b) for b in block), tuple(args))
+
+    def asarray(self, a, dtype=None):
+        """A host (or device) array as a C-contiguous device array; floats become float32."""
+        cupy = self._cupy
+        if isinstance(a, cupy.ndarray):
+            if dtype is None:
+                dtype = self.dtype if a.dtype.kind == "f" else a.dtype
+            return cupy.ascontiguousarray(a, dtype=dtype)
+        a = np.asarray(a)
+        if dtype is None:
+            dtype = self.dtype if a.dtype.kind == "f" else a.dtype
+        return cupy.asarray(np.ascontiguousarray(a, dtype=dtype))
+
+    def to_numpy(self, a) -> np.ndarray:
+        if isinstance(a, self._cupy.ndarray):
+            return self._cupy.asnumpy(a)
+        return np.asarray(a)
+
+    def synchronize(self) -> None:
+        self._cupy.cuda.get_current_stream().synchronize()
+
+    def device_name(self) -> str:
+        props = self._cupy.cuda.runtime.getDeviceProperties(self._device_id)
+        name = props["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        return f"{name} (CUDA device {self._device_id}), CuPy {self._cupy.__version__}"
