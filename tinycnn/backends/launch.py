@@ -49,6 +49,7 @@ XENT_THREADS = 256  # kernels/softmax_ce.cu
 
 _KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
+_PRAGMA_ONCE_RE = re.compile(r'^\s*#\s*pragma\s+once\s*$', re.M)
 
 INT32_MAX = 2**31 - 1
 
@@ -68,7 +69,8 @@ def _inline_includes(path: str, seen: set) -> str:
         if inc in seen:
             return f"// (already included: {m.group(1)})"
         seen.add(inc)
-        return f"// ---- begin {m.group(1)}\n{_inline_includes(inc, seen)}\n// ---- end {m.group(1)}"
+        body = _PRAGMA_ONCE_RE.sub("", _inline_includes(inc, seen))  # the `seen` set does its job now
+        return f"// ---- begin {m.group(1)}\n{body}\n// ---- end {m.group(1)}"
 
     return _INCLUDE_RE.sub(repl, text)
 

@@ -1,0 +1,169 @@
+"""Tier 3 (-m gpu): the kernels on a real GPU through the "cuda" backend: the same parity
+as tests/test_cuda_emu.py (plus larger shapes), a full 256x256 paper_net training step
+matching NumPy, two seeded runs bitwise identical, and the literal reading of the paper
+(hidden=28800) completing a step. Skipped without CuPy and a GPU (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import compare_with_reference
+from test_cuda_emu import CONV_CASES, DENSE_CASES, POOL_CASES
+from tinycnn import backends
+from tinycnn.gradcheck import OPS, OpSpec, rel_error
+
+pytestmark = pytest.mark.gpu
+BACKEND = "cuda"
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    try:
+        return backends.get(BACKEND)
+    except backends.BackendUnavailable as e:
+        pytest.skip(str(e))
+
+
+def _normal(rng, shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+BIG_CONV = [((8, 16, 61, 61), (32, 16, 3, 3), 1, 0), ((4, 3, 130, 127), (16, 3, 3, 3), 2, 1)]
+
+
+@pytest.mark.parametrize("xs, ws, stride, pad", CONV_CASES + BIG_CONV)
+def test_conv2d(gpu, rng, xs, ws, stride, pad):
+    arrays = {"x": _normal(rng, xs), "w": _normal(rng, ws), "b": _normal(rng, ws[0])}
+    compare_with_reference(BACKEND, "conv2d", arrays, stride=stride, pad=pad)
+
+
+@pytest.mark.parametrize("xs, size, stride, ceil", POOL_CASES + [((8, 16, 254, 254), 2, 2, True)])
+def test_maxpool2d(gpu, rng, xs, size, stride, ceil):
+    compare_with_reference(BACKEND, "maxpool2d", {"x": _normal(rng, xs)}, exact=True,
+                           size=size, stride=stride, ceil_mode=ceil)
+
+
+def test_maxpool2d_ties(gpu, rng):
+    x = rng.integers(0, 3, (2, 2, 9, 7)).astype(np.float32)
+    compare_with_reference(BACKEND, "maxpool2d", {"x": x}, exact=True, size=3, stride=2)
+
+
+@pytest.mark.parametrize("n, d, m", DENSE_CASES + [(64, 28800, 1024), (8, 1024, 1024)])
+def test_dense(gpu, rng, n, d, m):
+    arrays = {"x": _normal(rng, (n, d)), "w": _normal(rng, (d, m)), "b": _normal(rng, m)}
+    compare_with_reference(BACKEND, "dense", arrays)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7), (64, 16, 254, 254)])
+def test_relu(gpu, rng, shape):
+    compare_with_reference(BACKEND, "relu", {"x": _normal(rng, shape)}, exact=True)
+
+
+@pytest.mark.parametrize("shape, p, drop_seed", [((4, 37), 0.5, 7), ((64, 1024), 0.5, (3 << 32) | 5),
+                                                 ((1000,), 0.9, 2**64 - 1)])
+def test_dropout_masks_equal_exactly(gpu, rng, monkeypatch, shape, p, drop_seed):
+    spec = OpSpec("dropout_seeded", ("x",), lambda be, a, **kw: be.dropout_forward(a["x"], kw["p"], kw["drop_seed"]),
+                  lambda be, d, c: (be.dropout_backward(d, c),))
+    monkeypatch.setitem(OPS, "dropout_seeded", spec)
+    compare_with_reference(BACKEND, "dropout_seeded", {"x": _normal(rng, shape)}, exact=True, p=p, drop_seed=drop_seed)
+
+
+@pytest.mark.parametrize("n, k, scale", [(6, 3, 3.0), (300, 2, 1.0), (4, 10, 100.0)])
+def test_softmax_cross_entropy(gpu, rng, n, k, scale):
+    arrays = {"logits": _normal(rng, (n, k)) * np.float32(scale), "labels": rng.integers(0, k, n)}
+    compare_with_reference(BACKEND, "softmax_cross_entropy", arrays)
+
+
+def test_loss_stays_on_the_device(gpu, rng):
+    import cupy
+
+    loss, dlogits = gpu.softmax_cross_entropy(gpu.asarray(_normal(rng, (4, 2))), np.array([0, 1, 1, 0]))
+    assert isinstance(loss, cupy.ndarray) and loss.shape == ()
+    assert isinstance(dlogits, cupy.ndarray)
+
+
+def test_optimizer_updates_are_bit_exact(gpu, rng):
+    ref = backends.get("numpy")
+    p, g, v = (_normal(rng, (1000, 37)) for _ in range(3))
+    p1, v1 = p.copy(), v.copy()
+    p2, g2, v2 = gpu.asarray(p), gpu.asarray(g), gpu.asarray(v)
+    ref.sgd_update(p1, g, v1, 0.01, 0.9, 5e-4)
+    gpu.sgd_update(p2, g2, v2, 0.01, 0.9, 5e-4)
+    np.testing.assert_array_equal(gpu.to_numpy(p2), p1)
+    m1, s1 = np.zeros_like(p), np.zeros_like(p)
+    m2, s2 = gpu.zeros(p.shape), gpu.zeros(p.shape)
+    for step in (1, 2):
+        ref.adam_update(p1, g, m1, s1, 1e-3, 0.9, 0.999, 1e-8, 1e-4, step)
+        gpu.adam_update(p2, g2, m2, s2, 1e-3, 0.9, 0.999, 1e-8, 1e-4, step)
+    np.testing.assert_array_equal(gpu.to_numpy(p2), p1)
+
+
+# ------------------------------------------------------------------- training steps
+def _train_step(backend, x, y, hidden=1024, in_size=256, seed=0):
+    """One forward/backward/SGD step from a seeded init; host copies of what it produced."""
+    from tinycnn.model import paper_net
+    from tinycnn.optim import SGD
+
+    net = paper_net(hidden=hidden, in_size=in_size, seed=seed, backend=backend)
+    be = net.backend
+    opt = SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, backend=be)
+    logits = net.forward(be.asarray(x), train=True)
+    loss, dlogits = be.softmax_cross_entropy(logits, y)
+    net.backward(dlogits)
+    grads = {n: be.to_numpy(p.grad).copy() for n, p in net.named_parameters()}
+    opt.step()
+    be.synchronize()
+    params = {n: be.to_numpy(p.value) for n, p in net.named_parameters()}
+    return float(be.to_numpy(loss)), be.to_numpy(logits), grads, params
+
+
+def test_paper_net_256_training_step_matches_numpy(gpu, rng):
+    x, y = _normal(rng, (4, 1, 256, 256)), np.array([0, 1, 1, 0])
+    ref, got = _train_step("numpy", x, y), _train_step(BACKEND, x, y)
+    assert abs(got[0] - ref[0]) <= 1e-5 * abs(ref[0])
+    assert rel_error(got[1], ref[1]) <= 1e-5
+    for n in ref[2]:
+        assert rel_error(got[2][n], ref[2][n]) <= 1e-4, f"gradient of {n}"
+        assert rel_error(got[3][n], ref[3][n]) <= 1e-5, f"updated {n}"
+
+
+def test_two_seeded_runs_are_bitwise_identical(gpu, rng):
+    x, y = _normal(rng, (8, 1, 256, 256)), np.array([0, 1] * 4)
+    a, b = _train_step(BACKEND, x, y), _train_step(BACKEND, x, y)
+    assert a[0] == b[0]
+    np.testing.assert_array_equal(a[1], b[1])
+    for n in a[2]:
+        np.testing.assert_array_equal(a[2][n], b[2][n], err_msg=f"gradient of {n}")
+        np.testing.assert_array_equal(a[3][n], b[3][n], err_msg=f"updated {n}")
+
+
+def _free_device_bytes() -> int:
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.memGetInfo()[0])
+    except Exception:
+        return 0
+
+
+@pytest.mark.slow
+def test_paper_net_hidden_28800_completes_a_step_at_batch_8(gpu, rng):
+    """The paper's Table I read literally: two 28800 x 28800 layers (1.66 G parameters;
+    ~20 GB of weights, gradients and momentum). Needs a large GPU."""
+    if _free_device_bytes() < 70 * 10**9:
+        pytest.skip("needs >= 70 GB of free device memory")
+    from tinycnn.model import paper_net
+    from tinycnn.optim import SGD
+
+    net = paper_net(hidden=28800, backend=BACKEND)
+    be = net.backend
+    opt = SGD(net.parameters(), lr=1e-3, momentum=0.9, backend=be)
+    before = be.to_numpy(net.layers[-1].params["w"].value).copy()
+    logits = net.forward(be.asarray(_normal(rng, (8, 1, 256, 256))), train=True)
+    loss, dlogits = be.softmax_cross_entropy(logits, np.array([0, 1] * 4))
+    net.backward(dlogits)
+    opt.step()
+    be.synchronize()
+    assert np.isfinite(float(be.to_numpy(loss)))
+    assert not np.array_equal(be.to_numpy(net.layers[-1].params["w"].value), before)
