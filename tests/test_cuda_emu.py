@@ -266,3 +266,81 @@ def test_paper_net_training_step_matches_numpy(rng):
     for n in ref[2]:
         assert rel_error(got[2][n], ref[2][n]) <= 1e-4, f"gradient of {n}"
         assert rel_error(got[3][n], ref[3][n]) <= 1e-5, f"updated {n}"
+
+
+# ------------------------------------------------------------------- the cuda backend's plumbing
+def test_cuda_backend_plumbing_through_a_stand_in_cupy(emu, rng, monkeypatch, seeded_dropout):
+    """CudaBackend itself, without a GPU: a stand-in `cupy` module whose RawModule hands
+    out the emulator's kernels. Checks what CI can check of the GPU path: one module per
+    .cu with headers inlined, the options, every kernel found, the (grid, block, args)
+    call convention, allocation and host/device conversions."""
+    import sys
+    import types
+
+    from tinycnn.backends import cuda_backend
+
+    modules = []
+
+    class RawModule:
+        def __init__(self, code, options=()):
+            assert '#include "' not in code and "-std=c++17" in options
+            modules.append(code)
+            self.code = code
+
+        def get_function(self, name):
+            assert f" {name}(" in self.code
+            kernel = emu._kernels[name]
+
+            def launch(grid, block, args):
+                assert isinstance(grid, tuple) and isinstance(block, tuple) and isinstance(args, tuple)
+                assert all(isinstance(g, int) for g in grid + block)
+                kernel(grid, block, list(args))
+
+            return launch
+
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0,
+                                    getDeviceProperties=lambda i: {"name": b"Stand-in GPU"})
+    fake = types.SimpleNamespace(
+        ndarray=np.ndarray, asarray=np.asarray, empty=np.empty, zeros=np.zeros,
+        ascontiguousarray=np.ascontiguousarray, asnumpy=np.asarray, RawModule=RawModule, __version__="0",
+        cuda=types.SimpleNamespace(runtime=runtime, compiler=types.SimpleNamespace(CompileException=RuntimeError),
+                                   get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: None)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    cuda_backend._load_kernels.cache_clear()
+    try:
+        be = cuda_backend.CudaBackend()
+        assert len(modules) == len(launch.kernel_sources()) and "Stand-in GPU" in be.device_name()
+        compare_with_reference(be, "conv2d", {"x": _normal(rng, (2, 3, 9, 8)), "w": _normal(rng, (5, 3, 3, 3)),
+                                              "b": _normal(rng, 5)}, stride=2, pad=1)
+        compare_with_reference(be, "dense", {"x": _normal(rng, (3, 600)), "w": _normal(rng, (600, 7)),
+                                             "b": _normal(rng, 7)})
+        compare_with_reference(be, "maxpool2d", {"x": _normal(rng, (1, 2, 7, 9))}, exact=True)
+        compare_with_reference(be, "relu", {"x": _normal(rng, (4, 5))}, exact=True)
+        compare_with_reference(be, seeded_dropout, {"x": _normal(rng, (4, 5))}, exact=True, p=0.5, drop_seed=3)
+        compare_with_reference(be, "softmax_cross_entropy", {"logits": _normal(rng, (5, 2)),
+                                                             "labels": rng.integers(0, 2, 5)})
+        p, g, v = (_normal(rng, (9,)) for _ in range(3))
+        p2, v2 = p.copy(), v.copy()
+        be.sgd_update(p, g, v, 0.1, 0.9, 0.0)
+        backends.get("numpy").sgd_update(p2, g, v2, 0.1, 0.9, 0.0)
+        np.testing.assert_array_equal(p, p2)
+    finally:
+        cuda_backend._load_kernels.cache_clear()
+
+
+def test_cuda_backend_without_cupy_says_what_to_use(monkeypatch):
+    import sys
+
+    from tinycnn.backends import cuda_backend
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` raises ImportError
+    with pytest.raises(backends.BackendUnavailable, match="cuda-emu"):
+        cuda_backend.CudaBackend()
+
+
+def test_emulator_without_a_compiler_says_what_to_use(monkeypatch):
+    from tinycnn.backends import emulated
+
+    monkeypatch.setenv("CXX", "no-such-compiler-tinycnn")
+    with pytest.raises(backends.BackendUnavailable, match="numpy"):
+        emulated._compiler()
