@@ -34,23 +34,26 @@
 //   backward = 2x forward. ~80 GFLOP per step in the convolutions: ~8 ms at a
 //   modest 10 TFLOP/s. Each staged element feeds 64 FMAs of its block (16 per
 //   thread-row/column), so global traffic is a small multiple of the tensors' size.
-// Threads: a 256-thread block owns a 64 x 64 tile of the product (gemm_tile.cuh);
-// each gathering thread keeps one fixed tile column, so the divisions that decode
-// its (n, oh, ow) or (c, u, v) happen once, not once per K step.
+// Threads: a 256-thread block owns a 64 x 64 tile of the product, or 16 x 256 when
+// the M side has at most 16 rows (gemm_tile.cuh; each kernel below exists in both
+// shapes, named _64x64 and _16x256). Each gathering thread keeps one fixed tile
+// column, so the divisions that decode its (n, oh, ow) or (c, u, v) happen once,
+// not once per K step.
 #include "gemm_tile.cuh"
 
-extern "C" __global__ void __launch_bounds__(TILE_THREADS)
-    conv2d_forward_igemm(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
-                         const float *__restrict__ b, int N, int C, int H, int W, int F, int KH, int KW, int OH,
-                         int OW, int stride, int pad) {
-    __shared__ float As[TILE_K][TILE_M + TILE_PAD];  // weights  [k][f]
-    __shared__ float Bs[TILE_K][TILE_N + TILE_PAD];  // im2col   [k][p]
+template <int BM, int BN>
+__device__ __forceinline__ void conv2d_forward_tile(float *__restrict__ out, const float *__restrict__ x,
+                                                    const float *__restrict__ w, const float *__restrict__ b, int N,
+                                                    int C, int H, int W, int F, int KH, int KW, int OH, int OW,
+                                                    int stride, int pad) {
+    __shared__ float As[TILE_K][BM + TILE_PAD];  // weights  [k][f]
+    __shared__ float Bs[TILE_K][BN + TILE_PAD];  // im2col   [k][p]
     const int KHW = KH * KW, KK = C * KHW, OHW = OH * OW, P = N * OHW;
-    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-    const int f0 = blockIdx.y * TILE_M, p0 = blockIdx.x * TILE_N;
+    const int tid = threadIdx.x, tx = tid % (BN / 4), ty = tid / (BN / 4);
+    const int f0 = blockIdx.y * BM, p0 = blockIdx.x * BN;
 
     // This thread gathers column p of every B tile; decode it once.
-    const int b_col = tid % TILE_N, b_row = tid / TILE_N;
+    const int b_col = tid % BN, b_row = tid / BN;
     const int p = p0 + b_col;
     const bool p_ok = p < P;
     const int pn = p_ok ? p / OHW : 0, pohw = p_ok ? p % OHW : 0;
@@ -66,16 +69,16 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS)
     for (int k0 = 0; k0 < KK; k0 += TILE_K) {
         // weights: row-major (F, KK), consecutive threads along k
 #pragma unroll
-        for (int r = 0; r < (TILE_M * TILE_K) / TILE_THREADS; r++) {
+        for (int r = 0; r < (BM * TILE_K) / TILE_THREADS; r++) {
             const int e = tid + r * TILE_THREADS;
             const int mm = e / TILE_K, kk = e % TILE_K;
             const int f = f0 + mm, k = k0 + kk;
             As[kk][mm] = (f < F && k < KK) ? w[(long long)f * KK + k] : 0.0f;
         }
-        // im2col gather: rows b_row, b_row + 4, ... of the tile
+        // im2col gather: rows b_row, b_row + TILE_THREADS / BN, ... of the tile
 #pragma unroll
-        for (int r = 0; r < (TILE_K * TILE_N) / TILE_THREADS; r++) {
-            const int kk = b_row + r * (TILE_THREADS / TILE_N);
+        for (int r = 0; r < (TILE_K * BN) / TILE_THREADS; r++) {
+            const int kk = b_row + r * (TILE_THREADS / BN);
             const int k = k0 + kk;
             float val = 0.0f;
             if (p_ok && k < KK) {
@@ -86,35 +89,36 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS)
             Bs[kk][b_col] = val;
         }
         __syncthreads();
-        tile_multiply_accumulate(As, Bs, tx, ty, acc);
+        tile_multiply_accumulate<BM, BN>(As, Bs, tx, ty, acc);
         __syncthreads();
     }
 
 #pragma unroll
     for (int j = 0; j < 4; j++) {
-        const int pj = p0 + tx + 16 * j;
+        const int pj = p0 + tx + (BN / 4) * j;
         if (pj >= P) continue;
         const int n = pj / OHW, ohw = pj % OHW;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            const int f = f0 + ty + 16 * i;
+            const int f = f0 + ty + (BM / 4) * i;
             if (f < F) out[((long long)n * F + f) * OHW + ohw] = acc[i][j] + b[f];
         }
     }
 }
 
-extern "C" __global__ void __launch_bounds__(TILE_THREADS)
-    conv2d_backward_data_igemm(float *__restrict__ dx, const float *__restrict__ dout, const float *__restrict__ w,
-                               int N, int C, int H, int W, int F, int KH, int KW, int OH, int OW, int stride,
-                               int pad) {
-    __shared__ float As[TILE_K][TILE_M + TILE_PAD];  // weights  [k = (f, u, v)][c]
-    __shared__ float Bs[TILE_K][TILE_N + TILE_PAD];  // dout     [k][q = (n, h, w)]
+template <int BM, int BN>
+__device__ __forceinline__ void conv2d_backward_data_tile(float *__restrict__ dx, const float *__restrict__ dout,
+                                                          const float *__restrict__ w, int N, int C, int H, int W,
+                                                          int F, int KH, int KW, int OH, int OW, int stride,
+                                                          int pad) {
+    __shared__ float As[TILE_K][BM + TILE_PAD];  // weights  [k = (f, u, v)][c]
+    __shared__ float Bs[TILE_K][BN + TILE_PAD];  // dout     [k][q = (n, h, w)]
     const int KHW = KH * KW, KK = F * KHW, HW = H * W, Q = N * HW;
-    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-    const int c0 = blockIdx.y * TILE_M, q0 = blockIdx.x * TILE_N;
+    const int tid = threadIdx.x, tx = tid % (BN / 4), ty = tid / (BN / 4);
+    const int c0 = blockIdx.y * BM, q0 = blockIdx.x * BN;
 
     // This thread gathers column q of every B tile: input pixel (n, h, w).
-    const int b_col = tid % TILE_N, b_row = tid / TILE_N;
+    const int b_col = tid % BN, b_row = tid / BN;
     const int q = q0 + b_col;
     const bool q_ok = q < Q;
     const int qn = q_ok ? q / HW : 0, qhw = q_ok ? q % HW : 0;
@@ -130,7 +134,7 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS)
     for (int k0 = 0; k0 < KK; k0 += TILE_K) {
         // weights w[f, c, u, v] as A[c][k]: consecutive threads along (u, v)
 #pragma unroll
-        for (int r = 0; r < (TILE_M * TILE_K) / TILE_THREADS; r++) {
+        for (int r = 0; r < (BM * TILE_K) / TILE_THREADS; r++) {
             const int e = tid + r * TILE_THREADS;
             const int mm = e / TILE_K, kk = e % TILE_K;
             const int c = c0 + mm, k = k0 + kk;
@@ -140,8 +144,8 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS)
         }
         // dout at the output position whose window put kernel tap (u, v) on this pixel
 #pragma unroll
-        for (int r = 0; r < (TILE_K * TILE_N) / TILE_THREADS; r++) {
-            const int kk = b_row + r * (TILE_THREADS / TILE_N);
+        for (int r = 0; r < (TILE_K * BN) / TILE_THREADS; r++) {
+            const int kk = b_row + r * (TILE_THREADS / BN);
             const int k = k0 + kk;
             float val = 0.0f;
             if (q_ok && k < KK) {
@@ -155,18 +159,18 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS)
             Bs[kk][b_col] = val;
         }
         __syncthreads();
-        tile_multiply_accumulate(As, Bs, tx, ty, acc);
+        tile_multiply_accumulate<BM, BN>(As, Bs, tx, ty, acc);
         __syncthreads();
     }
 
 #pragma unroll
     for (int j = 0; j < 4; j++) {
-        const int qj = q0 + tx + 16 * j;
+        const int qj = q0 + tx + (BN / 4) * j;
         if (qj >= Q) continue;
         const int n = qj / HW, hw = qj % HW;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            const int c = c0 + ty + 16 * i;
+            const int c = c0 + ty + (BM / 4) * i;
             if (c < C) dx[((long long)n * C + c) * HW + hw] = acc[i][j];
         }
     }
@@ -174,22 +178,23 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS)
 
 // dw (F, C*KH*KW) for the chunk [z * k_chunk, (z+1) * k_chunk) of output positions
 // p, z = blockIdx.z, written to dw + z * F*C*KH*KW (a workspace slice when split).
-extern "C" __global__ void __launch_bounds__(TILE_THREADS)
-    conv2d_backward_filter_igemm(float *__restrict__ dw, const float *__restrict__ dout,
-                                 const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW,
-                                 int OH, int OW, int stride, int pad, int k_chunk) {
-    __shared__ float As[TILE_K][TILE_M + TILE_PAD];  // dout     [p][f]
-    __shared__ float Bs[TILE_K][TILE_N + TILE_PAD];  // im2col   [p][k = (c, u, v)]
+template <int BM, int BN>
+__device__ __forceinline__ void conv2d_backward_filter_tile(float *__restrict__ dw, const float *__restrict__ dout,
+                                                            const float *__restrict__ x, int N, int C, int H, int W,
+                                                            int F, int KH, int KW, int OH, int OW, int stride,
+                                                            int pad, int k_chunk) {
+    __shared__ float As[TILE_K][BM + TILE_PAD];  // dout     [p][f]
+    __shared__ float Bs[TILE_K][BN + TILE_PAD];  // im2col   [p][k = (c, u, v)]
     const int KHW = KH * KW, KK = C * KHW, OHW = OH * OW, P = N * OHW;
-    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-    const int f0 = blockIdx.y * TILE_M, kc0 = blockIdx.x * TILE_N;
+    const int tid = threadIdx.x, tx = tid % (BN / 4), ty = tid / (BN / 4);
+    const int f0 = blockIdx.y * BM, kc0 = blockIdx.x * BN;
     const int p_begin = blockIdx.z * k_chunk;
     const int p_end = P < p_begin + k_chunk ? P : p_begin + k_chunk;
 
     // A loads: this thread always takes tile row a_p (a position p), filters a_f + 16 r.
     const int a_p = tid % TILE_K, a_f = tid / TILE_K;
     // B loads: this thread always takes tile column b_col (a tap k = (c, u, v)).
-    const int b_col = tid % TILE_N, b_row = tid / TILE_N;
+    const int b_col = tid % BN, b_row = tid / BN;
     const int kc = kc0 + b_col;
     const bool kc_ok = kc < KK;
     const int kc_c = kc_ok ? kc / KHW : 0, kc_uv = kc_ok ? kc % KHW : 0;
@@ -207,15 +212,15 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS)
             const bool pa_ok = pa < p_end;
             const long long base = pa_ok ? (long long)(pa / OHW) * F * OHW + pa % OHW : 0;
 #pragma unroll
-            for (int r = 0; r < (TILE_M * TILE_K) / TILE_THREADS; r++) {
+            for (int r = 0; r < (BM * TILE_K) / TILE_THREADS; r++) {
                 const int mm = a_f + r * (TILE_THREADS / TILE_K);
                 const int f = f0 + mm;
                 As[a_p][mm] = (pa_ok && f < F) ? dout[base + (long long)f * OHW] : 0.0f;
             }
         }
 #pragma unroll
-        for (int r = 0; r < (TILE_K * TILE_N) / TILE_THREADS; r++) {
-            const int kk = b_row + r * (TILE_THREADS / TILE_N);
+        for (int r = 0; r < (TILE_K * BN) / TILE_THREADS; r++) {
+            const int kk = b_row + r * (TILE_THREADS / BN);
             const int pb = k0 + kk;
             float val = 0.0f;
             if (kc_ok && pb < p_end) {
@@ -226,21 +231,68 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS)
             Bs[kk][b_col] = val;
         }
         __syncthreads();
-        tile_multiply_accumulate(As, Bs, tx, ty, acc);
+        tile_multiply_accumulate<BM, BN>(As, Bs, tx, ty, acc);
         __syncthreads();
     }
 
     float *dwz = dw + (long long)blockIdx.z * F * KK;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const int f = f0 + ty + 16 * i;
+        const int f = f0 + ty + (BM / 4) * i;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            const int k = kc0 + tx + 16 * j;
+            const int k = kc0 + tx + (BN / 4) * j;
             if (f < F && k < KK) dwz[(long long)f * KK + k] = acc[i][j];
         }
     }
 }
+
+// The kernels: each pass in two tile shapes. 64 x 64 for wide layers; 16 x 256
+// when the M side (filters, or channels for backward-data) is at most 16, where a
+// 64-row tile would leave three quarters (or, for the paper's 1-channel input,
+// 63/64) of its rows idle. tinycnn/backends/launch.py picks the shape.
+extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+    conv2d_forward_igemm_64x64(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
+                              const float *__restrict__ b, int N, int C, int H, int W, int F, int KH, int KW, int OH,
+                              int OW, int stride, int pad) {
+    conv2d_forward_tile<64, 64>(out, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+}
+
+extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+    conv2d_backward_data_igemm_64x64(float *__restrict__ dx, const float *__restrict__ dout,
+                                    const float *__restrict__ w, int N, int C, int H, int W, int F, int KH, int KW,
+                                    int OH, int OW, int stride, int pad) {
+    conv2d_backward_data_tile<64, 64>(dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+}
+
+extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+    conv2d_backward_filter_igemm_64x64(float *__restrict__ dw, const float *__restrict__ dout,
+                                      const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW,
+                                      int OH, int OW, int stride, int pad, int k_chunk) {
+    conv2d_backward_filter_tile<64, 64>(dw, dout, x, N, C, H, W, F, KH, KW, OH, OW, stride, pad, k_chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+    conv2d_forward_igemm_16x256(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
+                              const float *__restrict__ b, int N, int C, int H, int W, int F, int KH, int KW, int OH,
+                              int OW, int stride, int pad) {
+    conv2d_forward_tile<16, 256>(out, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+}
+
+extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+    conv2d_backward_data_igemm_16x256(float *__restrict__ dx, const float *__restrict__ dout,
+                                    const float *__restrict__ w, int N, int C, int H, int W, int F, int KH, int KW,
+                                    int OH, int OW, int stride, int pad) {
+    conv2d_backward_data_tile<16, 256>(dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+}
+
+extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+    conv2d_backward_filter_igemm_16x256(float *__restrict__ dw, const float *__restrict__ dout,
+                                      const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW,
+                                      int OH, int OW, int stride, int pad, int k_chunk) {
+    conv2d_backward_filter_tile<16, 256>(dw, dout, x, N, C, H, W, F, KH, KW, OH, OW, stride, pad, k_chunk);
+}
+
 
 // Partial bias gradients: block (s, f) sums dout[n, f, :, :] over the flat positions
 // i = n*OHW + ohw in [s * chunk, (s+1) * chunk) into part[s * F + f]. Thread t takes

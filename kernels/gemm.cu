@@ -64,7 +64,7 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS)
             Bs[kk][nn] = (n < N && k < k_end) ? B[(long long)k * sbk + (long long)n * sbn] : 0.0f;
         }
         __syncthreads();
-        tile_multiply_accumulate(As, Bs, tx, ty, acc);
+        tile_multiply_accumulate<TILE_M, TILE_N>(As, Bs, tx, ty, acc);
         __syncthreads();
     }
 

@@ -24,17 +24,24 @@
 #define TILE_THREADS 256  // (TILE_M / 4) * (TILE_N / 4)
 #define TILE_PAD 1
 
-// acc[i][j] += sum_kk As[kk][ty + 16 i] * Bs[kk][tx + 16 j]
-__device__ __forceinline__ void tile_multiply_accumulate(const float (*As)[TILE_M + TILE_PAD],
-                                                         const float (*Bs)[TILE_N + TILE_PAD], int tx, int ty,
+// The same scheme for other tile shapes BM x BN with BM * BN = 16 * TILE_THREADS
+// (4 x 4 per thread): the convolutions also use 16 x 256, so that a layer with few
+// channels (the paper's first conv has 1 input and 16 output channels) does not
+// leave most of a 64-row tile idle. Thread (tx, ty) = (tid % (BN/4), tid / (BN/4))
+// owns rows ty + (BM/4) i and columns tx + (BN/4) j.
+//
+// acc[i][j] += sum_kk As[kk][ty + (BM/4) i] * Bs[kk][tx + (BN/4) j]
+template <int BM, int BN>
+__device__ __forceinline__ void tile_multiply_accumulate(const float (*As)[BM + TILE_PAD],
+                                                         const float (*Bs)[BN + TILE_PAD], int tx, int ty,
                                                          float acc[4][4]) {
 #pragma unroll
     for (int kk = 0; kk < TILE_K; kk++) {
         float a[4], b[4];
 #pragma unroll
-        for (int i = 0; i < 4; i++) a[i] = As[kk][ty + 16 * i];
+        for (int i = 0; i < 4; i++) a[i] = As[kk][ty + (BM / 4) * i];
 #pragma unroll
-        for (int j = 0; j < 4; j++) b[j] = Bs[kk][tx + 16 * j];
+        for (int j = 0; j < 4; j++) b[j] = Bs[kk][tx + (BN / 4) * j];
 #pragma unroll
         for (int i = 0; i < 4; i++)
 #pragma unroll

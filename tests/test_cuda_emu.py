@@ -67,8 +67,13 @@ def test_conv2d(emu, rng, xs, ws, stride, pad):
 def test_conv2d_split_k_and_chunks_are_exercised():
     """The shapes above really take the multi-pass paths (guards the test, not the code)."""
     n, oh, ow = 2, 24, 21
-    splits, _ = launch.split_k(launch.cdiv(1 * 3 * 3, launch.TILE_N) * launch.cdiv(6, launch.TILE_M), n * oh * ow)
+    bm, bn, _ = launch.conv_tile(6)
+    splits, _ = launch.split_k(launch.cdiv(1 * 3 * 3, bn) * launch.cdiv(6, bm), n * oh * ow)
     assert splits > 1
+    # both tile shapes of every conv kernel run: M = F (forward, filter) or C (data)
+    ms = [(ws[0], ws[1]) for _, ws, _, _ in CONV_CASES]
+    assert any(f <= 16 for f, _ in ms) and any(f > 16 for f, _ in ms)
+    assert any(c <= 16 for _, c in ms) and any(c > 16 for _, c in ms)
     assert 2 * 66 * 64 > launch.BIAS_CHUNK
 
 
@@ -213,7 +218,7 @@ def test_argument_lists_are_checked_against_the_kernel_signature(emu):
 def test_every_kernel_is_reachable_and_names_are_unique():
     names = [n for _, ns in launch.kernel_sources().values() for n in ns]
     assert len(names) == len(set(names))
-    for expected in ("conv2d_forward_igemm", "sgemm_strided", "dropout_forward", "softmax_xent", "adam_update"):
+    for expected in ("conv2d_forward_igemm_64x64", "conv2d_backward_data_igemm_16x256", "sgemm_strided", "dropout_forward", "softmax_xent", "adam_update"):
         assert expected in names
 
 

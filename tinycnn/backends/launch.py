@@ -37,6 +37,8 @@ KERNEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pat
 
 # Must agree with kernels/gemm_tile.cuh.
 TILE_M, TILE_N, TILE_K, TILE_THREADS = 64, 64, 16, 256
+# Convolution tiles (kernels/conv2d.cu): (rows, columns); the narrow one when M <= 16.
+CONV_TILE_WIDE, CONV_TILE_NARROW = (64, 64), (16, 256)
 # Element-wise kernels: 256 threads, grid-stride loops over at most this many blocks.
 ELEMENTWISE_THREADS, MAX_BLOCKS = 256, 4096
 # Split-K: aim for this many blocks (about two waves on a 132-SM H100) and give each
@@ -103,6 +105,12 @@ def _check_size(*sizes) -> None:
     for s in sizes:
         if s > INT32_MAX:
             raise ValueError(f"tensor of {s} elements: the kernels index with 32-bit ints (at most {INT32_MAX})")
+
+
+def conv_tile(m: int) -> tuple[int, int, str]:
+    """(BM, BN, kernel-name suffix) of the convolution tile for a product with m rows."""
+    bm, bn = CONV_TILE_NARROW if m <= CONV_TILE_NARROW[0] else CONV_TILE_WIDE
+    return bm, bn, f"_{bm}x{bn}"
 
 
 def split_k(tiles: int, k: int) -> tuple[int, int]:
@@ -206,8 +214,9 @@ class KernelBackend:
         _check_size(x.size, w.size, n * f * oh * ow)
         out = self._empty((n, f, oh, ow))
         if out.size:
-            grid = (cdiv(n * oh * ow, TILE_N), cdiv(f, TILE_M), 1)
-            self._launch("conv2d_forward_igemm", grid, (TILE_THREADS, 1, 1),
+            bm, bn, tile = conv_tile(f)
+            grid = (cdiv(n * oh * ow, bn), cdiv(f, bm), 1)
+            self._launch("conv2d_forward_igemm" + tile, grid, (TILE_THREADS, 1, 1),
                          [out, x, w, b, i32(n), i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(oh), i32(ow),
                           i32(stride), i32(pad)])
         return out, (x, w, stride, pad)
@@ -227,16 +236,18 @@ class KernelBackend:
 
         dx = self._empty(x.shape)
         if dx.size:
-            grid = (cdiv(n * h * wd, TILE_N), cdiv(c, TILE_M), 1)
-            self._launch("conv2d_backward_data_igemm", grid, (TILE_THREADS, 1, 1), [dx, dout, w] + geometry)
+            bm, bn, tile = conv_tile(c)
+            grid = (cdiv(n * h * wd, bn), cdiv(c, bm), 1)
+            self._launch("conv2d_backward_data_igemm" + tile, grid, (TILE_THREADS, 1, 1), [dx, dout, w] + geometry)
 
         dw = self._empty(w.shape)
         kk, p = c * kh * kw, n * oh * ow
-        grid_xy = (cdiv(kk, TILE_N), cdiv(f, TILE_M))
+        bm, bn, tile = conv_tile(f)
+        grid_xy = (cdiv(kk, bn), cdiv(f, bm))
         splits, k_chunk = split_k(grid_xy[0] * grid_xy[1], p)
         target = dw if splits == 1 else self._empty((splits,) + w.shape)
         _check_size(target.size)
-        self._launch("conv2d_backward_filter_igemm", grid_xy + (splits,), (TILE_THREADS, 1, 1),
+        self._launch("conv2d_backward_filter_igemm" + tile, grid_xy + (splits,), (TILE_THREADS, 1, 1),
                      [target, dout, x] + geometry + [i32(k_chunk)])
         if splits > 1:
             self._reduce_splits(dw, target, splits, dw.size)
