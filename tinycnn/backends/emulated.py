@@ -52,7 +52,15 @@ _library = None
 
 
 def cache_dir() -> str:
-    return os.environ.get("TINYCNN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tinycnn")
+    """$TINYCNN_CACHE, else ~/.cache/tinycnn, else (home not writable) a folder in the temp dir."""
+    path = os.environ.get("TINYCNN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tinycnn")
+    try:
+        os.makedirs(path, exist_ok=True)
+        if os.access(path, os.W_OK):
+            return path
+    except OSError:
+        pass
+    return os.path.join(tempfile.gettempdir(), f"tinycnn-cache-{os.getuid() if hasattr(os, 'getuid') else 0}")
 
 
 def _compiler() -> str:
