@@ -10,13 +10,13 @@ from tinycnn.gradcheck import OPS, rel_error, run_op
 
 
 def compare_with_reference(backend, op: str, arrays: dict, fwd_tol: float = 1e-5, grad_tol: float = 1e-4,
-                           exact: bool = False, seed: int = 0, **kw):
+                           exact: bool = False, dout_seed: int = 0, **kw):
     """Run `op` on `backend` and on the float32 NumPy reference with the same inputs
     and the same upstream gradient; assert the output and every input gradient agree
     (relative error, or bit for bit with exact=True). Returns the errors."""
     spec = OPS[op]
     ref_out, _ = run_op(spec, "numpy", arrays, **kw)
-    dout = np.random.default_rng(seed).standard_normal(np.shape(ref_out)).astype(np.float32)
+    dout = np.random.default_rng(dout_seed).standard_normal(np.shape(ref_out)).astype(np.float32)
     ref_out, ref_grads = run_op(spec, "numpy", arrays, dout=dout, **kw)
     out, grads = run_op(spec, backend, arrays, dout=dout, **kw)
     assert np.shape(out) == np.shape(ref_out), f"{op}: output shape {np.shape(out)} != {np.shape(ref_out)}"

@@ -11,7 +11,7 @@ import pytest
 from helpers import compare_with_reference
 from test_cuda_emu import CONV_CASES, DENSE_CASES, POOL_CASES
 from tinycnn import backends
-from tinycnn.gradcheck import OPS, OpSpec, rel_error
+from tinycnn.gradcheck import rel_error
 
 pytestmark = pytest.mark.gpu
 BACKEND = "cuda"
@@ -62,11 +62,8 @@ def test_relu(gpu, rng, shape):
 
 @pytest.mark.parametrize("shape, p, drop_seed", [((4, 37), 0.5, 7), ((64, 1024), 0.5, (3 << 32) | 5),
                                                  ((1000,), 0.9, 2**64 - 1)])
-def test_dropout_masks_equal_exactly(gpu, rng, monkeypatch, shape, p, drop_seed):
-    spec = OpSpec("dropout_seeded", ("x",), lambda be, a, **kw: be.dropout_forward(a["x"], kw["p"], kw["drop_seed"]),
-                  lambda be, d, c: (be.dropout_backward(d, c),))
-    monkeypatch.setitem(OPS, "dropout_seeded", spec)
-    compare_with_reference(BACKEND, "dropout_seeded", {"x": _normal(rng, shape)}, exact=True, p=p, drop_seed=drop_seed)
+def test_dropout_masks_equal_exactly(gpu, rng, shape, p, drop_seed):
+    compare_with_reference(BACKEND, "dropout", {"x": _normal(rng, shape)}, exact=True, p=p, seed=drop_seed)
 
 
 @pytest.mark.parametrize("n, k, scale", [(6, 3, 3.0), (300, 2, 1.0), (4, 10, 100.0)])

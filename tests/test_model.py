@@ -1,13 +1,11 @@
 """The layer/model/optimizer library: the paper's shapes, checkpoints, training."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 
-from tinycnn import backends
-from tinycnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, SoftmaxCrossEntropy
+from tinycnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, SoftmaxCrossEntropy
 from tinycnn.model import CheckpointError, Sequential, load_model, paper_net
 from tinycnn.optim import SGD, Adam, CosineLR, StepLR, make_optimizer
 

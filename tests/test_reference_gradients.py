@@ -54,6 +54,21 @@ def test_maxpool_gradients(rng, shape, size, stride):
     assert_grads_ok(check_op(OPS["maxpool2d"], {"x": distinct(rng, shape)}, size=size, stride=stride))
 
 
+@pytest.mark.parametrize("shape,size,stride", [((2, 2, 7, 9), 2, 2), ((1, 1, 8, 7), 3, 2)])
+def test_maxpool_floor_mode_gradients(rng, shape, size, stride):
+    """Floor mode leaves the last row/column uncovered: dx keeps the input's shape,
+    with zeros there."""
+    x = distinct(rng, shape)
+    assert_grads_ok(check_op(OPS["maxpool2d"], {"x": x}, size=size, stride=stride, ceil_mode=False))
+    from tinycnn import backends
+
+    be = backends.get("numpy64")
+    out, cache = be.maxpool2d_forward(x, size, stride, ceil_mode=False)
+    dx = be.maxpool2d_backward(np.ones_like(out), cache)
+    assert dx.shape == x.shape
+    assert (dx[:, :, -1, :] == 0).all()  # the last row lies in no window
+
+
 @pytest.mark.parametrize("n,d,m", [(5, 7, 3), (1, 4, 2), (8, 1, 5)])
 def test_dense_gradients(rng, n, d, m):
     arrays = {"x": rng.standard_normal((n, d)), "w": rng.standard_normal((d, m)), "b": rng.standard_normal(m)}

@@ -172,7 +172,9 @@ class NumpyBackend:
         x_shape, arg, size, stride = cache
         n, c, h, wd = x_shape
         oh, ow = dout.shape[2], dout.shape[3]
-        dxp = np.zeros((n, c, (oh - 1) * stride + size, (ow - 1) * stride + size), dtype=dout.dtype)
+        # windows may hang over the edge (ceil mode) or leave it uncovered (floor mode)
+        hp, wp = max(h, (oh - 1) * stride + size), max(wd, (ow - 1) * stride + size)
+        dxp = np.zeros((n, c, hp, wp), dtype=dout.dtype)
         for u in range(size):
             for v in range(size):
                 won = arg == u * size + v
