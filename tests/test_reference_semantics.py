@@ -1,4 +1,4 @@
-"""The semantics every backend must share (DESIGN.md), pinned on the reference:
+"""The semantics every backend must share (docs/design.md), pinned on the reference:
 forward values against direct loop definitions, ceil-mode shapes, the tie rule,
 dropout's generator and scaling, and a loss that never overflows."""
 

@@ -1,6 +1,6 @@
 """Backend registry: ``get("numpy")``, ``get("cuda")``, ``get("cuda-emu")``, ...
 
-A backend is an object that implements the op contract of DESIGN.md
+A backend is an object that implements the op contract of docs/design.md
 (``conv2d_forward``/``conv2d_backward``, ``relu_*``, ``maxpool2d_*``, ``dense_*``,
 ``dropout_*``, ``softmax_cross_entropy``, ``sgd_update``, ``adam_update``) plus
 ``asarray``, ``to_numpy``, ``zeros`` and ``synchronize``. Backends are imported lazily,

@@ -1,6 +1,6 @@
 """The op contract in terms of kernel launches, shared by "cuda" and "cuda-emu".
 
-``KernelBackend`` implements every op of DESIGN.md as "launch kernel K on grid G
+``KernelBackend`` implements every op of docs/design.md as "launch kernel K on grid G
 with block B and arguments A" for the kernels in ``kernels/*.cu``. A subclass
 supplies only what differs between the GPU and the emulator:
 

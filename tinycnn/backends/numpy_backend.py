@@ -31,7 +31,7 @@ def _windows(xp: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int, ax
 
 
 class NumpyBackend:
-    """Reference implementation of the op contract (see DESIGN.md)."""
+    """Reference implementation of the op contract (docs/design.md)."""
 
     name = "numpy"
     xp = np
@@ -98,8 +98,9 @@ class NumpyBackend:
 
         dout: (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)
 
-        With out = cols @ wmat.T + b and dout as the matrix D (N*OH*OW, F):
-        dwmat = D.T @ cols,  db = sum of D over rows,  dcols = D @ wmat; then col2im
+        With out = cols @ wmat.T + b and dout as the matrix d (N*OH*OW, F):
+        dw = d.T @ cols (as (F, KH, KW, C), then back to (F, C, KH, KW)),
+        db = sum of d over rows,  dcols = d @ wmat; then col2im
         adds each row of dcols back onto the input pixels its receptive field came
         from (a pixel in several windows gets the sum of their contributions).
         """
