@@ -27,17 +27,29 @@ float32 rounding (BLAS sums in its own order; conv kernels allow FMA contraction
 reassociated sums, which only changes rounding).
 
 Threads: Numba's prange uses NUMBA_NUM_THREADS (default: all cores); the matmuls use
-BLAS's own pool (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS). The two never run at once.
+BLAS's own pool (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS). The two pools take turns,
+op by op and chunk by chunk, so a pool must not keep spinning on the cores once its
+work is done: with Numba's OpenMP layer (GNU OpenMP spins after each parallel region)
+the BLAS products ran at half speed on a 2-core machine, and conv2d 2-7x slower. So
+this module picks Numba's "workqueue" layer (threads sleep when idle) unless the user
+chose a layer with NUMBA_THREADING_LAYER; it must happen before Numba first runs a
+parallel function in the process, else Numba keeps the layer it already started.
 """
 
 from __future__ import annotations
 
+import os
+
+import numba
 import numpy as np
 from numba import njit, prange
 
 from ..philox import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, keep_threshold, seed_to_key
 from ..shapes import conv_out_size, pool_out_size
 from .numpy_backend import NumpyBackend
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 # Convolutions with at most this many taps per output (C*KH*KW) run as direct loops.
 DIRECT_MAX_K = 32
@@ -464,8 +476,6 @@ class NumbaBackend:
 
     def device_name(self) -> str:
         import platform
-
-        import numba
 
         return (f"CPU ({platform.processor() or platform.machine()}), Numba {numba.__version__}, "
                 f"{numba.get_num_threads()} threads")

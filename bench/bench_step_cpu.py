@@ -1,0 +1,331 @@
+"""One training step of paper_net() on the CPU: the NumPy reference, the Numba backend,
+and the same network in PyTorch (when installed), in the same run; then op by op.
+
+    python bench/bench_step_cpu.py [--batch 32] [--size 256] [--hidden 1024] [--repeats 5]
+                                   [--no-ops] [--fused]
+
+Validate, then time: first one forward + backward of numba against numpy on the same
+weights and inputs (loss, every gradient, and every parameter after one SGD step), and
+the torch mirror's logits against ours; then forward + loss + backward + SGD-momentum
+update, timed with the host clock (CPU work is synchronous) after a warm-up step, as
+medians over `repeats` (the runs interleave, so a noisy neighbour hurts all alike).
+The op table times each layer's forward and backward at the step's shapes.
+
+Importable: ``run_step_bench(...)`` and ``run_op_bench(...)`` return the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from bench.torch_net import check_mirror, torch_available, torch_mirror  # noqa: E402
+from tinycnn import backends  # noqa: E402
+from tinycnn.gradcheck import rel_error  # noqa: E402
+from tinycnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU  # noqa: E402
+from tinycnn.model import paper_net  # noqa: E402
+from tinycnn.optim import SGD  # noqa: E402
+
+
+def median_time(fn, repeats: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def cpu_description() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+# ------------------------------------------------------------------ the step
+def tinycnn_step(net, x, y):
+    opt = SGD(net.parameters(), lr=1e-3, momentum=0.9, backend=net.backend)
+    be = net.backend
+
+    def step():
+        logits = net.forward(x, train=True)
+        _, dlogits = be.softmax_cross_entropy(logits, y)
+        net.backward(dlogits)
+        opt.step()
+
+    return step
+
+
+def torch_step(tnet, x, y):
+    import torch
+
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    opt = torch.optim.SGD(tnet.parameters(), lr=1e-3, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(tnet(xt), yt).backward()
+        opt.step()
+
+    return step
+
+
+def validate_step(x, y, hidden: int, size: int, fwd_tol=1e-4, grad_tol=1e-3) -> dict[str, float]:
+    """One training step of numba and numpy from the same weights: relative errors of
+    the loss, every gradient, and every parameter after the SGD update."""
+    nets = {name: paper_net(hidden=hidden, in_size=size, seed=0, backend=name) for name in ("numpy", "numba")}
+    results = {}
+    for name, net in nets.items():
+        be = net.backend
+        opt = SGD(net.parameters(), lr=1e-2, momentum=0.9, backend=be)
+        loss, dlogits = be.softmax_cross_entropy(net.forward(be.asarray(x), train=True), y)
+        net.backward(dlogits)
+        grads = {k: be.to_numpy(p.grad).copy() for k, p in net.named_parameters()}
+        opt.step()
+        params = {k: be.to_numpy(p.value) for k, p in net.named_parameters()}
+        results[name] = (float(loss), grads, params)
+    (l0, g0, p0), (l1, g1, p1) = results["numpy"], results["numba"]
+    errors = {"loss": abs(l0 - l1) / max(abs(l0), 1e-12)}
+    errors.update({f"grad {k}": rel_error(g0[k], g1[k]) for k in g0})
+    errors.update({f"param {k}": rel_error(p0[k], p1[k]) for k in p0})
+    worst_grad = max(v for k, v in errors.items() if k.startswith("grad"))
+    if errors["loss"] > fwd_tol or worst_grad > grad_tol:
+        raise AssertionError(f"numba disagrees with numpy: loss {errors['loss']:.1e}, worst grad {worst_grad:.1e}")
+    return errors
+
+
+def run_step_bench(batch=32, size=256, hidden=1024, repeats=5, names=("numpy", "numba"), with_torch=True,
+                   log=print) -> dict[str, list[float]]:
+    """Seconds per training step for each backend (and "torch"), interleaved runs."""
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 1, size, size), dtype=np.float32)
+    y = rng.integers(0, 2, batch)
+    steps = {}
+    for name in names:
+        net = paper_net(hidden=hidden, in_size=size, seed=0, backend=name)
+        steps[name] = tinycnn_step(net, net.backend.asarray(x), y)
+    if with_torch and torch_available():
+        import torch
+
+        ref = paper_net(hidden=hidden, in_size=size, seed=0)
+        tnet = torch_mirror(ref)
+        err = check_mirror(ref, tnet, x[:2])
+        log(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads); mirror validated: "
+            f"logits rel. error {err:.1e}")
+        steps["torch"] = torch_step(tnet, x, y)
+    for step in steps.values():  # warm-up: compilation, first-touch pages, thread pools
+        step()
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+# ------------------------------------------------------------------ op by op
+def _layer_inputs(net, x):
+    """Each layer with the input it sees in a training forward pass."""
+    out = []
+    for layer in net.layers:
+        out.append((layer, x))
+        x = layer.forward(x, train=True)
+    return out
+
+
+def _tinycnn_op(be, layer, x):
+    """(forward, backward) closures for one layer's op on backend `be`."""
+    if isinstance(layer, Conv2D):
+        w, b = be.asarray(layer.params["w"].value), be.asarray(layer.params["b"].value)
+        fwd = lambda: be.conv2d_forward(x, w, b, layer.stride, layer.pad)  # noqa: E731
+        bwd = lambda out, cache: be.conv2d_backward(out, cache)  # noqa: E731
+    elif isinstance(layer, ReLU):
+        fwd = lambda: be.relu_forward(x)  # noqa: E731
+        bwd = lambda out, cache: be.relu_backward(out, cache)  # noqa: E731
+    elif isinstance(layer, MaxPool2D):
+        fwd = lambda: be.maxpool2d_forward(x, layer.size, layer.stride, layer.ceil_mode)  # noqa: E731
+        bwd = lambda out, cache: be.maxpool2d_backward(out, cache)  # noqa: E731
+    elif isinstance(layer, Dense):
+        w, b = be.asarray(layer.params["w"].value), be.asarray(layer.params["b"].value)
+        fwd = lambda: be.dense_forward(x, w, b)  # noqa: E731
+        bwd = lambda out, cache: be.dense_backward(out, cache)  # noqa: E731
+    elif isinstance(layer, Dropout):
+        fwd = lambda: be.dropout_forward(x, layer.p, 12345, train=True)  # noqa: E731
+        bwd = lambda out, cache: be.dropout_backward(out, cache)  # noqa: E731
+    else:
+        return None
+    return fwd, bwd
+
+
+def _torch_op(layer, x):
+    """(forward, forward+backward) closures for the same op in PyTorch."""
+    import torch
+    import torch.nn.functional as F
+
+    xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(True)
+    params = []
+    if isinstance(layer, Conv2D):
+        w = torch.from_numpy(np.asarray(layer.params["w"].value)).requires_grad_(True)
+        b = torch.from_numpy(np.asarray(layer.params["b"].value)).requires_grad_(True)
+        params = [w, b]
+        op = lambda: F.conv2d(xt, w, b, layer.stride, layer.pad)  # noqa: E731
+    elif isinstance(layer, ReLU):
+        op = lambda: F.relu(xt)  # noqa: E731
+    elif isinstance(layer, MaxPool2D):
+        op = lambda: F.max_pool2d(xt, layer.size, layer.stride, ceil_mode=layer.ceil_mode)  # noqa: E731
+    elif isinstance(layer, Dense):
+        w = torch.from_numpy(np.asarray(layer.params["w"].value).T.copy()).requires_grad_(True)
+        b = torch.from_numpy(np.asarray(layer.params["b"].value)).requires_grad_(True)
+        params = [w, b]
+        op = lambda: F.linear(xt, w, b)  # noqa: E731
+    elif isinstance(layer, Dropout):
+        op = lambda: F.dropout(xt, layer.p, training=True)  # noqa: E731
+    else:
+        return None
+    dout = torch.randn(op().shape)
+
+    def both():
+        torch.autograd.grad(op(), [xt] + params, dout)
+
+    return op, both
+
+
+def _label(i, layer, x):
+    shape = "x".join(str(s) for s in x.shape[1:])
+    if isinstance(layer, Conv2D):
+        return f"{i:2d} conv {layer.in_channels}->{layer.out_channels} @{shape}"
+    if isinstance(layer, MaxPool2D):
+        return f"{i:2d} maxpool {layer.size}/{layer.stride} @{shape}"
+    return f"{i:2d} {type(layer).__name__.lower()} @{shape}"
+
+
+def run_op_bench(batch=32, size=256, hidden=1024, repeats=3, with_torch=True, fused=True):
+    """Rows (label, {impl: (fwd s, bwd s)}) for every layer of paper_net (and the
+    numba fused conv+ReLU+pool blocks when `fused`). Medians over `repeats`."""
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 1, size, size), dtype=np.float32)
+    net = paper_net(hidden=hidden, in_size=size, seed=0)
+    has_torch = with_torch and torch_available()
+    rows = []
+    for i, (layer, xin) in enumerate(_layer_inputs(net, x)):
+        times = {}
+        for name in ("numpy", "numba"):
+            ops = _tinycnn_op(backends.get(name), layer, xin)
+            if ops is None:
+                break
+            fwd, bwd = ops
+            out, cache = fwd()
+            dout = rng.standard_normal(out.shape).astype(np.float32)
+            tf = statistics.median(median_time(fwd, repeats))
+            # a backward pass consumes its cache on some layers: a fresh forward each time
+            tb = statistics.median(median_time(lambda: bwd(dout, fwd()[1]), repeats)) - tf
+            times[name] = (tf, max(tb, 0.0))
+        if not times:
+            continue
+        if has_torch:
+            op, both = _torch_op(layer, xin)
+            tf = statistics.median(median_time(op, repeats))
+            tb = statistics.median(median_time(both, repeats)) - tf
+            times["torch"] = (tf, max(tb, 0.0))
+        rows.append((_label(i, layer, xin), times))
+    if fused:
+        be = backends.get("numba")
+        for i, (layer, xin) in enumerate(_layer_inputs(net, x)):
+            if not isinstance(layer, Conv2D):
+                continue
+            w, b = layer.params["w"].value, layer.params["b"].value
+            fwd = lambda: be.conv_relu_pool_forward(xin, w, b, layer.stride, layer.pad)  # noqa: E731
+            out, _ = fwd()
+            dout = rng.standard_normal(out.shape).astype(np.float32)
+            tf = statistics.median(median_time(fwd, repeats))
+            tb = statistics.median(median_time(lambda: be.conv_relu_pool_backward(dout, fwd()[1]), repeats)) - tf
+            rows.append((f"{i:2d}-{i + 2} fused conv+relu+pool", {"numba": (tf, max(tb, 0.0))}))
+    return rows
+
+
+def format_op_table(rows) -> str:
+    impls = ("numpy", "numba", "torch")
+    head = f"| {'op (input shape)':<34} |" + "".join(f" {i} fwd | {i} bwd |" for i in impls)
+    head += " numpy/numba | numba/torch |"
+    lines = [head, "|" + "---|" * (1 + 2 * len(impls) + 2)]
+    for label, t in rows:
+        cells = []
+        for impl in impls:
+            if impl in t:
+                cells += [f"{1e3 * t[impl][0]:.1f}", f"{1e3 * t[impl][1]:.1f}"]
+            else:
+                cells += ["", ""]
+        tot = {k: sum(v) for k, v in t.items()}
+        r1 = f"{tot['numpy'] / tot['numba']:.2f}x" if "numpy" in tot and tot["numba"] > 0 else ""
+        r2 = f"{tot['numba'] / tot['torch']:.2f}" if "torch" in tot and tot["torch"] > 0 else ""
+        lines.append(f"| {label:<34} | " + " | ".join(cells) + f" | {r1} | {r2} |")
+    return "\n".join(lines)
+
+
+def describe(times: list[float]) -> str:
+    return f"{statistics.median(times):7.3f} s (min {min(times):.3f}, max {max(times):.3f})"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--op-repeats", type=int, default=3)
+    ap.add_argument("--no-ops", action="store_true", help="skip the per-op table")
+    ap.add_argument("--no-torch", action="store_true")
+    args = ap.parse_args(argv)
+
+    import numba
+
+    print(f"paper_net training step: batch {args.batch}, {args.size}x{args.size}, hidden {args.hidden}, "
+          f"SGD momentum; {datetime.date.today()}")
+    print(f"CPU: {cpu_description()}; NumPy {np.__version__}; Numba {numba.__version__} "
+          f"({numba.get_num_threads()} threads)")
+
+    rng = np.random.default_rng(1)
+    xv = rng.random((2, 1, args.size, args.size), dtype=np.float32)
+    errors = validate_step(xv, np.array([0, 1]), args.hidden, args.size)
+    worst = max(errors.items(), key=lambda kv: kv[1] if kv[0] != "loss" else 0)
+    print(f"numba validated against numpy (batch 2): loss rel. error {errors['loss']:.1e}, "
+          f"worst {worst[0]} {worst[1]:.1e}")
+
+    times = run_step_bench(args.batch, args.size, args.hidden, args.repeats, with_torch=not args.no_torch)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"Numba threading layer: {numba.threading_layer()}")
+    for name, t in times.items():
+        print(f"{name:<6} {describe(t)}  {args.batch / med[name]:6.1f} images/s")
+    print(f"numpy / numba = {med['numpy'] / med['numba']:.2f}x")
+    if "torch" in med:
+        print(f"numba / torch = {med['numba'] / med['torch']:.2f}  (below 1: numba is faster)")
+
+    if not args.no_ops:
+        print(f"\nper op, ms (median of {args.op_repeats}), batch {args.batch}:")
+        print(format_op_table(run_op_bench(args.batch, args.size, args.hidden, args.op_repeats,
+                                           with_torch=not args.no_torch)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
