@@ -1,0 +1,229 @@
+"""CBIS-DDSM: the case-description CSVs and their ROI crops, from DICOM or from the
+JPEG redistribution.
+
+- CSVs: {mass,calc}_case_description_{train,test}_set.csv in the data folder or its
+  csv/ subfolder. Label: pathology MALIGNANT = 1, BENIGN and BENIGN_WITHOUT_CALLBACK = 0.
+  The official train/test split is kept (side 0 / 1). The mass and calc tables are
+  each patient-disjoint, but together 31 patients have training rows in one and test
+  rows in the other: those test rows are dropped (and counted) so the split stays
+  patient-disjoint.
+- Images, DICOM layout: the CSV paths relative to the data folder (or its CBIS-DDSM/
+  subfolder); where the download renamed the folders (TCIA's NBIA layout), the
+  series is found by the SeriesInstanceUID in the DICOM headers under the case folder.
+- Images, JPEG layout: dicom_info.csv (image_path, SeriesInstanceUID, ...) maps the
+  series (the third component of a CSV path) to jpeg/<SeriesInstanceUID>/1-N.jpg.
+- The crop is told from the mask by content, never by name (the tables swap the two
+  and about a hundred rows point both columns at one file): a mask is almost all
+  black or white. With only a mask, the ROI is cut from the full mammogram around the
+  mask's bounding box.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import cache
+from .preprocess import DataError, UnreadableImage, preprocess, read_image
+
+VERSION = 1
+TABLES = {(kind, split): f"{kind}_case_description_{split}_set.csv"
+          for kind in ("mass", "calc") for split in ("train", "test")}
+REQUIRED = ("patient_id", "pathology", "cropped image file path", "ROI mask file path")
+LABELS = {"MALIGNANT": 1, "BENIGN": 0, "BENIGN_WITHOUT_CALLBACK": 0}
+DICOM_INFO = "dicom_info.csv"
+ABNORMALITIES = ("mass", "calc", "both")
+
+
+def _csv_dir(root: Path) -> Path:
+    for folder in (root / "csv", root):
+        if any((folder / name).is_file() for name in TABLES.values()):
+            return folder
+    raise DataError(f"cbis-ddsm: no case-description CSV ({', '.join(sorted(set(TABLES.values())))}) "
+                    f"in {root} or {root / 'csv'}")
+
+
+def _tables(root: Path, abnormality: str) -> list[tuple[Path, str]]:
+    if abnormality not in ABNORMALITIES:
+        raise DataError(f"cbis-ddsm: abnormality must be one of {', '.join(ABNORMALITIES)}, got {abnormality!r}")
+    folder = _csv_dir(root)
+    kinds = ("mass", "calc") if abnormality == "both" else (abnormality,)
+    found = [(folder / TABLES[k, s], s) for k in kinds for s in ("train", "test") if (folder / TABLES[k, s]).is_file()]
+    if not found:
+        raise DataError(f"cbis-ddsm: no {abnormality} case-description CSV in {folder}")
+    return found
+
+
+def read_table(path: Path) -> list[dict]:
+    """Rows with stripped keys and values (some path cells end with a newline)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        for required in REQUIRED:
+            if required not in columns:
+                raise DataError(f"{path}: missing required column {required!r}")
+        return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+
+
+def looks_like_mask(image: np.ndarray) -> bool:
+    """A ROI mask is binary (0 and max; JPEG adds a little ringing), a crop is tissue."""
+    lo, hi = float(image.min()), float(image.max())
+    if hi <= lo:
+        return True
+    scaled = (image - lo) / (hi - lo)
+    return float(((scaled > 0.1) & (scaled < 0.9)).mean()) < 0.02
+
+
+class _Resolver:
+    """CSV path -> candidate image files, for the DICOM or the JPEG layout."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        info = next((p for p in (root / "csv" / DICOM_INFO, root / DICOM_INFO) if p.is_file()), None)
+        self.jpeg_series = self._read_dicom_info(info) if info else None
+        self._uid_index: dict[str, dict[str, list[Path]]] = {}
+
+    def _read_dicom_info(self, path: Path) -> dict[str, list[str]]:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            for required in ("image_path", "SeriesInstanceUID"):
+                if required not in columns:
+                    raise DataError(f"{path}: missing required column {required!r}")
+            series: dict[str, list[str]] = {}
+            for row in reader:
+                row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+                series.setdefault(row["SeriesInstanceUID"], []).append(row["image_path"])
+            return series
+
+    @property
+    def layout(self) -> str:
+        return "jpeg" if self.jpeg_series is not None else "dicom"
+
+    def candidates(self, csv_path: str) -> list[Path]:
+        parts = csv_path.replace("\\", "/").strip().split("/")
+        if self.jpeg_series is not None:
+            uid = parts[2] if len(parts) > 2 else ""
+            return [p for p in (self._jpeg_file(ip, uid) for ip in self.jpeg_series.get(uid, [])) if p]
+        for base in (self.root, self.root / "CBIS-DDSM"):
+            if (base / csv_path).is_file():
+                return [base / csv_path]
+        if len(parts) > 2:  # renamed download folders: find the series by its UID
+            return self._series_by_uid(parts[0]).get(parts[2], [])
+        return []
+
+    def _jpeg_file(self, image_path: str, uid: str) -> Path | None:
+        parts = image_path.split("/")
+        for p in (self.root / image_path, self.root / Path(*parts[1:]) if len(parts) > 1 else None,
+                  self.root / "jpeg" / uid / parts[-1]):
+            if p is not None and p.is_file():
+                return p
+        return None
+
+    def _series_by_uid(self, case: str) -> dict[str, list[Path]]:
+        if case not in self._uid_index:
+            index: dict[str, list[Path]] = {}
+            for base in (self.root, self.root / "CBIS-DDSM"):
+                for dcm in sorted((base / case).rglob("*.dcm")) if (base / case).is_dir() else []:
+                    uid = _series_uid(dcm)
+                    if uid:
+                        index.setdefault(uid, []).append(dcm)
+            self._uid_index[case] = index
+        return self._uid_index[case]
+
+
+def _series_uid(path: Path) -> str | None:
+    try:
+        import pydicom
+    except ImportError as e:
+        raise DataError("cbis-ddsm: reading DICOM needs pydicom: pip install 'tinycnn[dicom]'") from e
+    try:
+        return str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
+    except Exception:
+        return None
+
+
+def _crop_from_mask(full: np.ndarray, mask: np.ndarray, margin: float = 0.2) -> np.ndarray:
+    if full.shape != mask.shape:
+        raise UnreadableImage(f"mask {mask.shape} and full mammogram {full.shape} differ in size")
+    rows, cols = np.nonzero(mask > (mask.min() + mask.max()) / 2)
+    if len(rows) == 0:
+        raise UnreadableImage("empty ROI mask")
+    pad_r, pad_c = int(margin * (np.ptp(rows) + 1)), int(margin * (np.ptp(cols) + 1))
+    r0, r1 = max(rows.min() - pad_r, 0), min(rows.max() + pad_r + 1, full.shape[0])
+    c0, c1 = max(cols.min() - pad_c, 0), min(cols.max() + pad_c + 1, full.shape[1])
+    return full[r0:r1, c0:c1]
+
+
+def _roi(resolver: _Resolver, row: dict) -> np.ndarray:
+    """The ROI crop of one CSV row, told from the mask by content."""
+    files = []
+    for column in ("cropped image file path", "ROI mask file path"):
+        for p in resolver.candidates(row[column]) if row[column] else []:
+            if p not in files:
+                files.append(p)
+    if not files:
+        raise UnreadableImage(f"no image file found for {row['cropped image file path']!r}")
+    files.sort(key=lambda p: p.stat().st_size)  # the crop is usually the small one: read it first
+    mask = None
+    for p in files:
+        image = read_image(p)
+        if not looks_like_mask(image):
+            return image
+        mask = image
+    full_paths = resolver.candidates(row.get("image file path", "")) if row.get("image file path") else []
+    if mask is not None and full_paths:
+        return _crop_from_mask(read_image(full_paths[0]), mask)
+    raise UnreadableImage(f"only a mask, no crop, for {row['cropped image file path']!r}")
+
+
+def fingerprint(data_dir, abnormality: str = "both") -> list:
+    root = Path(data_dir)
+    tables = [p for p, _ in _tables(root, abnormality)]
+    info = [p for p in (root / "csv" / DICOM_INFO, root / DICOM_INFO) if p.is_file()]
+    images = [Path(d) / f for d, _, fs in os.walk(root) for f in fs
+              if f.lower().endswith((".dcm", ".jpg", ".jpeg", ".png"))]
+    return cache.file_fingerprint(tables + info + images, root)
+
+
+def read(data_dir, image_size: int, strict: bool = False, abnormality: str = "both"):
+    from . import RoiSet
+
+    root = Path(data_dir)
+    resolver = _Resolver(root)
+    rows = [(row, split, path.name) for path, split in _tables(root, abnormality) for row in read_table(path)]
+    train_patients = {row["patient_id"] for row, split, _ in rows if split == "train"}
+    images, labels, patients, ids, sides, skipped = [], [], [], [], [], []
+    dropped = unknown = 0
+    for row, split, table in rows:
+        if row["pathology"] not in LABELS:
+            unknown += 1
+            continue
+        if split == "test" and row["patient_id"] in train_patients:
+            dropped += 1
+            continue
+        name = row["cropped image file path"].split("/")[0] + f"#{row.get('abnormality id', '?')}"
+        try:
+            image = _roi(resolver, row)
+        except UnreadableImage as e:
+            if strict:
+                raise
+            skipped.append(f"{table} {name}: {e}")
+            continue
+        images.append(preprocess(image, image_size))
+        labels.append(LABELS[row["pathology"]])
+        patients.append(row["patient_id"])
+        ids.append(name)
+        sides.append(0 if split == "train" else 1)
+    notes = [f"{resolver.layout} layout; official train/test split kept",
+             f"{dropped} test row(s) dropped: their patient has training rows in the other table"]
+    if unknown:
+        notes.append(f"{unknown} row(s) with an unknown pathology ignored")
+    if not images:
+        raise DataError(f"cbis-ddsm: no ROI could be read under {root} ({len(skipped)} skipped; "
+                        f"first: {skipped[0] if skipped else 'no rows'})")
+    return RoiSet("cbis-ddsm", np.stack(images), np.array(labels, dtype=np.int64), np.array(patients),
+                  np.array(ids), side=np.array(sides, dtype=np.int64), skipped=skipped, notes=notes)

@@ -1,0 +1,135 @@
+"""The mini-MIAS database in its own layout: Info.txt plus mdbNNN.pgm films.
+
+Info.txt rows: `mdb001 G CIRC B 535 425 197` (reference, background tissue, class,
+severity, centre x, centre y, radius). One ROI per abnormality: a square crop around
+the centre, 2 * margin * radius on a side (at least MIN_SIDE pixels), shifted to stay
+on the film. The y axis starts at the BOTTOM of the film, so the row is H - y.
+Normal films and rows without a centre (spread calcifications, "*NOTE 3*") give no ROI.
+Films mdb(2k-1) and mdb(2k) are the left and right breast of one woman: one patient.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import cache
+from .preprocess import DataError, UnreadableImage, preprocess, read_image
+
+VERSION = 1
+INFO_FILE = "Info.txt"
+MIN_SIDE = 32
+DEFAULT_MARGIN = 1.5
+_ROW = re.compile(r"^(mdb\d{3})\s+(\S+)\s+(\S+)(.*)$")
+
+
+@dataclass
+class Abnormality:
+    ref: str
+    tissue: str
+    kind: str
+    severity: str | None
+    x: int | None
+    y: int | None
+    radius: int | None
+
+    @property
+    def croppable(self) -> bool:
+        return self.severity in ("B", "M") and None not in (self.x, self.y, self.radius)
+
+
+def find_info(data_dir) -> Path:
+    root = Path(data_dir)
+    for candidate in [root / INFO_FILE, *sorted(root.glob(f"*/{INFO_FILE}"))]:
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"mias: no {INFO_FILE} in {root} (expected the MIAS layout: Info.txt and mdbNNN.pgm)")
+
+
+def parse_info(path) -> list[Abnormality]:
+    """Every data row of Info.txt (normal films included); the prose around it is ignored."""
+    rows = []
+    for line in Path(path).read_text(encoding="latin-1").splitlines():
+        m = _ROW.match(line.strip())
+        if not m:
+            continue
+        ref, tissue, kind, rest = m.groups()
+        rest = rest.split()
+        severity = rest[0] if rest and rest[0] in ("B", "M") else None
+        nums = [int(t) for t in rest[1:4] if t.lstrip("-").isdigit()] if severity else []
+        x, y, r = nums if len(nums) == 3 else (None, None, None)
+        rows.append(Abnormality(ref, tissue, kind, severity, x, y, r))
+    if not rows:
+        raise DataError(f"mias: {path} holds no data rows like 'mdb001 G CIRC B 535 425 197'")
+    return rows
+
+
+def patient_of(ref: str) -> str:
+    """mdb001 and mdb002 -> the same woman."""
+    n = int(ref[3:])
+    return f"mias-{(n + 1) // 2:03d}"
+
+
+def crop_box(x: int, y: int, radius: int, height: int, width: int, margin: float = DEFAULT_MARGIN):
+    """(top, left, side) of the square crop around the centre (x, y from the bottom-left)."""
+    side = int(round(max(2 * margin * radius, MIN_SIDE)))
+    side = min(side, height, width)
+    row, col = height - y, x
+    top = int(np.clip(row - side // 2, 0, height - side))
+    left = int(np.clip(col - side // 2, 0, width - side))
+    return top, left, side
+
+
+def _film_path(root: Path, info_dir: Path, ref: str) -> Path | None:
+    for folder in (info_dir, root):
+        for ext in (".pgm", ".PGM"):
+            if (folder / f"{ref}{ext}").is_file():
+                return folder / f"{ref}{ext}"
+    return None
+
+
+def fingerprint(data_dir, margin: float = DEFAULT_MARGIN) -> list:
+    info = find_info(data_dir)
+    refs = {a.ref for a in parse_info(info) if a.croppable}
+    films = [p for p in (_film_path(Path(data_dir), info.parent, r) for r in sorted(refs)) if p]
+    return cache.file_fingerprint([info, *films], data_dir)
+
+
+def read(data_dir, image_size: int, strict: bool = False, margin: float = DEFAULT_MARGIN):
+    from . import RoiSet
+
+    root = Path(data_dir)
+    info = find_info(root)
+    rows = parse_info(info)
+    abnormal = [a for a in rows if a.severity in ("B", "M")]
+    usable = [a for a in abnormal if a.croppable]
+    notes = [f"{len(abnormal) - len(usable)} abnormal row(s) without a centre or radius cannot be cropped"]
+    images, labels, patients, ids, skipped = [], [], [], [], []
+    films: dict[str, np.ndarray | None] = {}
+    for a in usable:
+        if a.ref not in films:
+            path = _film_path(root, info.parent, a.ref)
+            try:
+                if path is None:
+                    raise UnreadableImage(f"film {a.ref}.pgm not found next to {info}")
+                films[a.ref] = read_image(path)
+            except UnreadableImage as e:
+                if strict:
+                    raise
+                films[a.ref] = None
+                skipped.append(f"{a.ref}: {e}")
+        film = films[a.ref]
+        if film is None:
+            continue
+        top, left, side = crop_box(a.x, a.y, a.radius, *film.shape, margin=margin)
+        images.append(preprocess(film[top:top + side, left:left + side], image_size))
+        labels.append(1 if a.severity == "M" else 0)
+        patients.append(patient_of(a.ref))
+        ids.append(f"{a.ref}:{a.kind}:{a.x},{a.y},r{a.radius}")
+    if not images:
+        raise DataError(f"mias: no croppable abnormality with a readable film in {root}")
+    return RoiSet("mias", np.stack(images), np.array(labels, dtype=np.int64), np.array(patients),
+                  np.array(ids), skipped=skipped, notes=notes)

@@ -1,0 +1,126 @@
+"""What a run leaves behind: metrics.json, the paper's figures as PNG (accuracy and loss
+per epoch, ROC curve: Figures IV-VI) plus a confusion matrix, and the console's
+Table III-style summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+PAPER_ROW = {"method": "CNN (paper, Table III, as published)", "data": "DDSM ROIs, augment-then-split",
+             "accuracy": 0.9525, "auc": 0.98}
+
+
+def _plt():
+    import matplotlib
+
+    if os.environ.get("MPLBACKEND", "").lower() != "agg":
+        matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _clean(obj):
+    """JSON without NaN (as null) and without NumPy scalars."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    return obj
+
+
+def write_metrics(path, metrics: dict) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_clean(metrics), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def plot_curves(history: list, out_dir, prefix: str = "") -> list[Path]:
+    """accuracy.png and loss.png: train and held-out values per epoch."""
+    plt = _plt()
+    out_dir, paths = Path(out_dir), []
+    epochs = [h["epoch"] for h in history]
+    for key, label in (("acc", "accuracy"), ("loss", "loss")):
+        fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="training")
+        ax.plot(epochs, [h[f"test_{key}"] for h in history], "s-", label="held-out")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        paths.append(out_dir / f"{prefix}{label}.png")
+        fig.savefig(paths[-1])
+        plt.close(fig)
+    return paths
+
+
+def plot_roc(curves: dict, out_dir, prefix: str = "") -> Path:
+    """curves: name -> {"fpr", "tpr", "auc"}; one line each, with the chance diagonal."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 4.4), dpi=120)
+    for name, c in curves.items():
+        ax.plot(c["fpr"], c["tpr"], label=f"{name} (AUC {c['auc']:.3f})")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.set_title("ROC, held-out side")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(out_dir) / f"{prefix}roc.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(cm, out_dir, prefix: str = "") -> Path:
+    plt = _plt()
+    cm = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(3.8, 3.4), dpi=120)
+    ax.imshow(cm, cmap="Blues")
+    names = ["benign", "malignant"]
+    ax.set_xticks([0, 1], names)
+    ax.set_yticks([0, 1], names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(2):
+        for j in range(2):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_title("confusion matrix (threshold 0.5)")
+    fig.tight_layout()
+    path = Path(out_dir) / f"{prefix}confusion_matrix.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def table_three(rows: list[dict]) -> str:
+    """The paper's Table III layout: method, data, accuracy, AUC."""
+    def pct(v):
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}%"
+
+    def num(v):
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+    cells = [(r["method"], r["data"], pct(r.get("accuracy")), num(r.get("auc"))
+              + (f" [{r['auc_ci95'][0]:.3f}, {r['auc_ci95'][1]:.3f}]" if r.get("auc_ci95") else ""))
+             for r in rows]
+    head = ("method", "data", "accuracy", "AUC [95% CI]")
+    widths = [max(len(head[i]), *(len(c[i]) for c in cells)) for i in range(4)]
+    line = "-+-".join("-" * w for w in widths)
+    fmt = lambda c: " | ".join(f"{c[i]:<{widths[i]}}" for i in range(4))  # noqa: E731
+    return "\n".join([fmt(head), line] + [fmt(c) for c in cells])

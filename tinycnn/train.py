@@ -1,0 +1,326 @@
+"""The training loop: epochs of shuffled, augmented batches, evaluation on the held-out
+side after every epoch, last and best checkpoints, exact resume, NaN detection and a
+clean stop on Ctrl-C.
+
+Reproducibility: the order of epoch e is a permutation drawn from (seed, e) alone,
+dropout masks come from counters kept in the model, the learning rate is a function
+of the global step, and a checkpoint stores the optimizer buffers, the position
+(epoch, batch) and the running sums of the current epoch. So a run stopped anywhere
+and resumed reaches bit for bit the weights of an uninterrupted run (on the NumPy
+backend, whose arithmetic is deterministic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics
+from .data import augment
+from .model import CheckpointError, read_checkpoint
+from .optim import ConstantLR, CosineLR
+
+LAST, BEST = "last.npz", "best.npz"
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; training stopped before applying that step."""
+
+
+class ResumeError(CheckpointError):
+    """A checkpoint that cannot continue this run (other data, seed or settings)."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"  # or "constant"
+    seed: int = 0
+    eval_batch_size: int = 128
+
+    def schedule(self, steps_per_epoch: int):
+        if self.lr_schedule == "constant":
+            return ConstantLR(self.lr)
+        if self.lr_schedule == "cosine":
+            return CosineLR(self.lr, total=max(1, self.epochs * steps_per_epoch), min_lr=self.lr * 0.02)
+        raise ValueError(f"unknown lr schedule {self.lr_schedule!r}; choose constant or cosine")
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # the epoch in progress (0-based)
+    batch: int = 0  # the next batch of that epoch
+    global_step: int = 0
+    loss_sum: float = 0.0  # running sums of the epoch in progress
+    correct: int = 0
+    seen: int = 0
+    history: list = field(default_factory=list)
+    best_auc: float = -1.0
+    best_epoch: int = 0
+
+
+@dataclass
+class TrainResult:
+    status: str  # "done" or "interrupted"
+    history: list
+    best_epoch: int
+    last_path: Path
+    best_path: Path | None
+    probs: np.ndarray | None = None  # the final model's P(malignant) on the test samples
+
+
+def samples_digest(samples: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(samples, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+class BatchLoader:
+    """Builds host batches (gather + transform) on a background thread, a few batches
+    ahead, so the device never waits for the data; the main thread copies each one
+    to the backend."""
+
+    def __init__(self, images, labels, samples, order, batch_size, start_batch=0, depth=3):
+        self.images, self.labels, self.samples = images, labels, samples
+        self.batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)][start_batch:]
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._fill, daemon=True)
+        self.thread.start()
+
+    def _fill(self):
+        try:
+            for idx in self.batches:
+                s = self.samples[idx]
+                item = (augment.gather(self.images, s), self.labels[s[:, 0]])
+                while not self.stop.is_set():
+                    try:
+                        self.queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self.stop.is_set():
+                    return
+        except BaseException as e:  # hand the error to the consumer
+            self.queue.put(e)
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        for _ in range(len(self.batches)):
+            item = self.queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step (and save); a second
+    one interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class Trainer:
+    """Trains `net` with `optimizer` on images[train samples], evaluating on the test
+    samples. `meta` (JSON-able: preprocessing settings, configuration, dataset) is
+    stored in every checkpoint."""
+
+    def __init__(self, net, optimizer, images, labels, train_samples, test_samples, config: TrainConfig,
+                 out_dir, meta: dict | None = None, progress: bool = True, log=print):
+        self.net, self.opt, self.config = net, optimizer, config
+        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+        self.train_samples, self.test_samples = np.asarray(train_samples), np.asarray(test_samples)
+        self.out_dir = Path(out_dir)
+        self.meta = dict(meta or {})
+        self.progress, self.log = progress, log
+        self.state = TrainState()
+        self.steps_per_epoch = math.ceil(len(self.train_samples) / config.batch_size)
+        self.lr_at = config.schedule(self.steps_per_epoch)
+        self.stop_after_steps: int | None = None  # tests: act as if Ctrl-C came after this global step
+
+    # ------------------------------------------------------------ checkpoints
+    def _identity(self) -> dict:
+        """What must match for a checkpoint to continue this run."""
+        c = self.config
+        return {"seed": c.seed, "batch_size": c.batch_size, "optimizer": c.optimizer, "lr": c.lr,
+                "lr_schedule": c.lr_schedule, "train_samples": samples_digest(self.train_samples),
+                "test_samples": samples_digest(self.test_samples)}
+
+    def save(self, path: Path) -> None:
+        be = self.net.backend
+        extra = {f"opt.{k}": v for k, v in self.opt.state_arrays(be.to_numpy).items()}
+        s = self.state
+        extra["position"] = np.array([s.epoch, s.batch, s.global_step, s.correct, s.seen], dtype=np.int64)
+        extra["loss_sum"] = np.array(s.loss_sum, dtype=np.float64)
+        meta = dict(self.meta, identity=self._identity(), train_config=asdict(self.config),
+                    history=s.history, best_auc=s.best_auc, best_epoch=s.best_epoch)
+        self.net.save(path, extra=extra, meta=meta)
+
+    def resume(self, path) -> None:
+        """Continue from a checkpoint written by save(): weights, optimizer, position."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / LAST
+        info = self.net.load(path)  # CheckpointError on another architecture
+        meta, extra = info["meta"], info["extra"]
+        if "position" not in extra:
+            raise ResumeError(f"{path} holds weights only (no training position): cannot resume from it")
+        found, expected = meta.get("identity", {}), self._identity()
+        diffs = [k for k in expected if found.get(k) != expected[k]]
+        if diffs:
+            details = ", ".join(f"{k}: checkpoint {found.get(k)!r}, now {expected[k]!r}" for k in diffs)
+            raise ResumeError(f"cannot resume from {path}: this run differs in {details}")
+        opt_state = {k[len("opt."):]: v for k, v in extra.items() if k.startswith("opt.")}
+        self.opt.load_state_arrays(opt_state, self.net.backend.asarray)
+        epoch, batch, step, correct, seen = (int(v) for v in extra["position"])
+        self.state = TrainState(epoch, batch, step, float(extra["loss_sum"]), correct, seen,
+                                list(meta.get("history", [])), float(meta.get("best_auc", -1.0)),
+                                int(meta.get("best_epoch", 0)))
+        self.log(f"resumed from {path}: epoch {epoch + 1}, batch {batch}, step {step}")
+
+    # ------------------------------------------------------------ evaluation
+    def predict(self, samples=None) -> np.ndarray:
+        """P(malignant) for each sample (ROI index, transform), in order."""
+        samples = self.test_samples if samples is None else samples
+        be, out = self.net.backend, []
+        bs = self.config.eval_batch_size
+        for i in range(0, len(samples), bs):
+            x = be.asarray(augment.gather(self.images, samples[i:i + bs]))
+            out.append(be.to_numpy(self.net.forward(x, train=False)))
+        return metrics.softmax_positive(np.concatenate(out)) if out else np.zeros(0)
+
+    def evaluate(self) -> dict:
+        probs = self.predict()
+        y = self.labels[self.test_samples[:, 0]]
+        p = np.clip(probs, 1e-7, 1 - 1e-7)
+        return {"test_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
+                "test_acc": float(np.mean((probs >= 0.5) == y)), "test_auc": metrics.auc(y, probs),
+                "probs": probs}
+
+    # ------------------------------------------------------------ training
+    def fit(self) -> TrainResult:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        last, best = self.out_dir / LAST, self.out_dir / BEST
+        c, s = self.config, self.state
+        with _StopFlag() as flag:
+            while s.epoch < c.epochs:
+                if self._run_epoch(flag, last):
+                    self.save(last)
+                    self.log(f"stopped at epoch {s.epoch + 1}, batch {s.batch}/{self.steps_per_epoch}; "
+                             f"saved {last}; continue with --resume")
+                    return TrainResult("interrupted", s.history, s.best_epoch, last,
+                                       best if best.exists() else None)
+                ev = self.evaluate()
+                s.history.append({
+                    "epoch": s.epoch + 1, "train_loss": s.loss_sum / max(s.seen, 1),
+                    "train_acc": s.correct / max(s.seen, 1), "test_loss": ev["test_loss"],
+                    "test_acc": ev["test_acc"], "test_auc": ev["test_auc"],
+                    "lr": float(self.lr_at(s.global_step - 1)), "steps": s.global_step,
+                })
+                h = s.history[-1]
+                self.log(f"epoch {h['epoch']}/{c.epochs}: train loss {h['train_loss']:.4f} acc {h['train_acc']:.3f} | "
+                         f"held-out loss {h['test_loss']:.4f} acc {h['test_acc']:.3f} AUC {h['test_auc']:.4f}")
+                s.epoch, s.batch, s.loss_sum, s.correct, s.seen = s.epoch + 1, 0, 0.0, 0, 0
+                improved = not math.isnan(h["test_auc"]) and h["test_auc"] > s.best_auc
+                if improved:
+                    s.best_auc, s.best_epoch = h["test_auc"], h["epoch"]
+                self.save(last)
+                if improved:
+                    self.save(best)
+        probs = self.evaluate()["probs"] if c.epochs > 0 else None
+        return TrainResult("done", s.history, s.best_epoch, last, best if best.exists() else None, probs)
+
+    def _run_epoch(self, flag: _StopFlag, last: Path) -> bool:
+        """Train the rest of the current epoch. True if asked to stop part-way."""
+        c, s, be = self.config, self.state, self.net.backend
+        order = np.random.default_rng([c.seed, s.epoch, 0xDA7A]).permutation(len(self.train_samples))
+        loader = BatchLoader(self.images, self.labels, self.train_samples, order, c.batch_size, s.batch)
+        bar = _progress(len(loader), s.batch, self.steps_per_epoch, f"epoch {s.epoch + 1}/{c.epochs}",
+                        enabled=self.progress)
+        try:
+            for x_host, y_host in loader:
+                logits = self.net.forward(be.asarray(x_host), train=True)
+                loss, dlogits = be.softmax_cross_entropy(logits, be.asarray(y_host, dtype=np.int32))
+                loss_value = float(be.to_numpy(loss))
+                if not math.isfinite(loss_value):
+                    where = (f"epoch {s.epoch + 1}, batch {s.batch + 1}/{self.steps_per_epoch} "
+                             f"(global step {s.global_step + 1})")
+                    kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+                    raise NonFiniteLoss(f"loss is {loss_value} at {where}; stopped before applying that "
+                                        f"step; {kept}. Try a lower --lr.")
+                self.net.backward(dlogits)
+                self.opt.lr = float(self.lr_at(s.global_step))
+                self.opt.step()
+                pred = np.argmax(be.to_numpy(logits), axis=1)
+                s.loss_sum += loss_value * len(y_host)
+                s.correct += int((pred == y_host).sum())
+                s.seen += len(y_host)
+                s.batch += 1
+                s.global_step += 1
+                if bar is not None:
+                    bar.set_postfix(loss=f"{s.loss_sum / s.seen:.4f}", acc=f"{s.correct / s.seen:.3f}")
+                    bar.update(1)
+                if self.stop_after_steps is not None and s.global_step >= self.stop_after_steps:
+                    flag.requested = True
+                if flag.requested:
+                    return True
+            return False
+        finally:
+            loader.close()
+            if bar is not None:
+                bar.close()
+
+
+def _progress(total, initial, full, desc, enabled):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=full, initial=initial, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+                file=sys.stderr)
+
+
+def checkpoint_meta(path) -> dict:
+    """The meta record of a checkpoint (preprocessing settings, configuration, ...)."""
+    return read_checkpoint(path)["meta"]
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=2, default=float)
