@@ -1,0 +1,126 @@
+"""The folder reader on small files in the real formats, the cache, and bad input."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tinycnn.data import DataError, UnreadableImage, folder, load_dataset
+from tinycnn.data.preprocess import load_preprocessed, read_image
+
+
+def _save(path, array, fmt=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format=fmt)
+
+
+def make_folder(root, rng, n=3):
+    """benign/ and malignant/ with PNG, JPEG, TIFF and PGM files, 8- and 16-bit."""
+    for cls in ("benign", "malignant"):
+        for i in range(n):
+            a8 = (rng.random((40 + i, 50)) * 255).astype(np.uint8)
+            a16 = (rng.random((45, 38 + i)) * 65535).astype(np.uint16)
+            _save(root / cls / f"{cls}{i}_8.png", a8)
+            _save(root / cls / f"{cls}{i}_16.png", a16)
+            _save(root / cls / f"{cls}{i}.jpg", a8)
+            _save(root / cls / "sub" / f"{cls}{i}_8.tif", a8)
+            _save(root / cls / f"{cls}{i}_16.tif", a16)
+            _save(root / cls / f"{cls}{i}_8.pgm", a8)
+            _save(root / cls / f"{cls}{i}_16.pgm", a16)
+    return root
+
+
+@pytest.mark.parametrize("ext,dtype", [(".png", np.uint8), (".png", np.uint16), (".tif", np.uint8),
+                                       (".tif", np.uint16), (".pgm", np.uint8), (".pgm", np.uint16)])
+def test_read_image_keeps_bit_depth(tmp_path, rng, ext, dtype):
+    top = np.iinfo(dtype).max
+    a = (rng.random((12, 9)) * top).astype(dtype)
+    _save(tmp_path / f"x{ext}", a)
+    np.testing.assert_array_equal(read_image(tmp_path / f"x{ext}"), a.astype(np.float32))
+
+
+def test_rgb_becomes_gray_and_preprocess_normalises(tmp_path, rng):
+    _save(tmp_path / "c.png", (rng.random((30, 20, 3)) * 255).astype(np.uint8))
+    x = load_preprocessed(tmp_path / "c.png", 16)
+    assert x.shape == (16, 16) and x.dtype == np.float32
+    assert abs(x.mean()) < 1e-5 and abs(x.std() - 1) < 1e-4
+
+
+def test_folder_reads_every_format(tmp_path, rng):
+    root = make_folder(tmp_path / "rois", rng)
+    rois = load_dataset("folder", root, image_size=24, cache_dir=tmp_path / "cache")
+    assert len(rois) == 2 * 3 * 7 and rois.images.shape[1:] == (24, 24)
+    assert rois.counts()["benign"] == rois.counts()["malignant"] == 21
+    assert len(set(rois.patients)) == len(rois)  # no patients.csv: one patient per file
+    assert any("sub/" in i for i in rois.ids)  # subfolders are searched
+
+
+def test_patients_csv_groups_files(tmp_path, rng):
+    root = make_folder(tmp_path / "rois", rng, n=2)
+    (root / "patients.csv").write_text("file,patient_id\nbenign/benign0_8.png,P1\nbenign0_16.png,P1\n"
+                                       "malignant/malignant1.jpg,P2\n")
+    rois = load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+    pid = dict(zip(rois.ids, rois.patients))
+    assert pid["benign/benign0_8.png"] == pid["benign/benign0_16.png"] == "P1"
+    assert pid["malignant/malignant1.jpg"] == "P2"
+
+
+def test_patients_csv_missing_column_is_named(tmp_path, rng):
+    root = make_folder(tmp_path / "rois", rng, n=1)
+    (root / "patients.csv").write_text("filename,patient\nbenign/benign0_8.png,P1\n")
+    with pytest.raises(DataError, match="'file'"):
+        load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+
+
+def test_second_load_comes_from_the_cache(tmp_path, rng, monkeypatch):
+    root = make_folder(tmp_path / "rois", rng, n=1)
+    first = load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+    def no_read(*a, **k):
+        raise LookupError("cache not used")
+
+    monkeypatch.setattr(folder, "read", no_read)
+    second = load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(first.images, second.images)
+    assert list(first.ids) == list(second.ids)
+    with pytest.raises(LookupError, match="cache not used"):  # a new size is a new key
+        load_dataset("folder", root, image_size=20, cache_dir=tmp_path / "cache")
+
+
+def test_missing_and_empty_directories(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_dataset("folder", tmp_path / "nope", image_size=16, cache_dir=tmp_path / "c")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="neither a benign/ nor a malignant/"):
+        load_dataset("folder", tmp_path / "empty", image_size=16, cache_dir=tmp_path / "c")
+    (tmp_path / "empty" / "benign").mkdir()
+    (tmp_path / "empty" / "malignant").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        load_dataset("folder", tmp_path / "empty", image_size=16, cache_dir=tmp_path / "c")
+
+
+def test_one_class_only(tmp_path, rng):
+    root = make_folder(tmp_path / "rois", rng, n=1)
+    for f in (root / "malignant").rglob("*.*"):
+        f.unlink()
+    with pytest.raises(DataError, match="only one class.*no malignant"):
+        load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+    import shutil
+    shutil.rmtree(root / "malignant")
+    with pytest.raises(DataError, match="only one class.*no malignant"):
+        load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+
+
+def test_corrupt_image_is_skipped_and_counted_or_stops_with_strict(tmp_path, rng):
+    root = make_folder(tmp_path / "rois", rng, n=1)
+    (root / "benign" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    good = (rng.random((20, 20)) * 255).astype(np.uint8)
+    _save(root / "malignant" / "cut.tif", good)
+    data = (root / "malignant" / "cut.tif").read_bytes()
+    (root / "malignant" / "cut.tif").write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match="skipped"):
+        rois = load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+    assert len(rois.skipped) == 2 and len(rois) == 14
+    assert any("broken.png" in s for s in rois.skipped)
+    with pytest.raises(UnreadableImage, match="broken.png|cut.tif"):
+        load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache2", strict=True)
+    with pytest.raises(UnreadableImage):  # strict also refuses a cached set that had skips
+        load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache", strict=True)
