@@ -1,0 +1,160 @@
+"""apps/train_ddsm.py and apps/classify.py end to end on tiny data (numpy backend)."""
+
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "apps"))
+
+import classify  # noqa: E402
+import train_ddsm  # noqa: E402
+
+TINY = ["--image-size", "32", "--hidden", "8", "--epochs", "1", "--batch-size", "16", "--backend", "numpy",
+        "--bootstrap", "50", "--no-progress"]
+
+
+@pytest.fixture
+def run(tmp_path, capsys):
+    def _run(*args, out="run"):
+        rc = train_ddsm.main([*TINY, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / out), *args])
+        captured = capsys.readouterr()
+        return rc, captured.out, captured.err
+    return _run
+
+
+def make_rois(root, n=6, size=40):
+    rng = np.random.default_rng(0)
+    for cls in ("benign", "malignant"):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray((rng.random((size, size)) * 255).astype(np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_defaults_per_dataset():
+    a = train_ddsm.parse_args([])
+    assert (a.dataset, a.image_size, a.hidden, a.epochs, a.protocol, a.backend) == ("synthetic", 64, 128, 8, "patient", "auto")
+    b = train_ddsm.parse_args(["--dataset", "mias", "--data-dir", "x", "--optimizer", "sgd"])
+    assert (b.image_size, b.hidden, b.lr) == (256, 1024, 0.01)
+
+
+def test_synthetic_run_writes_metrics_plots_checkpoints_and_table(run, tmp_path):
+    rc, out, err = run("--synthetic-count", "16")
+    assert rc == 0, err
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for key in ("accuracy", "auc", "auc_ci95", "sensitivity", "specificity", "confusion_matrix", "baseline_auc",
+                "history", "config", "preprocessing", "dataset"):
+        assert key in m, key
+    assert len(m["history"]) == 1 and m["config"]["hidden"] == 8 and m["config"]["backend_resolved"] == "numpy"
+    assert np.sum(m["confusion_matrix"]) == m["n"]
+    for f in ("accuracy.png", "loss.png", "roc.png", "confusion_matrix.png", "last.npz", "best.npz"):
+        assert (tmp_path / "run" / f).stat().st_size > 0, f
+    assert "total parameters" in out and "backend  numpy" in out and "split    patient train" in out
+    assert "logistic regression on pixels" in out and "95.25%" in out and "AUC [95% CI]" in out
+
+
+def test_both_protocols_warn_and_report_both(run, tmp_path):
+    rc, out, err = run("--synthetic-count", "10", "--protocol", "both", "--no-baseline")
+    assert rc == 0, err
+    assert "WARNING: --protocol paper" in err and "copies of ROIs" in err
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(m["protocols"]) == {"patient", "paper"} and m["protocol"] == "patient"
+    assert m["protocols"]["paper"]["leaked_test_samples"] > 0
+    assert (tmp_path / "run" / "paper" / "last.npz").exists() and (tmp_path / "run" / "patient" / "roc.png").exists()
+    assert "paper order: augment, then split" in out
+
+
+def test_resume_continues_a_run(run, tmp_path):
+    assert run("--synthetic-count", "10", "--no-baseline")[0] == 0
+    rc, out, err = run("--synthetic-count", "10", "--no-baseline", "--resume", "--epochs", "2")
+    assert rc == 0, err
+    assert "resumed from" in out
+    assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]) == 2
+
+
+def test_resume_with_another_architecture_is_a_clear_error(run, tmp_path):
+    assert run("--synthetic-count", "10", "--no-baseline")[0] == 0
+    rc, out, err = run("--synthetic-count", "10", "--no-baseline", "--resume", "--hidden", "16")
+    assert rc == 2 and "layer 13 differs" in err
+
+
+def test_nan_loss_stops_with_the_step(run, tmp_path):
+    rc, out, err = run("--synthetic-count", "10", "--lr", "1e30", "--optimizer", "sgd", "--lr-schedule", "constant")
+    assert rc == 3 and "loss is" in err and "global step" in err
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_bad_data_directories(run, tmp_path):
+    rc, _, err = run("--dataset", "folder", "--data-dir", str(tmp_path / "missing"))
+    assert rc == 2 and "not found" in err
+    (tmp_path / "empty").mkdir()
+    rc, _, err = run("--dataset", "folder", "--data-dir", str(tmp_path / "empty"))
+    assert rc == 2 and "neither a benign/ nor a malignant/" in err
+    rc, _, err = run("--dataset", "folder")
+    assert rc == 2 and "needs --data-dir" in err
+    one = make_rois(tmp_path / "one")
+    for f in (one / "malignant").iterdir():
+        f.unlink()
+    rc, _, err = run("--dataset", "folder", "--data-dir", str(one))
+    assert rc == 2 and "only one class" in err
+
+
+def test_cbis_csv_missing_column_is_named(run, tmp_path):
+    d = tmp_path / "cbis"
+    d.mkdir()
+    (d / "mass_case_description_train_set.csv").write_text("patient_id,pathology,image file path\nP_1,BENIGN,x\n")
+    rc, _, err = run("--dataset", "cbis-ddsm", "--data-dir", str(d))
+    assert rc == 2 and "missing required column 'cropped image file path'" in err
+
+
+def test_folder_run_then_classify(run, tmp_path, capsys):
+    rois = make_rois(tmp_path / "rois", n=8)
+    (rois / "benign" / "corrupt.png").write_bytes(b"garbage")
+    rc, out, err = run("--dataset", "folder", "--data-dir", str(rois), "--no-baseline")
+    assert rc == 0, err
+    assert "1 unreadable input(s) skipped" in out
+    rc, _, err = run("--dataset", "folder", "--data-dir", str(rois), "--strict", out="strict")
+    assert rc == 2 and "corrupt.png" in err
+
+    ckpt = tmp_path / "run"
+    rc = classify.main([str(ckpt), str(rois / "malignant"), str(rois / "benign" / "0.png"),
+                        "--csv", str(tmp_path / "p.csv")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert len(rows) == 9 and set(rows[0]) == {"file", "p_malignant", "prediction"}
+    assert all(0 <= float(r["p_malignant"]) <= 1 for r in rows)
+    # the same numbers as the trained network on the same preprocessing
+    from tinycnn.data.preprocess import load_preprocessed
+    from tinycnn.metrics import softmax_positive
+    from tinycnn.model import load_model
+    net, _ = load_model(ckpt / "best.npz")
+    x = load_preprocessed(rois / "benign" / "0.png", 32)[None, None]
+    assert abs(softmax_positive(net.forward(x))[0] - float(rows[-1]["p_malignant"])) < 1e-5
+
+    rc = classify.main([str(ckpt), str(rois / "benign")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "1 unreadable image(s) skipped" in err
+    rc = classify.main([str(ckpt), str(rois / "benign"), "--strict"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "corrupt.png" in err
+
+
+def test_classify_bad_checkpoints(tmp_path, capsys):
+    from tinycnn.model import paper_net
+
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(img)
+    assert classify.main([str(tmp_path / "none.npz"), str(img)]) == 2
+    assert "not found" in capsys.readouterr().err
+    paper_net(hidden=4, in_size=32).save(tmp_path / "plain.npz")  # weights without preprocessing settings
+    assert classify.main([str(tmp_path / "plain.npz"), str(img)]) == 2
+    assert "no preprocessing settings" in capsys.readouterr().err
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert classify.main([str(tmp_path / "junk.npz"), str(img)]) == 2
+    assert "not a readable tinycnn checkpoint" in capsys.readouterr().err

@@ -1,0 +1,118 @@
+"""The training loop: exact resume, Ctrl-C, NaN loss, checkpoints of another network."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from tinycnn.data import load_dataset
+from tinycnn.data.split import make_split
+from tinycnn.model import CheckpointError, paper_net
+from tinycnn.optim import make_optimizer
+from tinycnn.train import BEST, LAST, NonFiniteLoss, ResumeError, TrainConfig, Trainer
+
+SIZE, HIDDEN = 32, 8
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    rois = load_dataset("synthetic", image_size=SIZE, cache_dir=tmp_path_factory.mktemp("cache"),
+                        benign=12, malignant=12, seed=0)
+    split = make_split("patient", rois.labels, rois.patients, seed=0)
+    return rois, split
+
+
+def trainer(tiny, out, epochs=2, hidden=HIDDEN, lr=1e-3, optimizer="adam", images=None):
+    rois, split = tiny
+    net = paper_net(hidden=hidden, in_size=SIZE, seed=0)
+    opt = make_optimizer(optimizer, net, lr)
+    cfg = TrainConfig(epochs=epochs, batch_size=16, optimizer=optimizer, lr=lr, seed=0)
+    return Trainer(net, opt, rois.images if images is None else images, rois.labels, split.train, split.test,
+                   cfg, out, meta={"preprocessing": {"image_size": SIZE}}, progress=False, log=lambda *a: None)
+
+
+def weights(t):
+    return [np.array(p.value) for p in t.net.parameters()]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_resume_reaches_the_same_weights_bit_for_bit(tiny, tmp_path, optimizer):
+    full = trainer(tiny, tmp_path / "full", optimizer=optimizer, lr=1e-3 if optimizer == "adam" else 0.01)
+    done = full.fit()
+    assert done.status == "done" and len(done.history) == 2
+    steps = full.steps_per_epoch
+
+    part = trainer(tiny, tmp_path / "part", optimizer=optimizer, lr=1e-3 if optimizer == "adam" else 0.01)
+    part.stop_after_steps = steps + 2  # mid-way through the second epoch
+    stopped = part.fit()
+    assert stopped.status == "interrupted" and len(stopped.history) == 1
+
+    resumed = trainer(tiny, tmp_path / "part", optimizer=optimizer, lr=1e-3 if optimizer == "adam" else 0.01)
+    resumed.resume(tmp_path / "part")
+    assert (resumed.state.epoch, resumed.state.batch) == (1, 2)
+    result = resumed.fit()
+    assert result.status == "done"
+    for a, b in zip(weights(full), weights(resumed)):
+        np.testing.assert_array_equal(a, b)
+    assert result.history == done.history  # per-epoch numbers included
+    np.testing.assert_array_equal(result.probs, done.probs)
+
+
+def test_ctrl_c_saves_and_stops_cleanly(tiny, tmp_path, monkeypatch):
+    t = trainer(tiny, tmp_path)
+    real_step = t.opt.step
+    calls = []
+
+    def step_then_interrupt():
+        real_step()
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # the real signal, through the real handler
+
+    monkeypatch.setattr(t.opt, "step", step_then_interrupt)
+    result = t.fit()
+    assert result.status == "interrupted"
+    assert t.state.global_step == 3 and (tmp_path / LAST).exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    again = trainer(tiny, tmp_path)
+    again.resume(tmp_path / LAST)
+    assert again.state.global_step == 3
+
+
+def test_last_and_best_checkpoints_carry_preprocessing(tiny, tmp_path):
+    from tinycnn.model import load_model
+
+    t = trainer(tiny, tmp_path, epochs=1)
+    t.fit()
+    for name in (LAST, BEST):
+        net, info = load_model(tmp_path / name)
+        assert info["meta"]["preprocessing"] == {"image_size": SIZE}
+        assert len(info["meta"]["history"]) == 1
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
+    t = trainer(tiny, tmp_path, epochs=1)
+    t.fit()
+    before = (tmp_path / LAST).read_bytes()
+    poisoned = tiny[0].images.copy()
+    poisoned[:] = np.nan
+    t2 = trainer(tiny, tmp_path, epochs=2, images=poisoned)
+    t2.resume(tmp_path / LAST)
+    with pytest.raises(NonFiniteLoss, match=r"epoch 2, batch 1/\d+ \(global step \d+\).*last good checkpoint"):
+        t2.fit()
+    assert (tmp_path / LAST).read_bytes() == before
+
+
+def test_resume_into_another_architecture_names_the_layer(tiny, tmp_path):
+    trainer(tiny, tmp_path, epochs=1).fit()
+    other = trainer(tiny, tmp_path, epochs=1, hidden=HIDDEN * 2)
+    with pytest.raises(CheckpointError, match="layer 13 differs"):
+        other.resume(tmp_path / LAST)
+
+
+def test_resume_with_other_settings_is_refused(tiny, tmp_path):
+    trainer(tiny, tmp_path, epochs=1).fit()
+    other = trainer(tiny, tmp_path, epochs=1, lr=5e-3)
+    with pytest.raises(ResumeError, match="lr"):
+        other.resume(tmp_path / LAST)
