@@ -84,8 +84,12 @@ def _im2col(xp, n0, nb, kh, kw, stride, oh, ow, cols):
                 for i in range(oh):
                     src = xp[n0 + b, ci, i * stride + u]
                     base = i * ow
-                    for j in range(ow):
-                        row[base + j] = src[j * stride + v]
+                    if stride == 1:  # unit stride: a plain vectorised copy
+                        for j in range(ow):
+                            row[base + j] = src[j + v]
+                    else:
+                        for j in range(ow):
+                            row[base + j] = src[j * stride + v]
         if ci == 0:
             cols[b, k, :] = 1
 
@@ -107,8 +111,12 @@ def _col2im(dcols, kh, kw, stride, oh, ow, dxp):
                 for i in range(oh):
                     dst = plane[i * stride + u]
                     base = i * ow
-                    for j in range(ow):
-                        dst[j * stride + v] += row[base + j]
+                    if stride == 1:
+                        for j in range(ow):
+                            dst[j + v] += row[base + j]
+                    else:
+                        for j in range(ow):
+                            dst[j * stride + v] += row[base + j]
 
 
 @njit(parallel=True, cache=True, fastmath=_SUM_FLAGS)
@@ -129,8 +137,12 @@ def _conv_direct_forward(xp, w, b, stride, out):
                     src = xp[ni, ci, i * stride + u]
                     for v in range(kw):
                         wv = w[fi, ci, u, v]
-                        for j in range(ow):
-                            row[j] += wv * src[j * stride + v]
+                        if stride == 1:
+                            for j in range(ow):
+                                row[j] += wv * src[j + v]
+                        else:
+                            for j in range(ow):
+                                row[j] += wv * src[j * stride + v]
 
 
 @njit(parallel=True, cache=True, fastmath=_SUM_FLAGS)
@@ -153,8 +165,12 @@ def _conv_direct_dw(xp, dout, kh, kw, stride, part):
                     for i in range(oh):
                         drow = d[i]
                         src = xp[ni, ci, i * stride + u]
-                        for j in range(ow):
-                            acc += drow[j] * src[j * stride + v]
+                        if stride == 1:
+                            for j in range(ow):
+                                acc += drow[j] * src[j + v]
+                        else:
+                            for j in range(ow):
+                                acc += drow[j] * src[j * stride + v]
                     part[ni, fi, (ci * kh + u) * kw + v] = acc
         acc = np.float32(0)
         for i in range(oh):
@@ -182,8 +198,12 @@ def _conv_direct_dx(dout, w, stride, dxp):
                     dst = plane[i * stride + u]
                     for v in range(kw):
                         wv = w[fi, ci, u, v]
-                        for j in range(ow):
-                            dst[j * stride + v] += wv * drow[j]
+                        if stride == 1:
+                            for j in range(ow):
+                                dst[j + v] += wv * drow[j]
+                        else:
+                            for j in range(ow):
+                                dst[j * stride + v] += wv * drow[j]
 
 
 # ======================================================================= relu
@@ -203,55 +223,23 @@ def _relu_backward(dout, out, dx):
 
 
 # ==================================================================== maxpool
-@njit(parallel=True, cache=True)
-def _maxpool_forward(x, size, stride, out, arg):
-    """Max over each size x size window (clipped at the bottom/right edge: ceil mode),
-    and the offset u*size + v of its FIRST maximum in row-major order (a later value
-    wins only if strictly larger). One task per (image, channel) plane."""
-    n, c, h, w = x.shape
-    oh, ow = out.shape[2], out.shape[3]
-    for t in prange(n * c):
-        ni = t // c
-        ci = t % c
-        xpl = x[ni, ci]
-        opl = out[ni, ci]
-        apl = arg[ni, ci]
+@njit(cache=True)
+def _pool_plane(xpl, size, stride, relu, opl, apl):
+    """Max over each size x size window of one plane (clipped at the bottom/right edge:
+    ceil mode), and the offset u*size + v of its FIRST maximum in row-major order (a
+    later value wins only if strictly larger). relu=True clamps the maxima at 0,
+    which is maxpool(relu(x)) since relu is monotone; such a window passes gradient
+    only when its maximum is > 0, so the offset kept does not matter otherwise."""
+    h, w = xpl.shape
+    oh, ow = opl.shape
+    if size == 2 and stride == 2:
+        # the paper's 2x2/2 windows, the four comparisons written out (same order,
+        # same strict >) so the row loop has no inner loops
+        full_w = w // 2  # windows lying entirely inside the row
         for i in range(oh):
-            r0 = i * stride
-            ulim = min(size, h - r0)
-            for j in range(ow):
-                c0 = j * stride
-                vlim = min(size, w - c0)
-                best = xpl[r0, c0]
-                k = 0
-                for u in range(ulim):
-                    for v in range(vlim):
-                        val = xpl[r0 + u, c0 + v]
-                        if val > best:
-                            best = val
-                            k = u * size + v
-                opl[i, j] = best
-                apl[i, j] = k
-
-
-@njit(parallel=True, cache=True)
-def _maxpool2x2_forward(x, out, arg):
-    """_maxpool_forward for the common 2x2 window, stride 2: the four comparisons
-    written out (same order, same strict >), so the row loop has no inner loops."""
-    n, c, h, w = x.shape
-    oh, ow = out.shape[2], out.shape[3]
-    full_w = w // 2  # windows that lie entirely inside the row
-    for t in prange(n * c):
-        ni = t // c
-        ci = t % c
-        xpl = x[ni, ci]
-        opl = out[ni, ci]
-        apl = arg[ni, ci]
-        for i in range(oh):
-            r0 = 2 * i
-            top = xpl[r0]
-            if r0 + 1 < h:
-                bot = xpl[r0 + 1]
+            top = xpl[2 * i]
+            if 2 * i + 1 < h:
+                bot = xpl[2 * i + 1]
                 for j in range(full_w):
                     best = top[2 * j]
                     k = 0
@@ -270,15 +258,14 @@ def _maxpool2x2_forward(x, out, arg):
                     opl[i, j] = best
                     apl[i, j] = k
                 if full_w < ow:  # the last window hangs over the right edge
-                    j = full_w
-                    best = top[2 * j]
+                    best = top[2 * full_w]
                     k = 0
-                    val = bot[2 * j]
+                    val = bot[2 * full_w]
                     if val > best:
                         best = val
                         k = 2
-                    opl[i, j] = best
-                    apl[i, j] = k
+                    opl[i, full_w] = best
+                    apl[i, full_w] = k
             else:  # the last window row hangs over the bottom edge
                 for j in range(ow):
                     best = top[2 * j]
@@ -290,25 +277,71 @@ def _maxpool2x2_forward(x, out, arg):
                             k = 1
                     opl[i, j] = best
                     apl[i, j] = k
+    else:
+        for i in range(oh):
+            r0 = i * stride
+            ulim = min(size, h - r0)
+            for j in range(ow):
+                c0 = j * stride
+                vlim = min(size, w - c0)
+                best = xpl[r0, c0]
+                k = 0
+                for u in range(ulim):
+                    for v in range(vlim):
+                        val = xpl[r0 + u, c0 + v]
+                        if val > best:
+                            best = val
+                            k = u * size + v
+                opl[i, j] = best
+                apl[i, j] = k
+    if relu:
+        for i in range(oh):
+            for j in range(ow):
+                if opl[i, j] < 0:
+                    opl[i, j] = 0
+
+
+@njit(cache=True)
+def _unpool_plane(gpl, apl, size, stride, gate, gated, dpl):
+    """dpl = zeros, then each window's gradient gpl[i, j] added to the pixel that won
+    it (where gate[i, j] > 0 when gated: the fused ReLU). Non-overlapping windows
+    (stride >= size) give one term per pixel: exactly the reference's sums."""
+    oh, ow = gpl.shape
+    dpl[:, :] = 0
+    if size == 2 and stride == 2:
+        for i in range(oh):
+            for j in range(ow):
+                if gated and not gate[i, j] > 0:
+                    continue
+                k = apl[i, j]
+                dpl[2 * i + (k >> 1), 2 * j + (k & 1)] += gpl[i, j]
+    else:
+        for i in range(oh):
+            for j in range(ow):
+                if gated and not gate[i, j] > 0:
+                    continue
+                k = apl[i, j]
+                dpl[i * stride + k // size, j * stride + k % size] += gpl[i, j]
 
 
 @njit(parallel=True, cache=True)
-def _maxpool_backward(dout, arg, size, stride, dx):
-    """dx: each window's gradient added to the pixel that won it; dx is overwritten.
-    With non-overlapping windows (stride >= size) every sum has one term, so the
-    result equals the reference exactly."""
-    n, c, oh, ow = dout.shape
-    for t in prange(n * c):
-        ni = t // c
+def _maxpool_forward(x, size, stride, relu, n0, out, arg):
+    """out[n0 + b], arg[n0 + b] = _pool_plane of every (b, c) plane of x, one task each."""
+    nb, c = x.shape[0], x.shape[1]
+    for t in prange(nb * c):
+        b = t // c
         ci = t % c
-        dpl = dx[ni, ci]
-        dpl[:, :] = 0
-        apl = arg[ni, ci]
-        gpl = dout[ni, ci]
-        for i in range(oh):
-            for j in range(ow):
-                k = apl[i, j]
-                dpl[i * stride + k // size, j * stride + k % size] += gpl[i, j]
+        _pool_plane(x[b, ci], size, stride, relu, out[n0 + b, ci], arg[n0 + b, ci])
+
+
+@njit(parallel=True, cache=True)
+def _maxpool_backward(dout, arg, size, stride, gate, gated, n0, dx):
+    """dx[b] = _unpool_plane of images n0 + b of dout/arg/gate; dx is overwritten."""
+    nb, c = dx.shape[0], dx.shape[1]
+    for t in prange(nb * c):
+        b = t // c
+        ci = t % c
+        _unpool_plane(dout[n0 + b, ci], arg[n0 + b, ci], size, stride, gate[n0 + b, ci], gated, dx[b, ci])
 
 
 # ==================================================================== dropout
@@ -376,60 +409,6 @@ def _adam_update(param, grad, m, v, lr, beta1, one_minus_beta1, beta2, one_minus
         mhat = mi / bias1
         vhat = vi / bias2
         param[i] = p - lr * mhat / (np.sqrt(vhat) + eps)
-
-
-# ================================================================ fused layer
-@njit(parallel=True, cache=True)
-def _relu_pool_epilogue(conv, n0, size, stride, out, arg):
-    """out[n0 + b] = maxpool(relu(conv[b])) with the first-max offsets in arg[n0 + b].
-    relu(max) = max(relu): pool the raw values, then clamp the maximum at 0. A window
-    whose maximum is <= 0 passes no gradient, so its offset does not matter."""
-    nb, c, h, w = conv.shape
-    oh, ow = out.shape[2], out.shape[3]
-    for t in prange(nb * c):
-        b = t // c
-        ci = t % c
-        xpl = conv[b, ci]
-        opl = out[n0 + b, ci]
-        apl = arg[n0 + b, ci]
-        for i in range(oh):
-            r0 = i * stride
-            ulim = min(size, h - r0)
-            for j in range(ow):
-                c0 = j * stride
-                vlim = min(size, w - c0)
-                best = xpl[r0, c0]
-                k = 0
-                for u in range(ulim):
-                    for v in range(vlim):
-                        val = xpl[r0 + u, c0 + v]
-                        if val > best:
-                            best = val
-                            k = u * size + v
-                opl[i, j] = best if best > 0 else 0
-                apl[i, j] = k
-
-
-@njit(parallel=True, cache=True)
-def _unpool_relu(dout, pooled, arg, n0, size, stride, dconv):
-    """The gradient of the conv output for images n0.. of a chunk: each pooled output
-    that is > 0 sends its gradient to the pixel that won its window.
-    dconv: (nb, F, OH, OW) conv-resolution, overwritten."""
-    nb, c = dconv.shape[0], dconv.shape[1]
-    oh, ow = dout.shape[2], dout.shape[3]
-    for t in prange(nb * c):
-        b = t // c
-        ci = t % c
-        dpl = dconv[b, ci]
-        dpl[:, :] = 0
-        apl = arg[n0 + b, ci]
-        ppl = pooled[n0 + b, ci]
-        gpl = dout[n0 + b, ci]
-        for i in range(oh):
-            for j in range(ow):
-                if ppl[i, j] > 0:
-                    k = apl[i, j]
-                    dpl[i * stride + k // size, j * stride + k % size] += gpl[i, j]
 
 
 # ==================================================================== backend
@@ -583,10 +562,7 @@ class NumbaBackend:
         oh, ow = pool_out_size(h, size, stride, ceil_mode), pool_out_size(wd, size, stride, ceil_mode)
         out = np.empty((n, c, oh, ow), dtype=x.dtype)
         arg = np.empty((n, c, oh, ow), dtype=_arg_dtype(size))
-        if size == 2 and stride == 2:
-            _maxpool2x2_forward(x, out, arg)
-        else:
-            _maxpool_forward(x, size, stride, out, arg)
+        _maxpool_forward(x, size, stride, False, 0, out, arg)
         return out, (x.shape, arg, size, stride)
 
     def maxpool2d_backward(self, dout, cache):
@@ -595,7 +571,7 @@ class NumbaBackend:
         x_shape, arg, size, stride = cache
         dout = np.ascontiguousarray(dout)
         dx = np.empty(x_shape, dtype=dout.dtype)
-        _maxpool_backward(dout, arg, size, stride, dx)
+        _maxpool_backward(dout, arg, size, stride, dout, False, 0, dx)
         return dx
 
     # ------------------------------------------------------------------- dense
@@ -703,14 +679,14 @@ class NumbaBackend:
         if w[0].size <= DIRECT_MAX_K:
             conv = np.empty((n, f, oh, ow), dtype=x.dtype)
             _conv_direct_forward(xp, w, b, stride, conv)
-            _relu_pool_epilogue(conv, 0, pool_size, pool_stride, out, arg)
+            _maxpool_forward(conv, pool_size, pool_stride, True, 0, out, arg)
         else:
             conv = None
             for n0, nb, cols, wmat in self._conv_gemm_chunks(xp, w, b, stride, oh, ow):
                 if conv is None:
                     conv = np.empty((cols.shape[0], f, oh, ow), dtype=x.dtype)
                 np.matmul(wmat, cols, out=conv[:nb].reshape(nb, f, oh * ow))
-                _relu_pool_epilogue(conv[:nb], n0, pool_size, pool_stride, out, arg)
+                _maxpool_forward(conv[:nb], pool_size, pool_stride, True, n0, out, arg)
         return out, (x.shape, xp, w, stride, pad, out, arg, pool_size, pool_stride, (oh, ow))
 
     def conv_relu_pool_backward(self, dout, cache):
@@ -720,7 +696,7 @@ class NumbaBackend:
         n, f = x_shape[0], w.shape[0]
         if w[0].size <= DIRECT_MAX_K:
             dconv = np.empty((n, f, oh, ow), dtype=xp.dtype)
-            _unpool_relu(dout, pooled, arg, 0, pool_size, pool_stride, dconv)
+            _maxpool_backward(dout, arg, pool_size, pool_stride, pooled, True, 0, dconv)
             return self.conv2d_backward(dconv, (x_shape, xp, w, stride, pad))
         _, c, h, wd = x_shape
         _, _, kh, kw = w.shape
@@ -734,7 +710,7 @@ class NumbaBackend:
             if dconv is None:
                 dconv = np.empty((cols.shape[0], f, oh, ow), dtype=xp.dtype)
                 dcols = np.empty((cols.shape[0], k, oh * ow), dtype=xp.dtype)
-            _unpool_relu(dout, pooled, arg, n0, pool_size, pool_stride, dconv[:nb])
+            _maxpool_backward(dout, arg, pool_size, pool_stride, pooled, True, n0, dconv[:nb])
             d = dconv[:nb].reshape(nb, f, oh * ow)
             grad += np.matmul(d, cols.transpose(0, 2, 1)).sum(axis=0)
             np.matmul(wmat_t, d, out=dcols[:nb])
