@@ -15,6 +15,15 @@ from tinycnn.train import BEST, LAST, NonFiniteLoss, ResumeError, TrainConfig, T
 SIZE, HIDDEN = 32, 8
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    """Tiny matrices: BLAS threads only add hand-offs (and stall on a busy machine)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     rois = load_dataset("synthetic", image_size=SIZE, cache_dir=tmp_path_factory.mktemp("cache"),

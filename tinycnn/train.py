@@ -86,13 +86,36 @@ def samples_digest(samples: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(samples, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
-class BatchLoader:
-    """Builds host batches (gather + transform) on a background thread, a few batches
-    ahead, so the device never waits for the data; the main thread copies each one
-    to the backend."""
+def device_copier(backend):
+    """Host batch -> backend arrays, run on the loader's worker thread. On CUDA the copy
+    goes on a non-blocking stream of the worker's own, so it overlaps the kernels of the
+    step in progress (a copy on the legacy default stream would wait for them)."""
+    if getattr(backend, "name", "") != "cuda":
+        return lambda x, y: (backend.asarray(x), backend.asarray(y, dtype=np.int32))
+    import cupy
 
-    def __init__(self, images, labels, samples, order, batch_size, start_batch=0, depth=3):
+    stream = None
+
+    def copy(x, y):
+        nonlocal stream
+        if stream is None:
+            stream = cupy.cuda.Stream(non_blocking=True)
+        with stream:
+            out = (backend.asarray(x), backend.asarray(y, dtype=np.int32))
+        stream.synchronize()
+        return out
+
+    return copy
+
+
+class BatchLoader:
+    """Builds batches (gather + transform + copy to the backend) on a background thread,
+    a few batches ahead, so the device never waits for the data. Yields
+    (x on the backend, y on the backend, y on the host)."""
+
+    def __init__(self, images, labels, samples, order, batch_size, start_batch=0, depth=3, to_device=None):
         self.images, self.labels, self.samples = images, labels, samples
+        self.to_device = to_device or (lambda x, y: (x, y))
         self.batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)][start_batch:]
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
@@ -103,7 +126,8 @@ class BatchLoader:
         try:
             for idx in self.batches:
                 s = self.samples[idx]
-                item = (augment.gather(self.images, s), self.labels[s[:, 0]])
+                y = self.labels[s[:, 0]]
+                item = (*self.to_device(augment.gather(self.images, s), y), y)
                 while not self.stop.is_set():
                     try:
                         self.queue.put(item, timeout=0.1)
@@ -265,33 +289,44 @@ class Trainer:
         probs = self.evaluate()["probs"] if c.epochs > 0 else None
         return TrainResult("done", s.history, s.best_epoch, last, best if best.exists() else None, probs)
 
+    def loader(self, epoch: int, start_batch: int = 0) -> BatchLoader:
+        """The batches of `epoch` from `start_batch` on, in the epoch's seeded order."""
+        order = np.random.default_rng([self.config.seed, epoch, 0xDA7A]).permutation(len(self.train_samples))
+        return BatchLoader(self.images, self.labels, self.train_samples, order, self.config.batch_size,
+                           start_batch, to_device=device_copier(self.net.backend))
+
+    def train_step(self, x, y, y_host) -> None:
+        """One step on a batch already on the backend: forward, loss, NaN check (before
+        anything is updated), backward, optimizer step, running sums."""
+        s, be = self.state, self.net.backend
+        logits = self.net.forward(x, train=True)
+        loss, dlogits = be.softmax_cross_entropy(logits, y)
+        loss_value = float(be.to_numpy(loss))
+        if not math.isfinite(loss_value):
+            last = self.out_dir / LAST
+            where = (f"epoch {s.epoch + 1}, batch {s.batch + 1}/{self.steps_per_epoch} "
+                     f"(global step {s.global_step + 1})")
+            kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+            raise NonFiniteLoss(f"loss is {loss_value} at {where}; stopped before applying that "
+                                f"step; {kept}. Try a lower --lr.")
+        self.net.backward(dlogits)
+        self.opt.lr = float(self.lr_at(s.global_step))
+        self.opt.step()
+        pred = np.argmax(be.to_numpy(logits), axis=1)
+        s.loss_sum += loss_value * len(y_host)
+        s.correct += int((pred == y_host).sum())
+        s.seen += len(y_host)
+        s.batch += 1
+        s.global_step += 1
+
     def _run_epoch(self, flag: _StopFlag, last: Path) -> bool:
         """Train the rest of the current epoch. True if asked to stop part-way."""
-        c, s, be = self.config, self.state, self.net.backend
-        order = np.random.default_rng([c.seed, s.epoch, 0xDA7A]).permutation(len(self.train_samples))
-        loader = BatchLoader(self.images, self.labels, self.train_samples, order, c.batch_size, s.batch)
-        bar = _progress(len(loader), s.batch, self.steps_per_epoch, f"epoch {s.epoch + 1}/{c.epochs}",
-                        enabled=self.progress)
+        c, s = self.config, self.state
+        loader = self.loader(s.epoch, s.batch)
+        bar = _progress(self.steps_per_epoch, s.batch, f"epoch {s.epoch + 1}/{c.epochs}", enabled=self.progress)
         try:
-            for x_host, y_host in loader:
-                logits = self.net.forward(be.asarray(x_host), train=True)
-                loss, dlogits = be.softmax_cross_entropy(logits, be.asarray(y_host, dtype=np.int32))
-                loss_value = float(be.to_numpy(loss))
-                if not math.isfinite(loss_value):
-                    where = (f"epoch {s.epoch + 1}, batch {s.batch + 1}/{self.steps_per_epoch} "
-                             f"(global step {s.global_step + 1})")
-                    kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
-                    raise NonFiniteLoss(f"loss is {loss_value} at {where}; stopped before applying that "
-                                        f"step; {kept}. Try a lower --lr.")
-                self.net.backward(dlogits)
-                self.opt.lr = float(self.lr_at(s.global_step))
-                self.opt.step()
-                pred = np.argmax(be.to_numpy(logits), axis=1)
-                s.loss_sum += loss_value * len(y_host)
-                s.correct += int((pred == y_host).sum())
-                s.seen += len(y_host)
-                s.batch += 1
-                s.global_step += 1
+            for x, y, y_host in loader:
+                self.train_step(x, y, y_host)
                 if bar is not None:
                     bar.set_postfix(loss=f"{s.loss_sum / s.seen:.4f}", acc=f"{s.correct / s.seen:.3f}")
                     bar.update(1)
@@ -306,7 +341,7 @@ class Trainer:
                 bar.close()
 
 
-def _progress(total, initial, full, desc, enabled):
+def _progress(full, initial, desc, enabled):
     if not enabled:
         return None
     try:
