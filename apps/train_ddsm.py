@@ -177,6 +177,8 @@ def run_protocol(args, rois, split, out_dir, backend_name, meta) -> dict | None:
     trainer = Trainer(net, opt, rois.images, rois.labels, split.train, split.test, config, out_dir,
                       meta=dict(meta, protocol=split.protocol), progress=not args.no_progress)
     if args.resume:
+        if not (Path(out_dir) / LAST).exists():
+            raise CheckpointError(f"nothing to resume: {Path(out_dir) / LAST} does not exist")
         trainer.resume(Path(out_dir) / LAST)
     result = trainer.fit()
     if result.status != "done":
@@ -222,6 +224,14 @@ def table_rows(args, results: dict) -> list[dict]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        return train_and_report(args)
+    finally:
+        if _BLAS_LIMIT is not None:  # leave the process as we found it (tests call main() in-process)
+            _BLAS_LIMIT.restore_original_limits()
+
+
+def train_and_report(args) -> int:
     started = time.time()
     backend_name = resolve_backend(args.backend)
     args.blas_threads = limit_blas_threads(args)

@@ -77,6 +77,11 @@ def test_resume_continues_a_run(run, tmp_path):
     assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]) == 2
 
 
+def test_resume_without_a_checkpoint(run, tmp_path):
+    rc, out, err = run("--synthetic-count", "10", "--resume")
+    assert rc == 2 and "nothing to resume" in err
+
+
 def test_resume_with_another_architecture_is_a_clear_error(run, tmp_path):
     assert run("--synthetic-count", "10", "--no-baseline")[0] == 0
     rc, out, err = run("--synthetic-count", "10", "--no-baseline", "--resume", "--hidden", "16")
