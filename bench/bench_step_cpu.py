@@ -299,6 +299,7 @@ def main(argv=None) -> int:
 
     import numba
 
+    backends.get("numba")  # first: it picks Numba's threading layer before any thread starts
     print(f"paper_net training step: batch {args.batch}, {args.size}x{args.size}, hidden {args.hidden}, "
           f"SGD momentum; {datetime.date.today()}")
     print(f"CPU: {cpu_description()}; NumPy {np.__version__}; Numba {numba.__version__} "

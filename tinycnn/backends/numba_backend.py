@@ -34,6 +34,8 @@ the BLAS products ran at half speed on a 2-core machine, and conv2d 2-7x slower.
 this module picks Numba's "workqueue" layer (threads sleep when idle) unless the user
 chose a layer with NUMBA_THREADING_LAYER; it must happen before Numba first runs a
 parallel function in the process, else Numba keeps the layer it already started.
+(workqueue does not allow two Python threads in parallel kernels at once; set
+NUMBA_THREADING_LAYER=omp or tbb for that.)
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from ..shapes import conv_out_size, pool_out_size
 from .numpy_backend import NumpyBackend
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
+    # Through the environment: Numba re-reads its configuration from it when it compiles.
+    os.environ["NUMBA_THREADING_LAYER"] = "workqueue"
     numba.config.THREADING_LAYER = "workqueue"
 
 # Convolutions with at most this many taps per output (C*KH*KW) run as direct loops.
