@@ -28,9 +28,10 @@ from tinycnn.model import CheckpointError, load_model  # noqa: E402
 
 def find_checkpoint(path: Path) -> Path:
     if path.is_dir():
-        for name in ("best.npz", "last.npz"):
-            if (path / name).is_file():
-                return path / name
+        for folder in (path, path / "patient"):  # a --protocol both run keeps its models per protocol
+            for name in ("best.npz", "last.npz"):
+                if (folder / name).is_file():
+                    return folder / name
         raise DataError(f"no best.npz or last.npz in {path}")
     if not path.is_file():
         raise DataError(f"checkpoint not found: {path}")

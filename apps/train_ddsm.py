@@ -71,7 +71,7 @@ def parse_args(argv=None):
     o.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
     o.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval")
     o.add_argument("--no-baseline", action="store_true", help="skip the pixel logistic-regression baseline")
-    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
     args = p.parse_args(argv)
     profile = PROFILES["synthetic" if args.dataset == "synthetic" else "real"]
     for key in ("image_size", "hidden", "epochs"):
@@ -175,7 +175,8 @@ def run_protocol(args, rois, split, out_dir, backend_name, meta) -> dict | None:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                          lr_schedule=args.lr_schedule, seed=args.seed)
     trainer = Trainer(net, opt, rois.images, rois.labels, split.train, split.test, config, out_dir,
-                      meta=dict(meta, protocol=split.protocol), progress=not args.no_progress)
+                      meta=dict(meta, protocol=split.protocol),
+                      progress=not args.no_progress and sys.stderr.isatty())
     if args.resume:
         if not (Path(out_dir) / LAST).exists():
             raise CheckpointError(f"nothing to resume: {Path(out_dir) / LAST} does not exist")

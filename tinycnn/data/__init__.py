@@ -71,8 +71,8 @@ def check_classes(name: str, labels, where: str) -> None:
 
 
 def _readers():
-    from . import cbis_ddsm, folder, mias, synthetic_reader
-    return {"synthetic": synthetic_reader, "folder": folder, "cbis-ddsm": cbis_ddsm, "mias": mias}
+    from . import cbis_ddsm, folder, mias, synthetic
+    return {"synthetic": synthetic, "folder": folder, "cbis-ddsm": cbis_ddsm, "mias": mias}
 
 
 DATASETS = ("synthetic", "folder", "cbis-ddsm", "mias")

@@ -43,7 +43,7 @@ def read_image(path) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             return _pil_to_gray(img)
-    except (OSError, ValueError, SyntaxError) as e:  # Pillow's ways of saying "not an image"
+    except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, struct.error, ... for bad files
         raise UnreadableImage(f"cannot read image {path}: {e}") from e
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 GENERATOR_VERSION = 4  # bump when the pictures change: it is part of the cache key
+VERSION = GENERATOR_VERSION  # the registry's name for it
 DEFAULT_SIZE = 64  # the synthetic default renders small so the default run fits a 2-core CPU
 ROIS_PER_PATIENT = 2
 
@@ -149,3 +150,21 @@ def generate(benign: int = 600, malignant: int = 600, size: int = DEFAULT_SIZE, 
             patients.append(f"synth-{'BM'[label]}{i // ROIS_PER_PATIENT:04d}")
             ids.append(f"synthetic/{'benign' if label == 0 else 'malignant'}/{i:04d}")
     return np.stack(images), np.array(labels, dtype=np.int64), np.array(patients), np.array(ids)
+
+
+# ----------------------------------------------------------------- the registry's reader
+def fingerprint(data_dir=None, benign: int = 600, malignant: int = 600, seed: int = 0) -> dict:
+    return {"generator": GENERATOR_VERSION}
+
+
+def read(data_dir=None, image_size: int = DEFAULT_SIZE, strict: bool = False,
+         benign: int = 600, malignant: int = 600, seed: int = 0):
+    """The synthetic RoiSet: rendered directly at image_size (no resize), then
+    normalised like every ROI."""
+    from . import RoiSet
+    from .preprocess import normalise
+
+    images, labels, patients, ids = generate(benign, malignant, image_size, seed)
+    images = np.stack([normalise(im) for im in images])
+    return RoiSet("synthetic", images, labels, patients, ids,
+                  notes=[f"synthetic ROIs rendered at {image_size}x{image_size} (generator v{VERSION}, seed {seed})"])
