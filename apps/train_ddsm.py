@@ -147,6 +147,7 @@ def banner(args, rois, splits, net, backend_name, backend) -> str:
              + (f", {args.data_dir}" if args.data_dir else "") + ")",
              f"data     {len(rois)} ROIs: {c['benign']} benign, {c['malignant']} malignant, {c['patients']} patients; "
              f"{args.image_size}x{args.image_size}, {preprocess.NORMALISATION}"]
+    lines.append(f"         {'read from the cache' if rois.from_cache else 'preprocessed and cached'}: {rois.cache_file}")
     if rois.skipped:
         lines.append(f"         {len(rois.skipped)} unreadable input(s) skipped (first: {rois.skipped[0]})")
     lines += [f"         {n}" for n in rois.notes]

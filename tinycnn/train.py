@@ -286,7 +286,7 @@ class Trainer:
                 self.save(last)
                 if improved:
                     self.save(best)
-        probs = self.evaluate()["probs"] if c.epochs > 0 else None
+        probs = self.evaluate()["probs"]
         return TrainResult("done", s.history, s.best_epoch, last, best if best.exists() else None, probs)
 
     def loader(self, epoch: int, start_batch: int = 0) -> BatchLoader:

@@ -33,6 +33,8 @@ class RoiSet:
     side: np.ndarray | None = None  # (N,) 0 train / 1 test where the dataset fixes a split
     skipped: list = field(default_factory=list)  # "file: reason" for each unreadable input
     notes: list = field(default_factory=list)  # what the reader wants the user to know
+    cache_file: str | None = None  # where the preprocessed arrays are (or would be) cached
+    from_cache: bool = False
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -116,6 +118,7 @@ def load_dataset(name: str, data_dir=None, image_size: int | None = None, strict
         check_classes(name, rois.labels, str(data_dir or "the generator"))
         if use_cache:
             cache.save(path, rois.to_arrays())
+    rois.cache_file, rois.from_cache = str(path), cached is not None
     for msg in rois.skipped[:3]:
         warnings.warn(f"skipped {msg}", stacklevel=2)
     return rois
