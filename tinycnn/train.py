@@ -13,13 +13,11 @@ backend, whose arithmetic is deterministic).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import queue
 import signal
 import sys
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import numpy as np
 
 from . import metrics
 from .data import augment
-from .model import CheckpointError, read_checkpoint
+from .model import CheckpointError
 from .optim import ConstantLR, CosineLR
 
 LAST, BEST = "last.npz", "best.npz"
@@ -350,12 +348,3 @@ def _progress(full, initial, desc, enabled):
         return None
     return tqdm(total=full, initial=initial, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
                 file=sys.stderr)
-
-
-def checkpoint_meta(path) -> dict:
-    """The meta record of a checkpoint (preprocessing settings, configuration, ...)."""
-    return read_checkpoint(path)["meta"]
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, indent=2, default=float)
