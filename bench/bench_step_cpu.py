@@ -31,8 +31,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench.torch_net import check_mirror, torch_available, torch_mirror  # noqa: E402
 from tinycnn import backends  # noqa: E402
 from tinycnn.gradcheck import rel_error  # noqa: E402
-from tinycnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU  # noqa: E402
-from tinycnn.model import paper_net  # noqa: E402
+from tinycnn.layers import Conv2D, Dense, Dropout, Layer, MaxPool2D, ReLU  # noqa: E402
+from tinycnn.model import Sequential, paper_net  # noqa: E402
 from tinycnn.optim import SGD  # noqa: E402
 
 
@@ -61,6 +61,47 @@ def cpu_description() -> str:
 
 
 # ------------------------------------------------------------------ the step
+class ConvReluPool(Layer):
+    """Conv2D + ReLU + MaxPool2D as one layer over a backend's optional fused op
+    (``conv_relu_pool_forward/backward``): what a fused layer in tinycnn could look
+    like. Shares the Conv2D's parameters."""
+
+    def __init__(self, conv: Conv2D, pool: MaxPool2D):
+        super().__init__()
+        self.conv, self.pool = conv, pool
+        self.params = conv.params
+
+    def forward(self, x, train=False):
+        c, p = self.conv, self.pool
+        out, self.cache = self.backend.conv_relu_pool_forward(
+            x, self.params["w"].value, self.params["b"].value, c.stride, c.pad, p.size, p.stride, p.ceil_mode)
+        return out
+
+    def backward(self, dy):
+        dx, self.params["w"].grad, self.params["b"].grad = self.backend.conv_relu_pool_backward(dy, self.cache)
+        self.cache = None
+        return dx
+
+    def output_shape(self, in_shape):
+        return self.pool.output_shape(self.conv.output_shape(in_shape))
+
+
+def fuse_conv_blocks(net) -> Sequential:
+    """The same network (same parameter objects) with every conv, ReLU, max-pool run
+    replaced by one ConvReluPool layer."""
+    layers, i = [], 0
+    while i < len(net.layers):
+        block = net.layers[i : i + 3]
+        if (len(block) == 3 and isinstance(block[0], Conv2D) and isinstance(block[1], ReLU)
+                and isinstance(block[2], MaxPool2D)):
+            layers.append(ConvReluPool(block[0], block[2]))
+            i += 3
+        else:
+            layers.append(net.layers[i])
+            i += 1
+    return Sequential(layers, net.input_shape, backend=net.backend)
+
+
 def tinycnn_step(net, x, y):
     opt = SGD(net.parameters(), lr=1e-3, momentum=0.9, backend=net.backend)
     be = net.backend
@@ -89,39 +130,48 @@ def torch_step(tnet, x, y):
     return step
 
 
-def validate_step(x, y, hidden: int, size: int, fwd_tol=1e-4, grad_tol=1e-3) -> dict[str, float]:
-    """One training step of numba and numpy from the same weights: relative errors of
-    the loss, every gradient, and every parameter after the SGD update."""
+def validate_step(x, y, hidden: int, size: int, fwd_tol=1e-4, grad_tol=1e-3) -> dict[str, dict[str, float]]:
+    """One training step of numba (layer by layer, and with fused conv blocks) and of
+    numpy from the same weights: relative errors of the loss, every gradient, and
+    every parameter after the SGD update, per variant."""
     nets = {name: paper_net(hidden=hidden, in_size=size, seed=0, backend=name) for name in ("numpy", "numba")}
+    nets["numba fused"] = fuse_conv_blocks(paper_net(hidden=hidden, in_size=size, seed=0, backend="numba"))
     results = {}
     for name, net in nets.items():
         be = net.backend
         opt = SGD(net.parameters(), lr=1e-2, momentum=0.9, backend=be)
         loss, dlogits = be.softmax_cross_entropy(net.forward(be.asarray(x), train=True), y)
         net.backward(dlogits)
-        grads = {k: be.to_numpy(p.grad).copy() for k, p in net.named_parameters()}
+        grads = [be.to_numpy(p.grad).copy() for p in net.parameters()]
         opt.step()
-        params = {k: be.to_numpy(p.value) for k, p in net.named_parameters()}
+        params = [be.to_numpy(p.value) for p in net.parameters()]
         results[name] = (float(loss), grads, params)
-    (l0, g0, p0), (l1, g1, p1) = results["numpy"], results["numba"]
-    errors = {"loss": abs(l0 - l1) / max(abs(l0), 1e-12)}
-    errors.update({f"grad {k}": rel_error(g0[k], g1[k]) for k in g0})
-    errors.update({f"param {k}": rel_error(p0[k], p1[k]) for k in p0})
-    worst_grad = max(v for k, v in errors.items() if k.startswith("grad"))
-    if errors["loss"] > fwd_tol or worst_grad > grad_tol:
-        raise AssertionError(f"numba disagrees with numpy: loss {errors['loss']:.1e}, worst grad {worst_grad:.1e}")
-    return errors
+    l0, g0, p0 = results["numpy"]
+    report = {}
+    for name in ("numba", "numba fused"):
+        l1, g1, p1 = results[name]
+        errors = {"loss": abs(l0 - l1) / max(abs(l0), 1e-12)}
+        errors.update({f"grad {i}": rel_error(a, b) for i, (a, b) in enumerate(zip(g0, g1))})
+        errors.update({f"param {i}": rel_error(a, b) for i, (a, b) in enumerate(zip(p0, p1))})
+        worst_grad = max(v for k, v in errors.items() if k.startswith("grad"))
+        if errors["loss"] > fwd_tol or worst_grad > grad_tol:
+            raise AssertionError(f"{name} disagrees with numpy: loss {errors['loss']:.1e}, worst grad {worst_grad:.1e}")
+        report[name] = errors
+    return report
 
 
-def run_step_bench(batch=32, size=256, hidden=1024, repeats=5, names=("numpy", "numba"), with_torch=True,
-                   log=print) -> dict[str, list[float]]:
-    """Seconds per training step for each backend (and "torch"), interleaved runs."""
+def run_step_bench(batch=32, size=256, hidden=1024, repeats=5, names=("numpy", "numba", "numba fused"),
+                   with_torch=True, log=print) -> dict[str, list[float]]:
+    """Seconds per training step for each backend ("numba fused": numba with fused
+    conv blocks) and "torch", interleaved runs."""
     rng = np.random.default_rng(0)
     x = rng.random((batch, 1, size, size), dtype=np.float32)
     y = rng.integers(0, 2, batch)
     steps = {}
     for name in names:
-        net = paper_net(hidden=hidden, in_size=size, seed=0, backend=name)
+        net = paper_net(hidden=hidden, in_size=size, seed=0, backend=name.split()[0])
+        if name.endswith("fused"):
+            net = fuse_conv_blocks(net)
         steps[name] = tinycnn_step(net, net.backend.asarray(x), y)
     if with_torch and torch_available():
         import torch
@@ -210,6 +260,32 @@ def _torch_op(layer, x):
     return op, both
 
 
+def _sgd_row(net, repeats, has_torch):
+    """One SGD-momentum update of every parameter of `net` (the update is all of it:
+    reported in the forward column)."""
+    times = {}
+    for name in ("numpy", "numba"):
+        be = backends.get(name)
+        params = [be.asarray(p.value) for p in net.parameters()]
+        grads = [be.asarray(p.value) * 1e-3 for p in net.parameters()]
+        vel = [be.zeros(p.shape) for p in params]
+
+        def update():
+            for p, g, v in zip(params, grads, vel):
+                be.sgd_update(p, g, v, 1e-3, 0.9, 0.0)
+
+        times[name] = (statistics.median(median_time(update, repeats)), 0.0)
+    if has_torch:
+        import torch
+
+        tparams = [torch.nn.Parameter(torch.from_numpy(np.array(p.value))) for p in net.parameters()]
+        for tp in tparams:
+            tp.grad = tp.detach() * 1e-3
+        opt = torch.optim.SGD(tparams, lr=1e-3, momentum=0.9)
+        times["torch"] = (statistics.median(median_time(opt.step, repeats)), 0.0)
+    return f"   sgd momentum update, {net.num_parameters() / 1e6:.1f} M params", times
+
+
 def _label(i, layer, x):
     shape = "x".join(str(s) for s in x.shape[1:])
     if isinstance(layer, Conv2D):
@@ -248,6 +324,7 @@ def run_op_bench(batch=32, size=256, hidden=1024, repeats=3, with_torch=True, fu
             tb = statistics.median(median_time(both, repeats)) - tf
             times["torch"] = (tf, max(tb, 0.0))
         rows.append((_label(i, layer, xin), times))
+    rows.append(_sgd_row(net, repeats, has_torch))
     if fused:
         be = backends.get("numba")
         for i, (layer, xin) in enumerate(_layer_inputs(net, x)):
@@ -307,19 +384,21 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(1)
     xv = rng.random((2, 1, args.size, args.size), dtype=np.float32)
-    errors = validate_step(xv, np.array([0, 1]), args.hidden, args.size)
-    worst = max(errors.items(), key=lambda kv: kv[1] if kv[0] != "loss" else 0)
-    print(f"numba validated against numpy (batch 2): loss rel. error {errors['loss']:.1e}, "
-          f"worst {worst[0]} {worst[1]:.1e}")
+    for name, errors in validate_step(xv, np.array([0, 1]), args.hidden, args.size).items():
+        grad = max(v for k, v in errors.items() if k.startswith("grad"))
+        param = max(v for k, v in errors.items() if k.startswith("param"))
+        print(f"{name} validated against numpy (one SGD step, batch 2): rel. error of the loss "
+              f"{errors['loss']:.1e}, worst gradient {grad:.1e}, worst parameter after the step {param:.1e}")
 
     times = run_step_bench(args.batch, args.size, args.hidden, args.repeats, with_torch=not args.no_torch)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"Numba threading layer: {numba.threading_layer()}")
     for name, t in times.items():
-        print(f"{name:<6} {describe(t)}  {args.batch / med[name]:6.1f} images/s")
-    print(f"numpy / numba = {med['numpy'] / med['numba']:.2f}x")
-    if "torch" in med:
-        print(f"numba / torch = {med['numba'] / med['torch']:.2f}  (below 1: numba is faster)")
+        print(f"{name:<11} {describe(t)}  {args.batch / med[name]:6.1f} images/s")
+    for name in ("numba", "numba fused"):
+        print(f"numpy / {name} = {med['numpy'] / med[name]:.2f}x")
+        if "torch" in med:
+            print(f"{name} / torch = {med[name] / med['torch']:.2f}  (below 1: numba is faster)")
 
     if not args.no_ops:
         print(f"\nper op, ms (median of {args.op_repeats}), batch {args.batch}:")
