@@ -9,7 +9,8 @@ weights and inputs (loss, every gradient, and every parameter after one SGD step
 the torch mirror's logits against ours; then forward + loss + backward + SGD-momentum
 update, timed with the host clock (CPU work is synchronous) after a warm-up step, as
 medians over `repeats` (the runs interleave, so a noisy neighbour hurts all alike).
-The op table times each layer's forward and backward at the step's shapes.
+The op table times each layer's forward and its backward separately (one cache, or one retained
+torch graph, reused) at the step's shapes.
 
 Importable: ``run_step_bench(...)`` and ``run_op_bench(...)`` return the numbers.
 """
@@ -228,7 +229,8 @@ def _tinycnn_op(be, layer, x):
 
 
 def _torch_op(layer, x):
-    """(forward, forward+backward) closures for the same op in PyTorch."""
+    """(forward, backward) closures for the same op in PyTorch; the backward pass runs
+    on one retained graph, so it is timed alone."""
     import torch
     import torch.nn.functional as F
 
@@ -252,12 +254,13 @@ def _torch_op(layer, x):
         op = lambda: F.dropout(xt, layer.p, training=True)  # noqa: E731
     else:
         return None
-    dout = torch.randn(op().shape)
+    out = op()
+    dout = torch.randn(out.shape)
 
-    def both():
-        torch.autograd.grad(op(), [xt] + params, dout)
+    def backward():
+        torch.autograd.grad(out, [xt] + params, dout, retain_graph=True)
 
-    return op, both
+    return op, backward
 
 
 def _sgd_row(net, repeats, has_torch):
@@ -313,16 +316,15 @@ def run_op_bench(batch=32, size=256, hidden=1024, repeats=3, with_torch=True, fu
             out, cache = fwd()
             dout = rng.standard_normal(out.shape).astype(np.float32)
             tf = statistics.median(median_time(fwd, repeats))
-            # a backward pass consumes its cache on some layers: a fresh forward each time
-            tb = statistics.median(median_time(lambda: bwd(dout, fwd()[1]), repeats)) - tf
-            times[name] = (tf, max(tb, 0.0))
+            tb = statistics.median(median_time(lambda: bwd(dout, cache), repeats))  # ops leave caches intact
+            times[name] = (tf, tb)
         if not times:
             continue
         if has_torch:
-            op, both = _torch_op(layer, xin)
+            op, bwd = _torch_op(layer, xin)
             tf = statistics.median(median_time(op, repeats))
-            tb = statistics.median(median_time(both, repeats)) - tf
-            times["torch"] = (tf, max(tb, 0.0))
+            tb = statistics.median(median_time(bwd, repeats))
+            times["torch"] = (tf, tb)
         rows.append((_label(i, layer, xin), times))
     rows.append(_sgd_row(net, repeats, has_torch))
     if fused:
@@ -332,11 +334,11 @@ def run_op_bench(batch=32, size=256, hidden=1024, repeats=3, with_torch=True, fu
                 continue
             w, b = layer.params["w"].value, layer.params["b"].value
             fwd = lambda: be.conv_relu_pool_forward(xin, w, b, layer.stride, layer.pad)  # noqa: E731
-            out, _ = fwd()
+            out, cache = fwd()
             dout = rng.standard_normal(out.shape).astype(np.float32)
             tf = statistics.median(median_time(fwd, repeats))
-            tb = statistics.median(median_time(lambda: be.conv_relu_pool_backward(dout, fwd()[1]), repeats)) - tf
-            rows.append((f"{i:2d}-{i + 2} fused conv+relu+pool", {"numba": (tf, max(tb, 0.0))}))
+            tb = statistics.median(median_time(lambda: be.conv_relu_pool_backward(dout, cache), repeats))
+            rows.append((f"{i:2d}-{i + 2} fused conv+relu+pool", {"numba": (tf, tb)}))
     return rows
 
 
