@@ -516,12 +516,20 @@ class NumbaBackend:
         dcols = W.T @ dout[n], scattered back onto the input by col2im."""
         x_shape, xp, w, stride, pad = cache
         dout = np.ascontiguousarray(dout, dtype=xp.dtype)
+        f, oh, ow = dout.shape[1], dout.shape[2], dout.shape[3]
+        return self._conv_backward(x_shape, xp, w, stride, pad, oh, ow,
+                                   lambda n0, nb: dout[n0 : n0 + nb].reshape(nb, f, oh * ow))
+
+    def _conv_backward(self, x_shape, xp, w, stride, pad, oh, ow, dout_chunk):
+        """conv2d's backward pass, with the output gradient of images n0 .. n0+nb-1 as
+        dout_chunk(n0, nb) -> (nb, F, OH*OW) (all images at once on the direct path),
+        so that the fused op can build it chunk by chunk."""
         n, c, h, wd = x_shape
         f, _, kh, kw = w.shape
-        oh, ow = dout.shape[2], dout.shape[3]
         k = c * kh * kw
         dxp = np.empty(xp.shape, dtype=xp.dtype)
         if k <= DIRECT_MAX_K:
+            dout = dout_chunk(0, n).reshape(n, f, oh, ow)
             part = np.empty((n, f, k + 1), dtype=np.float64)
             _conv_direct_dw(xp, dout, kh, kw, stride, part)
             _conv_direct_dx(dout, w, stride, dxp)
@@ -532,10 +540,10 @@ class NumbaBackend:
             dcols = None
             b0 = np.zeros(f, dtype=xp.dtype)  # the bias row of cols is not needed here
             for n0, nb, cols, _ in self._conv_gemm_chunks(xp, w, b0, stride, oh, ow):
-                d = dout[n0 : n0 + nb].reshape(nb, f, oh * ow)
+                d = dout_chunk(n0, nb)
                 grad += np.matmul(d, cols.transpose(0, 2, 1)).sum(axis=0)
-                if dcols is None or dcols.shape[0] < nb:
-                    dcols = np.empty((nb, k, oh * ow), dtype=xp.dtype)
+                if dcols is None:
+                    dcols = np.empty((cols.shape[0], k, oh * ow), dtype=xp.dtype)
                 np.matmul(wmat_t, d, out=dcols[:nb])
                 _col2im(dcols[:nb], kh, kw, stride, oh, ow, dxp[n0 : n0 + nb])
         dw = grad[:, :k].reshape(f, c, kh, kw).astype(xp.dtype)
@@ -697,32 +705,19 @@ class NumbaBackend:
         return out, (x.shape, xp, w, stride, pad, out, arg, pool_size, pool_stride, (oh, ow))
 
     def conv_relu_pool_backward(self, dout, cache):
-        """dout: (N, F, PH, PW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
+        """dout: (N, F, PH, PW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,).
+        The conv output's gradient is rebuilt chunk by chunk from the pooled output and
+        the window winners (a window whose maximum was <= 0 passes nothing: the ReLU)."""
         x_shape, xp, w, stride, pad, pooled, arg, pool_size, pool_stride, (oh, ow) = cache
         dout = np.ascontiguousarray(dout, dtype=xp.dtype)
-        n, f = x_shape[0], w.shape[0]
-        if w[0].size <= DIRECT_MAX_K:
-            dconv = np.empty((n, f, oh, ow), dtype=xp.dtype)
-            _maxpool_backward(dout, arg, pool_size, pool_stride, pooled, True, 0, dconv)
-            return self.conv2d_backward(dconv, (x_shape, xp, w, stride, pad))
-        _, c, h, wd = x_shape
-        _, _, kh, kw = w.shape
-        k = c * kh * kw
-        grad = np.zeros((f, k + 1), dtype=np.float64)
-        wmat_t = np.ascontiguousarray(w.reshape(f, k).T)
-        dxp = np.empty(xp.shape, dtype=xp.dtype)
-        dconv = dcols = None
-        b0 = np.zeros(f, dtype=xp.dtype)
-        for n0, nb, cols, _ in self._conv_gemm_chunks(xp, w, b0, stride, oh, ow):
-            if dconv is None:
-                dconv = np.empty((cols.shape[0], f, oh, ow), dtype=xp.dtype)
-                dcols = np.empty((cols.shape[0], k, oh * ow), dtype=xp.dtype)
-            _maxpool_backward(dout, arg, pool_size, pool_stride, pooled, True, n0, dconv[:nb])
-            d = dconv[:nb].reshape(nb, f, oh * ow)
-            grad += np.matmul(d, cols.transpose(0, 2, 1)).sum(axis=0)
-            np.matmul(wmat_t, d, out=dcols[:nb])
-            _col2im(dcols[:nb], kh, kw, stride, oh, ow, dxp[n0 : n0 + nb])
-        dw = grad[:, :k].reshape(f, c, kh, kw).astype(xp.dtype)
-        db = grad[:, k].astype(xp.dtype)
-        dx = np.ascontiguousarray(dxp[:, :, pad : pad + h, pad : pad + wd]) if pad else dxp
-        return dx, dw, db
+        f = w.shape[0]
+        scratch = []
+
+        def dconv_chunk(n0, nb):
+            if not scratch:  # sized by the first (largest) chunk
+                scratch.append(np.empty((nb, f, oh, ow), dtype=xp.dtype))
+            dconv = scratch[0][:nb]
+            _maxpool_backward(dout, arg, pool_size, pool_stride, pooled, True, n0, dconv)
+            return dconv.reshape(nb, f, oh * ow)
+
+        return self._conv_backward(x_shape, xp, w, stride, pad, oh, ow, dconv_chunk)
