@@ -19,7 +19,7 @@ done:
 - dense and the loss: BLAS / the reference code (tiny, or already BLAS-bound).
 - conv_relu_pool_forward/backward: an optional fused path (conv + bias + ReLU +
   max-pool in one op) that never stores the full-resolution conv output or its
-  gradient; see its docstring for how a layer would use it.
+  gradient (at most one chunk of it); see its docstring for how a layer would use it.
 
 Parity: max-pool, relu, dropout, SGD and Adam match the reference bit for bit (same
 float32 operations in the same order; no fastmath in them). conv2d and dense match to
@@ -123,94 +123,114 @@ def _col2im(dcols, kh, kw, stride, oh, ow, dxp):
                             dst[j * stride + v] += row[base + j]
 
 
-@njit(parallel=True, cache=True, fastmath=_SUM_FLAGS)
-def _conv_direct_forward(xp, w, b, stride, out):
-    """out[n, f, i, j] = b[f] + sum_{c,u,v} w[f, c, u, v] * xp[n, c, i*stride + u, j*stride + v].
-    One task per (image, filter) plane; each output row is built in place, one tap at a
-    time, vectorised along the row. xp: (N, C, Hp, Wp) padded; out: (N, F, OH, OW)."""
-    n, f, oh, ow = out.shape
-    c, kh, kw = w.shape[1], w.shape[2], w.shape[3]
-    for t in prange(n * f):
-        ni = t // f
-        fi = t % f
-        for i in range(oh):
-            row = out[ni, fi, i]
-            row[:] = b[fi]
-            for ci in range(c):
-                for u in range(kh):
-                    src = xp[ni, ci, i * stride + u]
-                    for v in range(kw):
-                        wv = w[fi, ci, u, v]
-                        if stride == 1:
-                            for j in range(ow):
-                                row[j] += wv * src[j + v]
-                        else:
-                            for j in range(ow):
-                                row[j] += wv * src[j * stride + v]
+@njit(cache=True, fastmath=_SUM_FLAGS)
+def _conv_plane(x_n, w_f, bias, stride, dst):
+    """One output plane of a direct convolution:
+    dst[i, j] = bias + sum_{c,u,v} w_f[c, u, v] * x_n[c, i*stride + u, j*stride + v].
+    Each output row is built in place, one tap at a time, vectorised along the row.
+    x_n: (C, Hp, Wp) padded image; w_f: (C, KH, KW) one filter; dst: (OH, OW)."""
+    c, kh, kw = w_f.shape
+    oh, ow = dst.shape
+    for i in range(oh):
+        row = dst[i]
+        row[:] = bias
+        for ci in range(c):
+            for u in range(kh):
+                src = x_n[ci, i * stride + u]
+                for v in range(kw):
+                    wv = w_f[ci, u, v]
+                    if stride == 1:
+                        for j in range(ow):
+                            row[j] += wv * src[j + v]
+                    else:
+                        for j in range(ow):
+                            row[j] += wv * src[j * stride + v]
 
 
-@njit(parallel=True, cache=True, fastmath=_SUM_FLAGS)
-def _conv_direct_dw(xp, dout, kh, kw, stride, part):
-    """Per-image partial weight and bias gradients:
-    part[n, f, (c*KH + u)*KW + v] = sum_{i,j} dout[n, f, i, j] * xp[n, c, i*stride + u, j*stride + v]
-    part[n, f, C*KH*KW]           = sum_{i,j} dout[n, f, i, j]
-    One task per (image, filter), walking the output rows once: each row's dot
-    products with its KH input rows are summed while those rows sit in L1 (one pass
-    per tap over the whole plane was 2x slower). The caller sums over n."""
-    n, f, oh, ow = dout.shape
-    c = xp.shape[1]
+@njit(cache=True, fastmath=_SUM_FLAGS)
+def _conv_plane_dw(x_n, d, kh, kw, stride, acc):
+    """One (image, filter) pair's weight and bias gradients, added to acc (float64):
+    acc[(c*KH + u)*KW + v] += sum_{i,j} d[i, j] * x_n[c, i*stride + u, j*stride + v]
+    acc[C*KH*KW]           += sum_{i,j} d[i, j]
+    It walks the output rows once, summing each row's dot products with its KH input
+    rows while they sit in L1 (one pass per tap over the whole plane was 2x slower)."""
+    c = x_n.shape[0]
+    oh, ow = d.shape
     k = c * kh * kw
+    for i in range(oh):
+        drow = d[i]
+        for ci in range(c):
+            for u in range(kh):
+                src = x_n[ci, i * stride + u]
+                for v in range(kw):
+                    s = np.float32(0)
+                    if stride == 1:
+                        for j in range(ow):
+                            s += drow[j] * src[j + v]
+                    else:
+                        for j in range(ow):
+                            s += drow[j] * src[j * stride + v]
+                    acc[(ci * kh + u) * kw + v] += s
+        s = np.float32(0)
+        for j in range(ow):
+            s += drow[j]
+        acc[k] += s
+
+
+@njit(cache=True, fastmath=_SUM_FLAGS)
+def _conv_plane_dx(d_n, w_c, stride, dst):
+    """One input-gradient plane: dst[i*stride + u, j*stride + v] += w_c[f, u, v] * d_n[f, i, j],
+    summed over f, u, v. d_n: (F, OH, OW); w_c: (F, KH, KW) = w[:, c]; dst: (Hp, Wp)."""
+    f, kh, kw = w_c.shape
+    oh, ow = d_n.shape[1], d_n.shape[2]
+    for fi in range(f):
+        for i in range(oh):
+            drow = d_n[fi, i]
+            for u in range(kh):
+                row = dst[i * stride + u]
+                for v in range(kw):
+                    wv = w_c[fi, u, v]
+                    if stride == 1:
+                        for j in range(ow):
+                            row[j + v] += wv * drow[j]
+                    else:
+                        for j in range(ow):
+                            row[j * stride + v] += wv * drow[j]
+
+
+@njit(parallel=True, cache=True)
+def _conv_direct_forward(xp, w, b, stride, out):
+    """Direct convolution, one task per (image, filter) plane.
+    xp: (N, C, Hp, Wp) padded; out: (N, F, OH, OW)."""
+    n, f = out.shape[0], out.shape[1]
     for t in prange(n * f):
         ni = t // f
         fi = t % f
-        acc = np.zeros(k + 1, dtype=np.float64)
-        for i in range(oh):
-            drow = dout[ni, fi, i]
-            for ci in range(c):
-                for u in range(kh):
-                    src = xp[ni, ci, i * stride + u]
-                    for v in range(kw):
-                        s = np.float32(0)
-                        if stride == 1:
-                            for j in range(ow):
-                                s += drow[j] * src[j + v]
-                        else:
-                            for j in range(ow):
-                                s += drow[j] * src[j * stride + v]
-                        acc[(ci * kh + u) * kw + v] += s
-            s = np.float32(0)
-            for j in range(ow):
-                s += drow[j]
-            acc[k] += s
-        for q in range(k + 1):
-            part[ni, fi, q] = acc[q]
+        _conv_plane(xp[ni], w[fi], b[fi], stride, out[ni, fi])
 
 
-@njit(parallel=True, cache=True, fastmath=_SUM_FLAGS)
+@njit(parallel=True, cache=True)
+def _conv_direct_dw(xp, dout, kh, kw, stride, part):
+    """Per-image partial weight and bias gradients, part[n, f] = [dW | db] of image n
+    (float64), one task per (image, filter); the caller sums over n."""
+    n, f = dout.shape[0], dout.shape[1]
+    for t in prange(n * f):
+        ni = t // f
+        fi = t % f
+        part[ni, fi, :] = 0
+        _conv_plane_dw(xp[ni], dout[ni, fi], kh, kw, stride, part[ni, fi])
+
+
+@njit(parallel=True, cache=True)
 def _conv_direct_dx(dout, w, stride, dxp):
-    """dxp[n, c, i*stride + u, j*stride + v] += w[f, c, u, v] * dout[n, f, i, j], summed
-    over f, u, v. One task per (image, channel) plane, so no two tasks write the same
-    pixel. dxp: (N, C, Hp, Wp), overwritten."""
-    n, f, oh, ow = dout.shape
-    c, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    """Input gradient, one task per (image, channel) plane, so no two tasks write the
+    same pixel. dxp: (N, C, Hp, Wp), overwritten."""
+    n, c = dxp.shape[0], dxp.shape[1]
     for t in prange(n * c):
         ni = t // c
         ci = t % c
-        plane = dxp[ni, ci]
-        plane[:, :] = 0
-        for fi in range(f):
-            for i in range(oh):
-                drow = dout[ni, fi, i]
-                for u in range(kh):
-                    dst = plane[i * stride + u]
-                    for v in range(kw):
-                        wv = w[fi, ci, u, v]
-                        if stride == 1:
-                            for j in range(ow):
-                                dst[j + v] += wv * drow[j]
-                        else:
-                            for j in range(ow):
-                                dst[j * stride + v] += wv * drow[j]
+        dxp[ni, ci, :, :] = 0
+        _conv_plane_dx(dout[ni], w[:, ci], stride, dxp[ni, ci])
 
 
 # ======================================================================= relu
@@ -349,6 +369,40 @@ def _maxpool_backward(dout, arg, size, stride, gate, gated, n0, dx):
         b = t // c
         ci = t % c
         _unpool_plane(dout[n0 + b, ci], arg[n0 + b, ci], size, stride, gate[n0 + b, ci], gated, dx[b, ci])
+
+
+# ============================================== fused conv + ReLU + max-pool
+@njit(parallel=True, cache=True)
+def _conv_direct_relu_pool_forward(xp, w, b, stride, oh, ow, size, pstride, out, arg):
+    """maxpool(relu(direct conv)) one (image, filter) plane at a time: the conv plane
+    lives in a per-task buffer (in L2) and is pooled at once, never stored whole."""
+    n, f = out.shape[0], out.shape[1]
+    for t in prange(n * f):
+        ni = t // f
+        fi = t % f
+        plane = np.empty((oh, ow), dtype=xp.dtype)
+        _conv_plane(xp[ni], w[fi], b[fi], stride, plane)
+        _pool_plane(plane, size, pstride, True, out[ni, fi], arg[ni, fi])
+
+
+@njit(parallel=True, cache=True)
+def _conv_direct_relu_pool_backward(xp, w, stride, dout, pooled, arg, size, pstride, oh, ow, part, dxp):
+    """The fused op's backward pass on the direct path, one task per image: rebuild
+    that image's conv-output gradient (F, OH, OW) from the pooled output and the
+    winners, then its [dW | db] partial (part[n], float64) and its input gradient
+    dxp[n] (overwritten)."""
+    n, f = dout.shape[0], dout.shape[1]
+    c = dxp.shape[1]
+    kh, kw = w.shape[2], w.shape[3]
+    for ni in prange(n):
+        dconv = np.empty((f, oh, ow), dtype=xp.dtype)
+        for fi in range(f):
+            _unpool_plane(dout[ni, fi], arg[ni, fi], size, pstride, pooled[ni, fi], True, dconv[fi])
+            part[ni, fi, :] = 0
+            _conv_plane_dw(xp[ni], dconv[fi], kh, kw, stride, part[ni, fi])
+        for ci in range(c):
+            dxp[ni, ci, :, :] = 0
+            _conv_plane_dx(dconv, w[:, ci], stride, dxp[ni, ci])
 
 
 # ==================================================================== dropout
@@ -673,10 +727,10 @@ class NumbaBackend:
         """maxpool2d(relu(conv2d(x, w, b))) in one op, without storing the conv output.
 
         x: (N, C, H, W) -> out: (N, F, PH, PW). Same values as the three ops in turn.
+        Direct convolutions pool each (image, filter) plane as soon as it is computed;
         im2col convolutions run chunk by chunk and pool each chunk while it is still in
-        cache; direct convolutions compute the full output into a scratch array first
-        (they are memory-bound either way). The cache keeps the padded input, the
-        pooled output and the window winners: the conv output is rebuilt in backward.
+        cache. The cache keeps the padded input, the pooled output and the window
+        winners: the conv output's gradient is rebuilt from them in backward.
 
         A layer would call it as ``out, cache = be.conv_relu_pool_forward(x, w, b,
         stride, pad, size, pool_stride, ceil_mode)`` and, in backward,
@@ -692,9 +746,7 @@ class NumbaBackend:
         out = np.empty((n, f, ph, pw), dtype=x.dtype)
         arg = np.empty((n, f, ph, pw), dtype=_arg_dtype(pool_size))
         if w[0].size <= DIRECT_MAX_K:
-            conv = np.empty((n, f, oh, ow), dtype=x.dtype)
-            _conv_direct_forward(xp, w, b, stride, conv)
-            _maxpool_forward(conv, pool_size, pool_stride, True, 0, out, arg)
+            _conv_direct_relu_pool_forward(xp, w, b, stride, oh, ow, pool_size, pool_stride, out, arg)
         else:
             conv = None
             for n0, nb, cols, wmat in self._conv_gemm_chunks(xp, w, b, stride, oh, ow):
@@ -711,6 +763,16 @@ class NumbaBackend:
         x_shape, xp, w, stride, pad, pooled, arg, pool_size, pool_stride, (oh, ow) = cache
         dout = np.ascontiguousarray(dout, dtype=xp.dtype)
         f = w.shape[0]
+        if w[0].size <= DIRECT_MAX_K:
+            n, c, h, wd = x_shape
+            k = w[0].size
+            part = np.empty((n, f, k + 1), dtype=np.float64)
+            dxp = np.empty(xp.shape, dtype=xp.dtype)
+            _conv_direct_relu_pool_backward(xp, w, stride, dout, pooled, arg, pool_size, pool_stride, oh, ow, part,
+                                            dxp)
+            grad = part.sum(axis=0)
+            dx = np.ascontiguousarray(dxp[:, :, pad : pad + h, pad : pad + wd]) if pad else dxp
+            return dx, grad[:, :k].reshape(w.shape).astype(xp.dtype), grad[:, k].astype(xp.dtype)
         scratch = []
 
         def dconv_chunk(n0, nb):
