@@ -15,7 +15,7 @@ torch-cuda-default with PyTorch's defaults, i.e. TF32 convolutions).
 Validate, then time: ``prepare(case, batch, impl)`` first runs the op on the same
 inputs as the NumPy reference and raises ``ValidationError`` unless the output and
 every gradient agree (relative error, fwd 1e-5, grad 1e-4; the whole step, a
-composite of ~20 ops, at 1e-4), and only then returns the function to time. On a
+composite of ~20 ops, against the float64 reference, see STEP_TOL), and only then returns the function to time. On a
 GPU the inputs are rotated among copies whose total exceeds twice the L2 cache, so
 a timed call reads cold data; GPU time comes from device events, never from a host
 clock around asynchronous launches.
@@ -44,6 +44,13 @@ from tinycnn.shapes import conv_out_size, pool_out_size  # noqa: E402
 
 FWD_TOL, GRAD_TOL = 1e-5, 1e-4
 TF32_TOL = 1e-2  # torch-cuda-default: TF32 convolutions keep a 10-bit mantissa
+# The whole step, against the float64 NumPy reference: loss and logits at GRAD_TOL, the
+# gradients and updated parameters at STEP_TOL. A conv filter gradient sums N*OH*OW
+# products (2 M for conv1 at batch 32) with heavy cancellation: measured at batch 32,
+# the float32 NumPy reference itself is 6e-4 .. 1e-3 from float64 on the conv filter
+# gradients (numba 1.2e-4), so 1e-4 would fail on rounding alone. Each op is held to
+# FWD_TOL / GRAD_TOL in its own entry.
+STEP_TOL = 5e-3
 IN_SIZE, HIDDEN, CLASSES = 256, 1024, 2
 DROPOUT_P, DROPOUT_SEED = 0.5, 1234
 LR, MOMENTUM, WEIGHT_DECAY = 1e-3, 0.9, 5e-4
@@ -251,6 +258,11 @@ def reference(case: Case, batch: int) -> Reference:
     return _ref_cache[key]
 
 
+def clear_reference() -> None:
+    """Drop the kept reference (its arrays can be hundreds of MB)."""
+    _ref_cache.clear()
+
+
 def _compute_reference(case: Case, batch: int) -> Reference:
     ref = Reference(case, batch, case.make_inputs(batch))
     if case.kind == "op":
@@ -278,7 +290,7 @@ def _compute_reference(case: Case, batch: int) -> Reference:
             be.sgd_update(p, g, v, LR, MOMENTUM, WEIGHT_DECAY)
         ref.out = {"params": params, "velocity": vel}
     elif case.kind == "step":
-        ref.out = _our_step_results("numpy", ref)
+        ref.out = _our_step_results("numpy64", ref)
     return ref
 
 
@@ -464,7 +476,7 @@ class Ours(Impl):
     def validate(self, ref: Reference) -> float:
         """Worst relative error against the reference (0 for numpy: it is the reference)."""
         case = ref.case
-        if self.backend_name == "numpy":
+        if self.backend_name == "numpy" and case.kind != "step":
             return 0.0
         if case.kind == "op":
             out, grads = run_op(OPS[case.op], self.backend_name, ref.arrays, dout=ref.dout, **case.kwargs)
@@ -486,8 +498,8 @@ class Ours(Impl):
         what = f"{case.name} on {self.name}"
         return max(_check(what + ": loss", rel_error(mine["loss"], theirs["loss"]), GRAD_TOL),
                    _check(what + ": logits", rel_error(mine["logits"], theirs["logits"]), GRAD_TOL),
-                   _worst(zip(mine["grads"], theirs["grads"]), what + ": grad", GRAD_TOL),
-                   _worst(zip(mine["params"], theirs["params"]), what + ": param", GRAD_TOL))
+                   _worst(zip(mine["grads"], theirs["grads"]), what + ": grad", STEP_TOL),
+                   _worst(zip(mine["params"], theirs["params"]), what + ": param", STEP_TOL))
 
     def runner(self, ref: Reference, copies: int = 1):
         be, case = self.be, ref.case
@@ -657,7 +669,7 @@ class Torch(Impl):
             opt.step()
             return _worst(zip((p.detach().cpu().numpy() for p in params), ref.out["params"]), what + ": param",
                           fwd_tol)
-        return self._validate_step(ref, what, grad_tol)
+        return self._validate_step(ref, what, max(grad_tol, STEP_TOL))
 
     def _check_dropout(self, ref: Reference, t: dict, out) -> float:
         import torch
@@ -693,8 +705,8 @@ class Torch(Impl):
         import torch
 
         if "eval" not in ref.extra:
-            net = paper_net(hidden=HIDDEN, in_size=IN_SIZE, seed=0)
-            logits = net.forward(ref.arrays["x"], train=False)
+            net = paper_net(hidden=HIDDEN, in_size=IN_SIZE, seed=0, backend="numpy64")
+            logits = net.forward(net.backend.asarray(ref.arrays["x"]), train=False)
             loss, dlogits = net.backend.softmax_cross_entropy(logits, ref.arrays["labels"])
             net.backward(dlogits)
             ref.extra["eval"] = (float(loss), [p.grad.copy() for p in net.parameters()])
@@ -704,7 +716,8 @@ class Torch(Impl):
         loss = torch.nn.functional.cross_entropy(tnet(t["x"]), t["labels"])
         loss.backward()
         grads = [(p.grad.T if p.grad.ndim == 2 else p.grad).cpu().numpy() for p in tnet.parameters()]
-        return max(_check(what + ": loss (dropout off)", rel_error(loss.item(), loss_ref), tol),
+        loss_tol = GRAD_TOL if self.strict_fp32 else TF32_TOL
+        return max(_check(what + ": loss (dropout off)", rel_error(loss.item(), loss_ref), loss_tol),
                    _worst(zip(grads, grads_ref), what + ": grad (dropout off)", tol))
 
     def runner(self, ref: Reference, copies: int = 1):

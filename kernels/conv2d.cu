@@ -1,5 +1,6 @@
 // conv2d.cu: 2-D convolution as implicit GEMM: forward, backward-data,
 // backward-filter, and the bias gradient.
+// Forward pass = variant v4 of bench/variants/conv2d_forward_v*.cu (v3's 64x64 tile + 16x256).
 //
 //   x (N, C, H, W), w (F, C, KH, KW), b (F,), out / dout (N, F, OH, OW)
 //   OH = (H + 2 pad - KH) / stride + 1 (tinycnn/shapes.py), same for OW

@@ -1,5 +1,6 @@
 // gemm.cu: tiled SGEMM for the dense layer, the split-K reduction, and the
 // deterministic bias gradient.
+// sgemm_strided (+ split_k_reduce) = variant v3 of bench/variants/sgemm_v*.cu.
 //
 //   sgemm_strided: C (M, N) = A (M, K) . B (K, N) [+ bias (N,)]
 //       A[m, k] = A_ptr[m*sam + k*sak], B[k, n] = B_ptr[k*sbk + n*sbn]: the strides
