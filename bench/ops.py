@@ -532,7 +532,7 @@ class Ours(Impl):
         if self.gpu:
             import cupy
 
-            return _time_with_events(fn, repeats, warmup, cupy.cuda.Event, cupy.cuda.get_elapsed_time,
+            return time_with_events(fn, repeats, warmup, cupy.cuda.Event, cupy.cuda.get_elapsed_time,
                                      self.synchronize)
         return super().time_calls(fn, repeats, warmup=1)
 
@@ -551,7 +551,7 @@ def _rotating(calls: list) -> Callable[[], object]:
     return fn
 
 
-def _time_with_events(fn, repeats, warmup, make_event, elapsed_ms, synchronize) -> list[float]:
+def time_with_events(fn, repeats, warmup, make_event, elapsed_ms, synchronize) -> list[float]:
     """Device seconds per call from events around `inner` calls, `inner` chosen so a
     sample lasts about a millisecond (launch gaps of tiny ops amortised)."""
     for _ in range(warmup):
@@ -771,7 +771,7 @@ class Torch(Impl):
         if self.gpu:
             import torch
 
-            return _time_with_events(fn, repeats, warmup, lambda: torch.cuda.Event(enable_timing=True),
+            return time_with_events(fn, repeats, warmup, lambda: torch.cuda.Event(enable_timing=True),
                                      lambda a, b: a.elapsed_time(b), self.synchronize)
         return super().time_calls(fn, repeats, warmup=1)
 

@@ -87,16 +87,16 @@ def header_lines(args, names, gpu) -> list[str]:
     lines = [f"date {datetime.datetime.now().isoformat(timespec='minutes')}, commit {git_commit()}",
              f"CPU: {cpu_description()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
              f"{versions()}; Python {platform.python_version()}",
-             f"batch {args.batch}, paper shapes (256x256x1 input, hidden 1024); {args.repeats} timed calls "
-             f"after {args.warmup} warm-up; implementations: {', '.join(names)}"]
+             f"batch {args.batch}, paper shapes (256x256x1 input, hidden 1024); {args.repeats} timed calls per "
+             f"entry; implementations: {', '.join(names)}"]
     if gpu:
         lines.append(f"GPU: {gpu['name']} ({gpu['sm']}), {gpu['sms']} SMs x {gpu['fp32_lanes_per_sm']} FP32 lanes "
                      f"x 2 x {gpu['clock_ghz']:.3f} GHz = {gpu['fp32_peak_flops'] / 1e12:.1f} TFLOP/s FP32 peak; "
                      f"2 x {gpu['mem_clock_ghz']:.3f} GHz x {gpu['bus_width_bits']} bit / 8 = "
                      f"{gpu['bandwidth_bytes'] / 1e9:.0f} GB/s; L2 {(gpu['l2_bytes'] or 0) / 2**20:.0f} MiB "
                      "(FP32 lanes per SM assumed: 64 on sm_60/70/75/80, 128 otherwise)")
-        lines.append("GPU times: CUDA events after warm-up; torch-cuda = cuDNN FP32 (TF32 off, cudnn.benchmark on), "
-                     "torch-cuda-default = PyTorch defaults (TF32 convolutions)")
+        lines.append(f"GPU times: CUDA events after {args.warmup} warm-up calls; torch-cuda = cuDNN FP32 (TF32 off, "
+                     "cudnn.benchmark on), torch-cuda-default = PyTorch defaults (TF32 convolutions)")
     else:
         lines.append("CPU times: host clock (synchronous work) after one warm-up call; no GPU here")
     return lines

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import hashlib
-import math
 import os
 import statistics
 import subprocess
@@ -161,7 +160,7 @@ def conv_reference(a, shape) -> np.ndarray:
     for u in range(kh):
         for v in range(kw):
             patch = xp[:, :, u:u + stride * oh:stride, v:v + stride * ow:stride]
-            out += np.einsum("nchw,fc->nfhw", patch, w[:, :, u, v])
+            out += np.einsum("nchw,fc->nfhw", patch, w[:, :, u, v], optimize=True)  # BLAS, not loops
     return out + a["b"].astype(np.float64)[None, :, None, None]
 
 
@@ -297,7 +296,7 @@ def validate_emulated(variant: Variant, shapes=None) -> list[tuple[str, float]]:
 def run_gpu(variants: list[Variant], batch: int, repeats: int) -> None:
     import cupy
 
-    from bench.ops import gpu_properties, rotation_copies
+    from bench.ops import gpu_properties, rotation_copies, time_with_events
 
     props = gpu_properties()
     print(f"GPU: {props['name']} ({props['sm']}), FP32 peak {props['fp32_peak_flops'] / 1e12:.1f} TFLOP/s "
@@ -333,15 +332,12 @@ def run_gpu(variants: list[Variant], batch: int, repeats: int) -> None:
                     state["i"] = (state["i"] + 1) % len(sets)
                     v.launch(v, run, sets[state["i"]], shape, lambda s: cupy.empty(s, np.float32))
 
-                from bench.ops import _time_with_events
-
-                times = _time_with_events(call, repeats, 3, cupy.cuda.Event, cupy.cuda.get_elapsed_time,
+                times = time_with_events(call, repeats, 3, cupy.cuda.Event, cupy.cuda.get_elapsed_time,
                                           cupy.cuda.get_current_stream().synchronize)
                 t = statistics.median(times)
                 rate = flops(shape) / t
                 print(f"{v.label:<44} {label:<28} {err:8.1e} {t * 1e3:8.3f} ms {rate / 1e9:9.0f} "
                       f"{100 * rate / props['fp32_peak_flops']:6.1f}%", flush=True)
-            del sets
         print()
 
 
