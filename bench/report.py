@@ -140,7 +140,7 @@ def save_chart(rows: list[dict], names: list[str], path: str, title: str) -> boo
     except ImportError:
         print("matplotlib is not installed: no chart")
         return False
-    fig, ax = plt.subplots(figsize=(10, 0.42 * len(rows) * max(1, len(names)) ** 0.5 + 2))
+    fig, ax = plt.subplots(figsize=(10, 0.25 * len(rows) * (1 + 0.2 * len(names)) + 1.5))
     height = 0.8 / len(names)
     y = np.arange(len(rows))
     for i, n in enumerate(names):
