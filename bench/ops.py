@@ -15,8 +15,8 @@ torch-cuda-default with PyTorch's defaults, i.e. TF32 convolutions).
 Validate, then time: ``prepare(case, batch, impl)`` first runs the op on the same
 inputs as the NumPy reference and raises ``ValidationError`` unless the output and
 every gradient agree (relative error, fwd 1e-5, grad 1e-4; the whole step, a
-composite of ~20 ops, against the float64 reference, see STEP_TOL), and only then returns the function to time. On a
-GPU the inputs are rotated among copies whose total exceeds twice the L2 cache, so
+composite of ~20 ops, against the float64 reference, see STEP_TOL), and only then
+returns the function to time. On a GPU the inputs are rotated among copies whose total exceeds twice the L2 cache, so
 a timed call reads cold data; GPU time comes from device events, never from a host
 clock around asynchronous launches.
 """
