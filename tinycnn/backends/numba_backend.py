@@ -487,7 +487,7 @@ def _arg_dtype(size: int):
 
 
 class NumbaBackend:
-    """The op contract of DESIGN.md compiled for the CPU with Numba (see the module
+    """The op contract of docs/design.md compiled for the CPU with Numba (see the module
     docstring for how each op is done)."""
 
     name = "numba"
