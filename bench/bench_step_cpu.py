@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,36 +28,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bench.steps import cpu_description, host_times, torch_training_step, training_step  # noqa: E402
 from bench.torch_net import check_mirror, torch_available, torch_mirror  # noqa: E402
 from tinycnn import backends  # noqa: E402
 from tinycnn.gradcheck import rel_error  # noqa: E402
 from tinycnn.layers import Conv2D, Dense, Dropout, Layer, MaxPool2D, ReLU  # noqa: E402
 from tinycnn.model import Sequential, paper_net  # noqa: E402
 from tinycnn.optim import SGD  # noqa: E402
-
-
-def median_time(fn, repeats: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def cpu_description() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
 
 
 # ------------------------------------------------------------------ the step
@@ -103,34 +79,6 @@ def fuse_conv_blocks(net) -> Sequential:
     return Sequential(layers, net.input_shape, backend=net.backend)
 
 
-def tinycnn_step(net, x, y):
-    opt = SGD(net.parameters(), lr=1e-3, momentum=0.9, backend=net.backend)
-    be = net.backend
-
-    def step():
-        logits = net.forward(x, train=True)
-        _, dlogits = be.softmax_cross_entropy(logits, y)
-        net.backward(dlogits)
-        opt.step()
-
-    return step
-
-
-def torch_step(tnet, x, y):
-    import torch
-
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-    opt = torch.optim.SGD(tnet.parameters(), lr=1e-3, momentum=0.9)
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss_fn(tnet(xt), yt).backward()
-        opt.step()
-
-    return step
-
-
 def validate_step(x, y, hidden: int, size: int, fwd_tol=1e-4, grad_tol=1e-3) -> dict[str, dict[str, float]]:
     """One training step of numba (layer by layer, and with fused conv blocks) and of
     numpy from the same weights: relative errors of the loss, every gradient, and
@@ -173,7 +121,7 @@ def run_step_bench(batch=32, size=256, hidden=1024, repeats=5, names=("numpy", "
         net = paper_net(hidden=hidden, in_size=size, seed=0, backend=name.split()[0])
         if name.endswith("fused"):
             net = fuse_conv_blocks(net)
-        steps[name] = tinycnn_step(net, net.backend.asarray(x), y)
+        steps[name] = training_step(net, x, y)
     if with_torch and torch_available():
         import torch
 
@@ -182,7 +130,7 @@ def run_step_bench(batch=32, size=256, hidden=1024, repeats=5, names=("numpy", "
         err = check_mirror(ref, tnet, x[:2])
         log(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads); mirror validated: "
             f"logits rel. error {err:.1e}")
-        steps["torch"] = torch_step(tnet, x, y)
+        steps["torch"] = torch_training_step(tnet, x, y)
     for step in steps.values():  # warm-up: compilation, first-touch pages, thread pools
         step()
     times = {name: [] for name in steps}
@@ -277,7 +225,7 @@ def _sgd_row(net, repeats, has_torch):
             for p, g, v in zip(params, grads, vel):
                 be.sgd_update(p, g, v, 1e-3, 0.9, 0.0)
 
-        times[name] = (statistics.median(median_time(update, repeats)), 0.0)
+        times[name] = (statistics.median(host_times(update, repeats)), 0.0)
     if has_torch:
         import torch
 
@@ -285,7 +233,7 @@ def _sgd_row(net, repeats, has_torch):
         for tp in tparams:
             tp.grad = tp.detach() * 1e-3
         opt = torch.optim.SGD(tparams, lr=1e-3, momentum=0.9)
-        times["torch"] = (statistics.median(median_time(opt.step, repeats)), 0.0)
+        times["torch"] = (statistics.median(host_times(opt.step, repeats)), 0.0)
     return f"   sgd momentum update, {net.num_parameters() / 1e6:.1f} M params", times
 
 
@@ -315,15 +263,15 @@ def run_op_bench(batch=32, size=256, hidden=1024, repeats=3, with_torch=True, fu
             fwd, bwd = ops
             out, cache = fwd()
             dout = rng.standard_normal(out.shape).astype(np.float32)
-            tf = statistics.median(median_time(fwd, repeats))
-            tb = statistics.median(median_time(lambda: bwd(dout, cache), repeats))  # ops leave caches intact
+            tf = statistics.median(host_times(fwd, repeats))
+            tb = statistics.median(host_times(lambda: bwd(dout, cache), repeats))  # ops leave caches intact
             times[name] = (tf, tb)
         if not times:
             continue
         if has_torch:
             op, bwd = _torch_op(layer, xin)
-            tf = statistics.median(median_time(op, repeats))
-            tb = statistics.median(median_time(bwd, repeats))
+            tf = statistics.median(host_times(op, repeats))
+            tb = statistics.median(host_times(bwd, repeats))
             times["torch"] = (tf, tb)
         rows.append((_label(i, layer, xin), times))
     rows.append(_sgd_row(net, repeats, has_torch))
@@ -336,8 +284,8 @@ def run_op_bench(batch=32, size=256, hidden=1024, repeats=3, with_torch=True, fu
             fwd = lambda: be.conv_relu_pool_forward(xin, w, b, layer.stride, layer.pad)  # noqa: E731
             out, cache = fwd()
             dout = rng.standard_normal(out.shape).astype(np.float32)
-            tf = statistics.median(median_time(fwd, repeats))
-            tb = statistics.median(median_time(lambda: be.conv_relu_pool_backward(dout, cache), repeats))
+            tf = statistics.median(host_times(fwd, repeats))
+            tb = statistics.median(host_times(lambda: be.conv_relu_pool_backward(dout, cache), repeats))
             rows.append((f"{i:2d}-{i + 2} fused conv+relu+pool", {"numba": (tf, tb)}))
     return rows
 

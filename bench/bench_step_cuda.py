@@ -17,34 +17,15 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bench.steps import MOMENTUM, host_times, training_step  # noqa: E402
 from tinycnn import backends  # noqa: E402
 from tinycnn.gradcheck import rel_error  # noqa: E402
 from tinycnn.model import paper_net  # noqa: E402
-from tinycnn.optim import SGD  # noqa: E402
-
-LR, MOMENTUM = 1e-3, 0.9
-
-
-def make_step(net, x, y):
-    be = net.backend
-    opt = SGD(net.parameters(), lr=LR, momentum=MOMENTUM, backend=be)
-    xd = be.asarray(x)
-    yd = be.asarray(y, dtype=np.int32)
-
-    def step():
-        logits = net.forward(xd, train=True)
-        loss, dlogits = be.softmax_cross_entropy(logits, yd)
-        net.backward(dlogits)
-        opt.step()
-        return loss, logits
-
-    return step
 
 
 def validate(args, x, y) -> float:
@@ -52,7 +33,7 @@ def validate(args, x, y) -> float:
     outs = {}
     for name in ("numpy", "cuda"):
         net = paper_net(hidden=args.hidden, seed=0, backend=name)
-        loss, logits = make_step(net, x, y)()
+        loss, logits = training_step(net, x, y)()
         be = net.backend
         outs[name] = ([be.to_numpy(loss), be.to_numpy(logits)]
                       + [be.to_numpy(p.value) for p in net.parameters()])
@@ -76,16 +57,6 @@ def time_cuda(step, repeats: int, warmup: int) -> list[float]:
         stop.record()
         stop.synchronize()
         times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
-    return times
-
-
-def time_numpy(step, repeats: int) -> list[float]:
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
     return times
 
 
@@ -113,8 +84,8 @@ def main(argv=None) -> int:
 
     x = rng.standard_normal((args.batch, 1, 256, 256)).astype(np.float32)
     y = rng.integers(0, 2, args.batch)
-    t_cuda = time_cuda(make_step(paper_net(hidden=args.hidden, backend="cuda"), x, y), args.repeats, args.warmup)
-    t_np = time_numpy(make_step(paper_net(hidden=args.hidden, backend="numpy"), x, y), args.numpy_repeats)
+    t_cuda = time_cuda(training_step(paper_net(hidden=args.hidden, backend="cuda"), x, y), args.repeats, args.warmup)
+    t_np = host_times(training_step(paper_net(hidden=args.hidden, backend="numpy"), x, y), args.numpy_repeats)
 
     def show(name, device, t):
         med = statistics.median(t)

@@ -13,55 +13,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bench.steps import cpu_description, host_times, torch_training_step, training_step  # noqa: E402
 from bench.torch_net import check_mirror, torch_available, torch_mirror  # noqa: E402
 from tinycnn.model import paper_net  # noqa: E402
-from tinycnn.optim import SGD  # noqa: E402
-
-
-def time_steps(step, repeats: int) -> list[float]:
-    step()  # warm-up: first-touch allocation, BLAS thread start
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def numpy_step(net, x, y):
-    opt = SGD(net.parameters(), lr=1e-3, momentum=0.9, backend=net.backend)
-
-    def step():
-        logits = net.forward(x, train=True)
-        _, dlogits = net.backend.softmax_cross_entropy(logits, y)
-        net.backward(dlogits)
-        opt.step()
-
-    return step
-
-
-def torch_step(tnet, x, y):
-    import torch
-
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-    opt = torch.optim.SGD(tnet.parameters(), lr=1e-3, momentum=0.9)
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss_fn(tnet(xt), yt).backward()
-        opt.step()
-
-    return step
 
 
 def describe(times: list[float]) -> str:
@@ -83,7 +44,7 @@ def main(argv=None) -> int:
 
     print(f"paper_net training step: batch {args.batch}, {args.size}x{args.size}, hidden {args.hidden}, "
           f"SGD momentum; {datetime.date.today()}")
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; NumPy {np.__version__}")
+    print(f"CPU: {cpu_description()}; NumPy {np.__version__}")
     has_torch = torch_available()
     if has_torch:
         import torch
@@ -93,10 +54,10 @@ def main(argv=None) -> int:
         print(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads); "
               f"mirror validated: logits rel. error {err:.1e}")
 
-    t_np = time_steps(numpy_step(net, x, y), args.repeats)
+    t_np = host_times(training_step(net, x, y), args.repeats)
     print(f"numpy  {describe(t_np)}  {args.batch / statistics.median(t_np):6.1f} images/s")
     if has_torch:
-        t_torch = time_steps(torch_step(tnet, x, y), args.repeats)
+        t_torch = host_times(torch_training_step(tnet, x, y), args.repeats)
         print(f"torch  {describe(t_torch)}  {args.batch / statistics.median(t_torch):6.1f} images/s")
         print(f"numpy / torch = {statistics.median(t_np) / statistics.median(t_torch):.2f}x")
     else:

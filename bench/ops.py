@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.bench_step_cuda import make_step  # noqa: E402
+from bench.steps import training_step  # noqa: E402
 from bench.torch_net import torch_available, torch_mirror  # noqa: E402
 from tinycnn import backends  # noqa: E402
 from tinycnn.gradcheck import OPS, rel_error, run_op  # noqa: E402
@@ -298,7 +298,7 @@ def _our_step_results(backend: str, ref: Reference) -> dict:
     """One training step of a fresh paper_net(seed=0) on `backend`: loss, logits,
     every gradient and every updated parameter, on the host."""
     net = paper_net(hidden=HIDDEN, in_size=IN_SIZE, seed=0, backend=backend)
-    loss, logits = make_step(net, ref.arrays["x"], ref.arrays["labels"])()
+    loss, logits = training_step(net, ref.arrays["x"], ref.arrays["labels"])()
     be = net.backend
     return {"loss": be.to_numpy(loss), "logits": be.to_numpy(logits),
             "grads": [be.to_numpy(p.grad) for p in net.parameters()],
@@ -525,7 +525,7 @@ class Ours(Impl):
             calls = [lambda s=s: update(s) for s in sets]
         else:  # the step moves GBs per call: nothing to rotate
             net = paper_net(hidden=HIDDEN, in_size=IN_SIZE, seed=0, backend=self.backend_name)
-            calls = [make_step(net, ref.arrays["x"], ref.arrays["labels"])]
+            calls = [training_step(net, ref.arrays["x"], ref.arrays["labels"])]
         return _rotating(calls)
 
     def time_calls(self, fn, repeats: int, warmup: int = 3) -> list[float]:
@@ -751,7 +751,7 @@ class Torch(Impl):
             t = self._tensors(ref.arrays)
             opt = torch.optim.SGD(tnet.parameters(), lr=LR, momentum=MOMENTUM)
 
-            def step():  # as bench/bench_step_numpy.torch_step, on device tensors
+            def step():  # as bench/steps.torch_training_step, on device tensors
                 opt.zero_grad(set_to_none=True)
                 loss = torch.nn.functional.cross_entropy(tnet(t["x"]), t["labels"])
                 loss.backward()

@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.bench_step_cpu import cpu_description  # noqa: E402
+from bench.steps import cpu_description  # noqa: E402
 from bench.ops import CASES, IMPLS, clear_reference, gpu_properties, prepare, summarize  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
