@@ -37,6 +37,7 @@ import numpy as np
 
 from . import BackendUnavailable
 from .launch import KERNEL_DIR, KernelBackend, kernel_sources
+from .numpy_backend import HostArrays
 
 EMU_HEADER = os.path.join(KERNEL_DIR, "emu", "cuda_emu.h")
 CXXFLAGS = ["-O2", "-fopenmp", "-std=c++17", "-fPIC", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-function"]
@@ -196,11 +197,10 @@ class _Kernel:
             raise RuntimeError(f"{self.name}: launch failed (status {status}, block {tuple(block)})")
 
 
-class EmulatedBackend(KernelBackend):
+class EmulatedBackend(HostArrays, KernelBackend):
     """kernels/*.cu on the CPU, with NumPy arrays (see the module docstring)."""
 
     name = "cuda-emu"
-    xp = np
 
     def __init__(self):
         lib = load_library()
@@ -217,18 +217,6 @@ class EmulatedBackend(KernelBackend):
         if min(grid) < 1 or min(block) < 1:
             raise ValueError(f"{name}: empty launch grid {grid} / block {block}")
         self._kernels[name](grid, block, args)
-
-    def asarray(self, a, dtype=None) -> np.ndarray:
-        a = np.asarray(a)
-        if dtype is None:
-            dtype = self.dtype if a.dtype.kind == "f" else a.dtype
-        return np.ascontiguousarray(a, dtype=dtype)
-
-    def to_numpy(self, a) -> np.ndarray:
-        return np.asarray(a)
-
-    def synchronize(self) -> None:
-        """Launches return when the grid is done."""
 
     def device_name(self) -> str:
         return f"CUDA emulator on the CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"

@@ -48,7 +48,7 @@ from numba import njit, prange
 
 from ..philox import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, keep_threshold, seed_to_key
 from ..shapes import conv_out_size, pool_out_size
-from .numpy_backend import NumpyBackend
+from .numpy_backend import HostArrays, NumpyBackend
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # Through the environment: Numba re-reads its configuration from it when it compiles.
@@ -486,12 +486,11 @@ def _arg_dtype(size: int):
     return np.int8 if size * size <= 127 else np.int32
 
 
-class NumbaBackend:
+class NumbaBackend(HostArrays):
     """The op contract of docs/design.md compiled for the CPU with Numba (see the module
     docstring for how each op is done)."""
 
     name = "numba"
-    xp = np
 
     def __init__(self, dtype=np.float32):
         self.dtype = np.dtype(dtype)
@@ -499,20 +498,6 @@ class NumbaBackend:
 
     def __repr__(self) -> str:
         return f"NumbaBackend(dtype={self.dtype.name})"
-
-    # ------------------------------------------------------------------ arrays
-    def asarray(self, a, dtype=None) -> np.ndarray:
-        """A host array as this backend's array (float arrays take the backend dtype)."""
-        return self._ref.asarray(a, dtype)
-
-    def to_numpy(self, a) -> np.ndarray:
-        return np.asarray(a)
-
-    def zeros(self, shape, dtype=None) -> np.ndarray:
-        return np.zeros(shape, dtype=dtype or self.dtype)
-
-    def synchronize(self) -> None:
-        """Every op returns when its work is done; present for a uniform interface."""
 
     def device_name(self) -> str:
         import platform

@@ -30,21 +30,15 @@ def _windows(xp: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int, ax
     return win[tuple(index)]
 
 
-class NumpyBackend:
-    """Reference implementation of the op contract (docs/design.md)."""
+class HostArrays:
+    """Array handling for the backends whose arrays are NumPy arrays in host memory
+    (numpy, numpy64, numba, cuda-emu): float arrays take the backend's dtype."""
 
-    name = "numpy"
+    dtype = np.dtype(np.float32)
     xp = np
 
-    def __init__(self, dtype=np.float32):
-        self.dtype = np.dtype(dtype)
-
-    def __repr__(self) -> str:
-        return f"NumpyBackend(dtype={self.dtype.name})"
-
-    # ------------------------------------------------------------------ arrays
     def asarray(self, a, dtype=None) -> np.ndarray:
-        """A host array as this backend's array (float arrays take the backend dtype)."""
+        """A host array as this backend's C-contiguous array."""
         a = np.asarray(a)
         if dtype is None:
             dtype = self.dtype if a.dtype.kind == "f" else a.dtype
@@ -57,7 +51,19 @@ class NumpyBackend:
         return np.zeros(shape, dtype=dtype or self.dtype)
 
     def synchronize(self) -> None:
-        """NumPy is synchronous; present so callers can treat every backend alike."""
+        """Every op returns when its work is done; present so callers treat every backend alike."""
+
+
+class NumpyBackend(HostArrays):
+    """Reference implementation of the op contract (docs/design.md)."""
+
+    name = "numpy"
+
+    def __init__(self, dtype=np.float32):
+        self.dtype = np.dtype(dtype)
+
+    def __repr__(self) -> str:
+        return f"NumpyBackend(dtype={self.dtype.name})"
 
     def device_name(self) -> str:
         import platform
