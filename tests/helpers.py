@@ -5,8 +5,18 @@ tinycnn.gradcheck.OPS, and every backend is held to the same numbers."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from tinycnn import backends
 from tinycnn.gradcheck import OPS, rel_error, run_op
+
+
+def backend_or_skip(name: str):
+    """The backend `name`, or skip the test with the reason it is unavailable here."""
+    try:
+        return backends.get(name)
+    except backends.BackendUnavailable as e:
+        pytest.skip(str(e))
 
 
 def compare_with_reference(backend, op: str, arrays: dict, fwd_tol: float = 1e-5, grad_tol: float = 1e-4,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import compare_with_reference
+from helpers import backend_or_skip, compare_with_reference
 from tinycnn import backends
 from tinycnn.backends import launch
 from tinycnn.gradcheck import rel_error
@@ -23,10 +23,7 @@ BACKEND = "cuda-emu"
 
 @pytest.fixture(scope="module")
 def emu():
-    try:
-        return backends.get(BACKEND)
-    except backends.BackendUnavailable as e:
-        pytest.skip(str(e))
+    return backend_or_skip(BACKEND)
 
 
 def _normal(rng, shape):
@@ -228,10 +225,7 @@ def test_paper_net_training_step_matches_numpy(rng):
     from tinycnn.model import paper_net
     from tinycnn.optim import SGD
 
-    try:
-        backends.get(BACKEND)
-    except backends.BackendUnavailable as e:
-        pytest.skip(str(e))
+    backend_or_skip(BACKEND)
     x = _normal(rng, (2, 1, 64, 64))
     y = np.array([1, 0])
     results = {}

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import compare_with_reference
-from test_cuda_emu import CONV_CASES, DENSE_CASES, POOL_CASES
+from helpers import backend_or_skip, compare_with_reference
+from test_cuda_emu import CONV_CASES, DENSE_CASES, POOL_CASES, _normal
 from tinycnn import backends
 from tinycnn.gradcheck import rel_error
 
@@ -19,14 +19,7 @@ BACKEND = "cuda"
 
 @pytest.fixture(scope="module")
 def gpu():
-    try:
-        return backends.get(BACKEND)
-    except backends.BackendUnavailable as e:
-        pytest.skip(str(e))
-
-
-def _normal(rng, shape):
-    return rng.standard_normal(shape).astype(np.float32)
+    return backend_or_skip(BACKEND)
 
 
 BIG_CONV = [((8, 16, 61, 61), (32, 16, 3, 3), 1, 0), ((4, 3, 130, 127), (16, 3, 3, 3), 2, 1)]
