@@ -158,7 +158,7 @@ def banner(args, rois, splits, net, backend_name, backend) -> str:
     for split in splits:
         lines.append(f"split    {split.protocol:7s} train {side_counts(rois.labels, split.train)}")
         lines.append(f"                 test  {side_counts(rois.labels, split.test)}")
-    lines += ["", net.summary(batch_size=args.batch_size), "",
+    lines += ["", net.summary(batch_size=args.batch_size, compact=True), "",
               f"backend  {backend_name} ({'chosen by auto' if args.backend == 'auto' else 'as asked'}) on {device_name(backend)}"
               f"; BLAS threads: {args.blas_threads}",
               f"train    {args.epochs} epochs, batch {args.batch_size}, {args.optimizer} lr {args.lr:g} "

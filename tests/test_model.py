@@ -34,6 +34,17 @@ def test_summary_prints_the_papers_shapes():
     assert "30,641,026" in text and "training memory at batch 32" in text
 
 
+def test_compact_summary_has_one_row_per_block_and_the_same_totals():
+    net = paper_net(hidden=1024)
+    full, compact = net.summary(batch_size=32), net.summary(batch_size=32, compact=True)
+    rows = compact.splitlines()[2:-3]
+    assert len(rows) == 1 + 4 + 1 + 3  # input, 4 conv blocks, flatten, 3 fc blocks
+    assert rows[1].split()[-2:] == ["127x127x16", "160"]  # the block's output, the conv's parameters
+    assert "conv 3x3/1, 128 + relu + maxpool 2x2/2 ceil" in rows[4] and "15x15x128" in rows[4]
+    assert rows[6].split()[-2:] == ["1024", "29,492,224"]
+    assert full.splitlines()[-2:] == compact.splitlines()[-2:]
+
+
 def test_paper_net_small_input_derives_flatten_size():
     net = paper_net(hidden=8, in_size=64)
     # 64 -> conv 62 -> pool 31 -> 29 -> 15 -> 13 -> 7 -> 5 -> 3: flatten 3*3*128

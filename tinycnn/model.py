@@ -98,12 +98,20 @@ class Sequential:
         layers = [layer_from_config(cfg) for cfg in arch["layers"]]
         return cls(layers, tuple(arch["input_shape"]), backend=backend)
 
-    def summary(self, batch_size: int | None = None) -> str:
+    def summary(self, batch_size: int | None = None, compact: bool = False) -> str:
         """The network as a table in the manner of the paper's Table I:
-        layer, output shape (H x W x C), parameters; then totals and memory."""
-        rows = [("input", _fmt_shape(self.input_shape), "")]
+        layer, output shape (H x W x C), parameters; then totals and memory.
+        compact: one row per block, the parameter-free ReLU, max-pool and dropout
+        layers joined to the layer before them (the output is the block's)."""
+        rows = [["input", _fmt_shape(self.input_shape), 0]]
         for layer, shape in zip(self.layers, self.shapes()):
-            rows.append((_layer_label(layer), _fmt_shape(shape), f"{sum(p.size for p in layer.params.values()):,}"))
+            n_params = sum(p.size for p in layer.params.values())
+            if compact and isinstance(layer, (ReLU, MaxPool2D, Dropout)) and len(rows) > 1:
+                rows[-1][0] += " + " + _layer_label(layer)
+                rows[-1][1] = _fmt_shape(shape)
+            else:
+                rows.append([_layer_label(layer), _fmt_shape(shape), n_params])
+        rows = [(a, b, f"{c:,}" if i else "") for i, (a, b, c) in enumerate(rows)]
         w0, w1 = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
         w2 = max(max(len(r[2]) for r in rows), len("parameters"))
         lines = [f"{'layer':<{w0}}  {'output':<{w1}}  {'parameters':>{w2}}", "-" * (w0 + w1 + w2 + 4)]
