@@ -64,6 +64,14 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 0.0 <= args.threshold <= 1.0:
+        p.error(f"--threshold is a probability: between 0 and 1, got {args.threshold}")
+    if args.csv and args.csv != "-":
+        folder = Path(args.csv).resolve().parent
+        if Path(args.csv).is_dir() or not folder.is_dir():
+            p.error(f"--csv {args.csv}: " + ("is a folder" if Path(args.csv).is_dir() else f"no folder {folder}"))
     try:
         ckpt = find_checkpoint(Path(args.checkpoint))
         net, info = load_model(ckpt, backend=args.backend)
@@ -92,7 +100,7 @@ def main(argv=None) -> int:
                 return 2
             skipped.append(f"{f}: {e}")
     if not images:
-        print(f"error: none of the {len(files)} input(s) could be read", file=sys.stderr)
+        print(f"error: none of the {len(files)} input(s) could be read (first: {skipped[0]})", file=sys.stderr)
         return 2
     be = net.backend
     x = np.stack(images)[:, None].astype(np.float32)
@@ -102,12 +110,11 @@ def main(argv=None) -> int:
     calls = ["malignant" if q >= args.threshold else "benign" for q in probs]
 
     if args.csv:
-        stream = sys.stdout if args.csv == "-" else open(args.csv, "w", newline="")
-        with stream if args.csv != "-" else _nullcontext(stream) as f:
-            w = csv.writer(f)
-            w.writerow(["file", "p_malignant", "prediction"])
-            for n, q, c in zip(names, probs, calls):
-                w.writerow([n, f"{q:.6f}", c])
+        try:
+            write_csv(args.csv, names, probs, calls)
+        except OSError as e:
+            print(f"error: cannot write {args.csv}: {e}", file=sys.stderr)
+            return 2
     if args.csv != "-":
         width = max(len(n) for n in names)
         print(f"{'file':<{width}}  p(malignant)  call")
@@ -120,15 +127,19 @@ def main(argv=None) -> int:
     return 0
 
 
-class _nullcontext:
-    def __init__(self, obj):
-        self.obj = obj
+def write_csv(target: str, names, probs, calls) -> None:
+    """file,p_malignant,prediction rows to the file `target`, or to stdout for '-'."""
+    def rows(f):
+        w = csv.writer(f)
+        w.writerow(["file", "p_malignant", "prediction"])
+        for n, q, c in zip(names, probs, calls):
+            w.writerow([n, f"{q:.6f}", c])
 
-    def __enter__(self):
-        return self.obj
-
-    def __exit__(self, *exc):
-        return False
+    if target == "-":
+        rows(sys.stdout)
+    else:
+        with open(target, "w", newline="") as f:
+            rows(f)
 
 
 if __name__ == "__main__":

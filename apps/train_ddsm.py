@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 from tinycnn import backends, metrics, report  # noqa: E402
 from tinycnn.data import DATASETS, DataError, load_dataset, preprocess  # noqa: E402
 from tinycnn.data.split import PAPER_WARNING, PatientLeak, make_split  # noqa: E402
-from tinycnn.model import CheckpointError, paper_net  # noqa: E402
+from tinycnn.model import CheckpointError, paper_net, paper_net_min_size  # noqa: E402
 from tinycnn.optim import make_optimizer  # noqa: E402
-from tinycnn.train import LAST, NonFiniteLoss, TrainConfig, Trainer  # noqa: E402
+from tinycnn.train import BEST, LAST, NonFiniteLoss, TrainConfig, Trainer  # noqa: E402
 
 # Defaults per kind of data: the synthetic set is sized so the default run finishes in
 # minutes on a 2-core CPU; real data gets the paper's 256x256 input.
@@ -67,8 +67,10 @@ def parse_args(argv=None):
     t.add_argument("--threads", type=int, help="BLAS threads for the CPU backends (default: 1 below 128 px, "
                                                "where thread hand-offs cost more than they save; else the library's)")
     o = p.add_argument_group("output")
-    o.add_argument("--out", help="run folder: checkpoints, metrics.json, plots (default runs/DATASET)")
+    o.add_argument("--out", help="run folder: checkpoints, metrics.json, plots (default runs/DATASET, or the "
+                                 "first free runs/DATASET-N; with --resume the newest of them)")
     o.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
+    o.add_argument("--overwrite", action="store_true", help="replace the run already in --out instead of refusing")
     o.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval")
     o.add_argument("--no-baseline", action="store_true", help="skip the pixel logistic-regression baseline")
     o.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
@@ -78,10 +80,59 @@ def parse_args(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, profile[key])
     args.lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
-    args.out = args.out or os.path.join("runs", args.dataset)
-    if args.epochs < 0 or args.batch_size < 1 or args.hidden < 1:
-        p.error("--epochs must be >= 0, --batch-size and --hidden >= 1")
+    for flag, ok, rule in (("epochs", args.epochs >= 1, ">= 1"), ("batch-size", args.batch_size >= 1, ">= 1"),
+                           ("hidden", args.hidden >= 1, ">= 1"), ("lr", args.lr > 0, "> 0"),
+                           ("seed", args.seed >= 0, ">= 0"), ("bootstrap", args.bootstrap >= 1, ">= 1"),
+                           ("synthetic-count", args.synthetic_count >= 1, ">= 1"),
+                           ("mias-margin", args.mias_margin > 0, "> 0")):
+        if not ok:
+            p.error(f"--{flag} must be {rule}, got {getattr(args, flag.replace('-', '_'))}")
+    min_size = paper_net_min_size()
+    if args.image_size < min_size:
+        p.error(f"--image-size must be at least {min_size} (the paper's four conv + pool blocks need it), "
+                f"got {args.image_size}")
+    if args.resume and args.overwrite:
+        p.error("--resume continues the run in --out, --overwrite replaces it: choose one")
+    if args.out is None:
+        args.out = str(default_out(args.dataset, args.resume))
+    elif Path(args.out).exists() and not Path(args.out).is_dir():
+        p.error(f"--out {args.out} is a file, not a folder")
+    elif holds_run(Path(args.out)) and not (args.resume or args.overwrite):
+        p.error(f"{args.out} already holds a run: --resume continues it, --overwrite replaces it, "
+                "or choose another --out")
     return args
+
+
+RUN_FILES = (LAST, BEST, "metrics.json")
+
+
+def holds_run(folder: Path) -> bool:
+    """A run's checkpoints or metrics are in folder (or its per-protocol subfolders)."""
+    return any((folder / sub / f).exists() for sub in ("", "patient", "paper") for f in RUN_FILES)
+
+
+def default_out(dataset: str, resume: bool) -> Path:
+    """runs/DATASET for the first run; a new run next to an earlier one goes to the
+    first free runs/DATASET-2, -3, ..., so nothing saved is replaced; --resume takes
+    the newest of them."""
+    base = Path("runs") / dataset
+    numbered = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in base.parent.glob(f"{dataset}-*")
+                      if p.name.rsplit("-", 1)[1].isdigit())
+    runs = [p for p in [base] + [p for _, p in numbered] if holds_run(p)]
+    if resume:
+        return runs[-1] if runs else base
+    if not holds_run(base):
+        return base
+    n = max([1] + [i for i, _ in numbered]) + 1
+    return base.parent / f"{dataset}-{n}"
+
+
+def clear_run(folder: Path) -> None:
+    """--overwrite: remove the earlier run's files so the folder never mixes two runs."""
+    for sub in ("", "patient", "paper"):
+        for f in RUN_FILES:
+            if (folder / sub / f).is_file():
+                (folder / sub / f).unlink()
 
 
 def resolve_backend(name: str) -> str:
@@ -151,7 +202,10 @@ def banner(args, rois, splits, net, backend_name, backend) -> str:
              + (f", {args.data_dir}" if args.data_dir else "") + ")",
              f"data     {len(rois)} ROIs: {c['benign']} benign, {c['malignant']} malignant, {c['patients']} patients; "
              f"{args.image_size}x{args.image_size}, {preprocess.NORMALISATION}"]
-    lines.append(f"         {'read from the cache' if rois.from_cache else 'preprocessed and cached'}: {rois.cache_file}")
+    if rois.cache_file is None:
+        lines.append("         preprocessed, not cached")
+    else:
+        lines.append(f"         {'read from the cache' if rois.from_cache else 'preprocessed and cached'}: {rois.cache_file}")
     if rois.skipped:
         lines.append(f"         {len(rois.skipped)} unreadable input(s) skipped (first: {rois.skipped[0]})")
     lines += [f"         {n}" for n in rois.notes]
@@ -256,6 +310,8 @@ def train_and_report(args) -> int:
     meta = {"preprocessing": preprocess.settings(args.image_size), "classes": ["benign", "malignant"],
             "dataset": args.dataset, "config": config_record(args, backend_name, backend)}
     out_root = Path(args.out)
+    if args.overwrite:
+        clear_run(out_root)
     results = {}
     for split in splits:
         if split.protocol == "paper":
@@ -272,6 +328,9 @@ def train_and_report(args) -> int:
         except CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except OSError as e:  # out folder not writable, disk full, ...: what was saved before stays
+            print(f"error: cannot write the run to {out_dir}: {e}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print("aborted (second Ctrl-C): the last checkpoint on disk is intact", file=sys.stderr)
             return 130
@@ -286,8 +345,12 @@ def train_and_report(args) -> int:
                   wall_seconds=round(time.time() - started, 1))
     if len(results) > 1:
         record["protocols"] = results
-    out_root.mkdir(parents=True, exist_ok=True)
-    report.write_metrics(out_root / "metrics.json", record)
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+        report.write_metrics(out_root / "metrics.json", record)
+    except OSError as e:
+        print(f"error: cannot write {out_root / 'metrics.json'}: {e}; the checkpoints are saved", file=sys.stderr)
+        return 2
     print()
     print(report.table_three(table_rows(args, results)))
     r = main_result

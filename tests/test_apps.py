@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +42,65 @@ def test_defaults_per_dataset():
     assert (a.dataset, a.image_size, a.hidden, a.epochs, a.protocol, a.backend) == ("synthetic", 64, 128, 8, "patient", "auto")
     b = train_ddsm.parse_args(["--dataset", "mias", "--data-dir", "x", "--optimizer", "sgd"])
     assert (b.image_size, b.hidden, b.lr) == (256, 1024, 0.01)
+
+
+def usage_error(main, argv, capsys) -> str:
+    """The argparse error main(argv) exits with (code 2); its message."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--image-size", "30"], "--image-size must be at least 31"),
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--lr", "-1"], "--lr must be > 0, got -1.0"),
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--bootstrap", "0"], "--bootstrap must be >= 1, got 0"),
+    (["--resume", "--overwrite"], "choose one"),
+])
+def test_nonsense_options_are_usage_errors(argv, message, capsys):
+    assert message in usage_error(train_ddsm.parse_args, argv, capsys)
+
+
+def test_the_smallest_image_size_trains(run):
+    rc, out, err = run("--synthetic-count", "8", "--image-size", "31", "--no-baseline")
+    assert rc == 0, err
+    assert "1x1x128" in out  # the conv stack ends in one pixel
+
+
+def test_out_is_never_silently_replaced(run, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert "is a file, not a folder" in usage_error(train_ddsm.parse_args, ["--out", str(tmp_path / "afile")], capsys)
+    assert run("--synthetic-count", "8", "--no-baseline")[0] == 0
+    before = (tmp_path / "run" / "last.npz").read_bytes()
+    err = usage_error(train_ddsm.main, [*TINY, "--out", str(tmp_path / "run")], capsys)
+    assert "already holds a run: --resume continues it, --overwrite replaces it" in err
+    assert (tmp_path / "run" / "last.npz").read_bytes() == before
+    rc, out, err = run("--synthetic-count", "8", "--no-baseline", "--overwrite", "--seed", "1")
+    assert rc == 0, err
+    assert (tmp_path / "run" / "last.npz").read_bytes() != before
+
+
+def test_default_out_numbers_new_runs_and_resumes_the_newest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert train_ddsm.default_out("synthetic", resume=False) == Path("runs/synthetic")
+    assert train_ddsm.default_out("synthetic", resume=True) == Path("runs/synthetic")
+    for name in ("synthetic", "synthetic-2"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "last.npz").write_bytes(b"")
+    assert train_ddsm.default_out("synthetic", resume=False) == Path("runs/synthetic-3")
+    assert train_ddsm.default_out("synthetic", resume=True) == Path("runs/synthetic-2")
+    assert train_ddsm.default_out("cbis-ddsm", resume=False) == Path("runs/cbis-ddsm")
+
+
+def test_resume_with_more_epochs_says_the_schedule_changes(run):
+    assert run("--synthetic-count", "8", "--no-baseline")[0] == 0
+    rc, out, err = run("--synthetic-count", "8", "--no-baseline", "--resume", "--epochs", "2")
+    assert rc == 0, err
+    assert "planned for 1 epochs and now for 2" in out
 
 
 def test_synthetic_run_writes_metrics_plots_checkpoints_and_table(run, tmp_path):
@@ -153,6 +213,16 @@ def test_folder_run_then_classify(run, tmp_path, capsys):
     assert rc == 2 and "corrupt.png" in err
 
 
+def test_classify_rejects_nonsense_options(tmp_path, capsys):
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(img)
+    for argv, message in (([ "--batch-size", "0"], "--batch-size must be >= 1"),
+                          (["--threshold", "5"], "between 0 and 1"),
+                          (["--csv", str(tmp_path / "nodir" / "p.csv")], "no folder"),
+                          (["--csv", str(tmp_path)], "is a folder")):
+        assert message in usage_error(classify.main, [str(tmp_path), str(img), *argv], capsys)
+
+
 def test_classify_bad_checkpoints(tmp_path, capsys):
     from tinycnn.model import paper_net
 
@@ -165,4 +235,4 @@ def test_classify_bad_checkpoints(tmp_path, capsys):
     assert "no preprocessing settings" in capsys.readouterr().err
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     assert classify.main([str(tmp_path / "junk.npz"), str(img)]) == 2
-    assert "not a readable tinycnn checkpoint" in capsys.readouterr().err
+    assert "not a tinycnn checkpoint (not an .npz archive)" in capsys.readouterr().err

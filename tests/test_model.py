@@ -111,8 +111,26 @@ def test_load_rejects_missing_and_corrupt_files(tmp_path):
         net.load(tmp_path / "nope.npz")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"this is not a zip file")
-    with pytest.raises(CheckpointError, match="bad.npz"):
+    with pytest.raises(CheckpointError, match=r"bad.npz is not a tinycnn checkpoint \(not an .npz archive\)"):
         net.load(bad)
+
+
+@pytest.mark.parametrize("arch, message", [
+    ("{not json", "damaged __arch__ record"),
+    ('{"format": "tinycnn-checkpoint", "version": 1}', "no layer list"),
+    ('[1, 2]', "not a tinycnn checkpoint"),
+    ('{"format": "tinycnn-checkpoint", "version": 1, "input_shape": [1, 32, 32], "layers": [{"type": "Mystery"}]}',
+     "cannot be built.*Mystery"),
+])
+def test_load_model_rejects_a_damaged_architecture_record(tmp_path, arch, message):
+    path = tmp_path / "c.npz"
+    paper_net(hidden=4, in_size=32).save(path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["__arch__"] = np.array(arch)
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path)
 
 
 def test_atomic_save_keeps_the_old_checkpoint_on_failure(tmp_path, monkeypatch):

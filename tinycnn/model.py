@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -164,7 +165,10 @@ class Sequential:
 def load_model(path, backend="numpy") -> tuple[Sequential, dict]:
     """Rebuild the model a checkpoint describes and load its weights."""
     ckpt = read_checkpoint(path)
-    net = Sequential.from_architecture(ckpt["arch"], backend=backend)
+    try:
+        net = Sequential.from_architecture(ckpt["arch"], backend=backend)
+    except (KeyError, TypeError, ValueError) as e:  # unknown layer type, bad arguments, misfit shapes
+        raise CheckpointError(f"{path}: its architecture record cannot be built ({e})") from e
     info = net.load(path)
     return net, info
 
@@ -173,23 +177,35 @@ def read_checkpoint(path) -> dict:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # before np.load, whose message for other files is about pickles
+        raise CheckpointError(f"{path} is not a tinycnn checkpoint (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as z:
             files = {k: z[k] for k in z.files}
-    except Exception as e:  # zip or format errors: name the file
+    except Exception as e:  # truncated or damaged archive: name the file
         raise CheckpointError(f"{path} is not a readable tinycnn checkpoint ({e})") from e
     if "__arch__" not in files:
         raise CheckpointError(f"{path} is not a tinycnn checkpoint (no architecture record)")
-    arch = json.loads(str(files["__arch__"]))
-    if arch.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a tinycnn checkpoint (format {arch.get('format')!r})")
+    arch = _json_record(files, "__arch__", path)
+    if not isinstance(arch, dict) or arch.get("format") != CHECKPOINT_FORMAT:
+        found = arch.get("format") if isinstance(arch, dict) else type(arch).__name__
+        raise CheckpointError(f"{path} is not a tinycnn checkpoint (format {found!r})")
+    if not isinstance(arch.get("layers"), list) or not isinstance(arch.get("input_shape"), list):
+        raise CheckpointError(f"{path}: damaged architecture record (no layer list or input shape)")
     return {
         "arch": arch,
-        "state": json.loads(str(files.get("__state__", "{}"))),
-        "meta": json.loads(str(files.get("__meta__", "{}"))),
+        "state": _json_record(files, "__state__", path),
+        "meta": _json_record(files, "__meta__", path),
         "params": {k: v for k, v in files.items() if k.startswith("layer")},
         "extra": {k[len("extra."):]: v for k, v in files.items() if k.startswith("extra.")},
     }
+
+
+def _json_record(files: dict, key: str, path):
+    try:
+        return json.loads(str(files.get(key, "{}")))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: damaged {key} record ({e})") from e
 
 
 def check_architecture(found: dict, expected: dict, path="checkpoint") -> None:
@@ -234,11 +250,7 @@ def paper_net(hidden: int = 1024, in_size: int = 256, in_channels: int = 1, clas
     61x61x64 -> 31 -> 29x29x128 -> 15, and flatten gives 15*15*128 = 28800.
     `hidden` is the FC width (the paper's table, read literally, says 28800).
     """
-    layers: list[Layer] = []
-    c = in_channels
-    for f in (16, 32, 64, 128):
-        layers += [Conv2D(c, f, 3), ReLU(), MaxPool2D(2, 2, ceil_mode=True)]
-        c = f
+    layers = _paper_conv_stack(in_channels)
     probe = Sequential(layers, (in_channels, in_size, in_size))
     flat = int(np.prod(probe.shapes()[-1]))
     layers += [
@@ -250,6 +262,28 @@ def paper_net(hidden: int = 1024, in_size: int = 256, in_channels: int = 1, clas
     net = Sequential(layers, (in_channels, in_size, in_size))
     net.init_params(seed)
     return net.to(backend)
+
+
+def _paper_conv_stack(in_channels: int) -> list[Layer]:
+    layers: list[Layer] = []
+    c = in_channels
+    for f in (16, 32, 64, 128):
+        layers += [Conv2D(c, f, 3), ReLU(), MaxPool2D(2, 2, ceil_mode=True)]
+        c = f
+    return layers
+
+
+def paper_net_min_size(in_channels: int = 1) -> int:
+    """The smallest in_size whose four conv+pool blocks still have an output (31:
+    each valid 3x3 conv takes 2 pixels, each pool halves, rounding up)."""
+    layers = _paper_conv_stack(in_channels)
+    for size in range(1, 1024):
+        try:
+            Sequential(layers, (in_channels, size, size))
+            return size
+        except ValueError:
+            continue
+    raise AssertionError("no input size fits the paper's conv stack")
 
 
 def _layer_label(layer: Layer) -> str:

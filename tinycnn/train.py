@@ -234,6 +234,11 @@ class Trainer:
                                 list(meta.get("history", [])), float(meta.get("best_auc", -1.0)),
                                 int(meta.get("best_epoch", 0)))
         self.log(f"resumed from {path}: epoch {epoch + 1}, batch {batch}, step {step}")
+        before = meta.get("train_config", {}).get("epochs")
+        if before is not None and before != self.config.epochs and self.config.lr_schedule != "constant":
+            self.log(f"note: the run was planned for {before} epochs and now for {self.config.epochs}; the "
+                     f"{self.config.lr_schedule} learning-rate schedule spans the new length from here on, so the "
+                     f"weights will differ from an uninterrupted {self.config.epochs}-epoch run")
 
     # ------------------------------------------------------------ evaluation
     def predict(self, samples=None) -> np.ndarray:
