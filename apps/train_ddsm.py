@@ -139,8 +139,9 @@ def resolve_backend(name: str) -> str:
     """auto: cuda when a GPU is present, else numba when installed, else numpy.
 
     numba is taken whenever it imports because it was faster than numpy in every CPU
-    run we timed (a 3-5x shorter paper_net step, and the default synthetic run 87 s
-    against 137 s; bench/RESULTS.md), so no probe run is spent on deciding."""
+    run we timed (a 3-5x shorter paper_net step in bench/RESULTS.md, and the default
+    synthetic run 89 s against 127 s in docs/paper.md), so no probe run is spent on
+    deciding."""
     if name != "auto":
         try:
             backends.get(name)

@@ -7,7 +7,8 @@ backend, timed two ways in the same run:
 
     python bench/bench_data_pipeline.py [--image-size 256] [--hidden 1024] [--batch 32] [--steps 30]
 
-Each is timed with CUDA events around a run of steps after warm-up, and the script
+The loader's first batch is first checked against the samples it names (validate,
+then time). Each is timed with CUDA events around a run of steps after warm-up, and the script
 prints ms/step for both and their ratio; the target is pipeline <= 1.10 x preloaded.
 Exits cleanly (status 0, a message) where there is no GPU or no CuPy.
 """
@@ -51,6 +52,22 @@ def timed(cp, fn, steps):
     return cp.cuda.get_elapsed_time(start, stop) / steps
 
 
+def validate_loader(trainer, be, images, labels, samples) -> None:
+    """Validate, then time: the loader's first batch, on the backend, is exactly the
+    gathered (ROI, transform) samples it names, with their labels."""
+    loader = trainer.loader(0)
+    try:
+        x, y, y_host = next(iter(loader))
+        idx = loader.batches[0]
+        expected = augment.gather(images, samples[idx])
+        if not (np.array_equal(be.to_numpy(x), expected) and np.array_equal(y_host, labels[samples[idx, 0]])
+                and np.array_equal(be.to_numpy(y), y_host)):
+            raise SystemExit("validation failed: the loader's batch differs from the samples it names")
+    finally:
+        loader.close()
+    print("validated: the loader's first batch equals its samples, gathered and transformed on the host")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--image-size", type=int, default=256)
@@ -83,6 +100,7 @@ def main(argv=None) -> int:
         trainer = Trainer(net, make_optimizer("sgd", net, 1e-3), images, labels, samples, samples[:n_test],
                           config, out, progress=False, log=lambda *a: None)
         warm = 5
+        validate_loader(trainer, be, images, labels, samples)
 
         x0, y0 = be.asarray(augment.gather(images, samples[:args.batch])), labels[samples[:args.batch, 0]]
         y0_dev = be.asarray(y0, dtype=np.int32)

@@ -2,7 +2,7 @@
 and the same network in PyTorch (when installed), in the same run; then op by op.
 
     python bench/bench_step_cpu.py [--batch 32] [--size 256] [--hidden 1024] [--repeats 5]
-                                   [--no-ops] [--fused]
+                                   [--no-ops]
 
 Validate, then time: first one forward + backward of numba against numpy on the same
 weights and inputs (loss, every gradient, and every parameter after one SGD step), and

@@ -125,3 +125,37 @@ def test_resume_with_other_settings_is_refused(tiny, tmp_path):
     other = trainer(tiny, tmp_path, epochs=1, lr=5e-3)
     with pytest.raises(ResumeError, match="lr"):
         other.resume(tmp_path / LAST)
+
+
+def test_batch_loader_yields_exactly_the_gathered_samples():
+    from tinycnn.data import augment
+    from tinycnn.train import BatchLoader
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((5, 6, 6)).astype(np.float32)
+    labels = np.array([0, 1, 1, 0, 1])
+    samples = augment.expand(np.arange(5))  # every ROI with each of the six transforms
+    order = rng.permutation(len(samples))
+    loader = BatchLoader(images, labels, samples, order, batch_size=7, start_batch=1)
+    try:
+        got = list(loader)
+    finally:
+        loader.close()
+    assert len(got) == len(range(7, len(order), 7))  # start_batch=1 skips the first batch
+    for (x, y, y_host), idx in zip(got, [order[i:i + 7] for i in range(7, len(order), 7)]):
+        np.testing.assert_array_equal(x, augment.gather(images, samples[idx]))
+        np.testing.assert_array_equal(y_host, labels[samples[idx, 0]])
+        np.testing.assert_array_equal(y, y_host)
+
+
+def test_batch_loader_hands_a_worker_error_to_the_consumer():
+    from tinycnn.train import BatchLoader
+
+    images = np.zeros((2, 4, 4), np.float32)
+    samples = np.array([[0, 0], [5, 0]])  # ROI 5 does not exist
+    loader = BatchLoader(images, np.array([0, 1]), samples, np.array([0, 1]), batch_size=2)
+    try:
+        with pytest.raises(IndexError):
+            list(loader)
+    finally:
+        loader.close()

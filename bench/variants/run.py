@@ -342,7 +342,7 @@ def run_gpu(variants: list[Variant], batch: int, repeats: int) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.variants.run", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.variants.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--kernel", default="all", choices=["all", "conv2d_forward", "sgemm"])
     ap.add_argument("--batch", type=int, default=64, help="batch of the paper shapes on the GPU (default 64)")
     ap.add_argument("--repeats", type=int, default=20)
