@@ -228,3 +228,43 @@ def test_real_case_description_tables():
     train = patients["mass_case_description_train_set.csv"] | patients["calc_case_description_train_set.csv"]
     test = patients["mass_case_description_test_set.csv"] | patients["calc_case_description_test_set.csv"]
     assert len(train & test) == 31  # the rows the reader drops from the test side
+
+
+def _rewrite_pathology(path, value_of):
+    rows = list(csv.DictReader(open(path, newline="")))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows([dict(r, pathology=value_of(r["pathology"])) for r in rows])
+
+
+def test_pathology_in_any_case_and_unknown_values_named(tmp_path, rng):
+    root = tmp_path / "cbis"
+    build(root, rng, "jpeg")
+    _rewrite_pathology(root / "csv" / "mass_case_description_train_set.csv", lambda v: v.title())  # Benign
+    _rewrite_pathology(root / "csv" / "calc_case_description_train_set.csv", lambda v: "UNPROVEN")
+    rois = load_dataset("cbis-ddsm", root, image_size=16, cache_dir=tmp_path / "c")
+    assert len(rois) == 6  # the two calc training rows are unknown; nothing else lost
+    assert dict(zip(rois.patients, rois.labels))["P_00003"] == 0  # 'Benign_Without_Callback'
+    assert any("2 row(s) with an unknown pathology ignored" in n and "'UNPROVEN' x2" in n for n in rois.notes)
+
+
+def test_no_known_pathology_at_all_says_so(tmp_path, rng):
+    root = tmp_path / "cbis"
+    build(root, rng, "jpeg")
+    for table in ("mass_case_description_train_set.csv", "mass_case_description_test_set.csv",
+                  "calc_case_description_train_set.csv", "calc_case_description_test_set.csv"):
+        _rewrite_pathology(root / "csv" / table, lambda v: "?")
+    with pytest.raises(DataError, match=r"no ROI could be read.*no usable rows.*9 row\(s\) with an unknown "
+                                        r"pathology ignored \(expected MALIGNANT, BENIGN, BENIGN_WITHOUT_CALLBACK; "
+                                        r"found '\?' x9\)"):
+        load_dataset("cbis-ddsm", root, image_size=16, cache_dir=tmp_path / "c")
+
+
+def test_case_table_not_utf8_is_a_clear_error(tmp_path, rng):
+    root = tmp_path / "cbis"
+    build(root, rng, "jpeg")
+    path = root / "csv" / "mass_case_description_train_set.csv"
+    path.write_bytes(path.read_bytes().replace(b"P_00001", "P_0000\u00e9".encode("latin-1")))
+    with pytest.raises(DataError, match=r"mass_case_description_train_set.csv: not UTF-8 text"):
+        load_dataset("cbis-ddsm", root, image_size=16, cache_dir=tmp_path / "c")

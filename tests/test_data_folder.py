@@ -124,3 +124,63 @@ def test_corrupt_image_is_skipped_and_counted_or_stops_with_strict(tmp_path, rng
         load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache2", strict=True)
     with pytest.raises(UnreadableImage):  # strict also refuses a cached set that had skips
         load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache", strict=True)
+
+
+@pytest.mark.parametrize("shape", [(1, 50), (1, 1), (60, 1)])
+def test_a_degenerate_image_is_skipped_and_named(tmp_path, rng, shape):
+    root = make_folder(tmp_path / "rois", rng, n=1)
+    _save(root / "benign" / "thin.png", np.zeros(shape, np.uint8))
+    with pytest.warns(UserWarning, match="thin.png"):
+        rois = load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+    assert len(rois) == 14 and any("thin.png" in s and "too small" in s for s in rois.skipped)
+    with pytest.raises(UnreadableImage, match=r"thin.png.*too small"):
+        load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "c2", strict=True)
+
+
+def test_non_finite_pixels_make_an_image_unreadable(tmp_path, rng):
+    a = rng.random((20, 20)).astype(np.float32)
+    a[3, 4] = np.nan
+    Image.fromarray(a, mode="F").save(tmp_path / "nan.tif")
+    assert np.isnan(read_image(tmp_path / "nan.tif")).any()
+    with pytest.raises(UnreadableImage, match=r"nan.tif.*non-finite"):
+        load_preprocessed(tmp_path / "nan.tif", 16)
+
+
+def test_patients_csv_not_utf8_is_a_clear_error(tmp_path, rng):
+    root = make_folder(tmp_path / "rois", rng, n=1)
+    (root / "patients.csv").write_bytes("file,patient_id\nbenign/benign0_8.png,Jos\u00e9\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"patients.csv: not UTF-8 text \(byte \d+"):
+        load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+
+
+def test_patients_csv_that_misses_files_says_so(tmp_path, rng):
+    root = make_folder(tmp_path / "rois", rng, n=1)  # 14 images
+    (root / "patients.csv").write_text("file,patient_id\nbenign/benign0_8.png,P1\nbenign0_16.png,P1\n"
+                                       "benign/typo.png,P1\n")
+    rois = load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+    note = rois.notes[0]
+    assert "2 of 14 images listed" in note and "12 image(s) not listed" in note
+    assert "1 row(s) name no image (first: benign/typo.png)" in note
+    with pytest.raises(DataError, match=r"12 image\(s\) not listed.*1 row\(s\) name no image.*--strict"):
+        load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "c2", strict=True)
+
+
+def test_one_class_left_after_skips_names_the_skips(tmp_path, rng):
+    root = make_folder(tmp_path / "rois", rng, n=1)
+    for f in (root / "malignant").rglob("*.*"):
+        f.unlink()
+    (root / "malignant" / "broken.png").write_bytes(b"not a png")
+    (root / "malignant" / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"no malignant ROI.*2 unreadable input\(s\) were skipped \(first: malignant/"):
+        load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+
+
+def test_an_unwritable_cache_is_reported_not_claimed(tmp_path, rng):
+    root = make_folder(tmp_path / "rois", rng, n=1)
+    (tmp_path / "afile").write_text("x")
+    rois = load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "afile")
+    assert rois.cache_file is None and any("not cached" in n for n in rois.notes)
+    rois = load_dataset("folder", root, image_size=16, use_cache=False)
+    assert rois.cache_file is None
+    rois = load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+    assert rois.cache_file is not None and not rois.from_cache

@@ -33,7 +33,7 @@ class RoiSet:
     side: np.ndarray | None = None  # (N,) 0 train / 1 test where the dataset fixes a split
     skipped: list = field(default_factory=list)  # "file: reason" for each unreadable input
     notes: list = field(default_factory=list)  # what the reader wants the user to know
-    cache_file: str | None = None  # where the preprocessed arrays are (or would be) cached
+    cache_file: str | None = None  # the cache file the arrays came from or went to; None if neither
     from_cache: bool = False
 
     def __len__(self) -> int:
@@ -61,15 +61,17 @@ class RoiSet:
                    z.get("side"), list(z["skipped"]), list(z["notes"]))
 
 
-def check_classes(name: str, labels, where: str) -> None:
-    """A classifier needs both classes: name the missing one."""
+def check_classes(name: str, labels, where: str, skipped=()) -> None:
+    """A classifier needs both classes: name the missing one (and the unreadable
+    inputs, which may be where it went)."""
     labels = np.asarray(labels)
+    also = f"; {len(skipped)} unreadable input(s) were skipped (first: {skipped[0]})" if skipped else ""
     if len(labels) == 0:
-        raise DataError(f"{name}: no usable ROI found in {where}")
+        raise DataError(f"{name}: no usable ROI found in {where}{also}")
     for cls, word in ((0, "benign"), (1, "malignant")):
         if not (labels == cls).any():
             raise DataError(f"{name}: only one class in {where}: no {word} ROI "
-                            f"({len(labels)} {'malignant' if cls == 0 else 'benign'})")
+                            f"({len(labels)} {'malignant' if cls == 0 else 'benign'}){also}")
 
 
 def _readers():
@@ -109,16 +111,20 @@ def load_dataset(name: str, data_dir=None, image_size: int | None = None, strict
              "options": options, "source": reader.fingerprint(data_dir, **options)}
     path = cache.cache_path(cache_dir or cache.default_cache_dir(), name, cache.cache_key(parts))
     cached = cache.load(path) if use_cache else None
+    stored = True  # the arrays are in the cache file (read from it, or written to it)
     if cached is not None:
         rois = RoiSet.from_arrays(name, cached)
         if strict and rois.skipped:
             raise UnreadableImage(f"{name}: {len(rois.skipped)} unreadable input(s) (--strict): {rois.skipped[0]}")
     else:
         rois = reader.read(data_dir, image_size=image_size, strict=strict, **options)
-        check_classes(name, rois.labels, str(data_dir or "the generator"))
-        if use_cache:
-            cache.save(path, rois.to_arrays())
-    rois.cache_file, rois.from_cache = str(path), cached is not None
+        check_classes(name, rois.labels, str(data_dir or "the generator"), rois.skipped)
+        failure = cache.save(path, rois.to_arrays()) if use_cache else None
+        if failure:
+            rois.notes.append(f"preprocessed arrays not cached ({failure})")
+        stored = use_cache and not failure
+    rois.cache_file = str(path) if stored else None
+    rois.from_cache = cached is not None
     for msg in rois.skipped[:3]:
         warnings.warn(f"skipped {msg}", stacklevel=2)
     return rois

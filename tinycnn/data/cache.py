@@ -62,8 +62,11 @@ def load(path) -> dict | None:
         return None
 
 
-def save(path, arrays: dict) -> None:
+def save(path, arrays: dict) -> str | None:
+    """Write the arrays; None on success, else why not. A cache folder that cannot be
+    written costs speed, never the run."""
     try:
         atomic_savez(path, arrays)
-    except OSError:
-        pass  # a read-only cache folder costs speed, never the run
+    except OSError as e:
+        return f"{path}: {e.strerror or e}"
+    return None

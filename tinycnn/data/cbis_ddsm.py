@@ -2,7 +2,8 @@
 JPEG redistribution.
 
 - CSVs: {mass,calc}_case_description_{train,test}_set.csv in the data folder or its
-  csv/ subfolder. Label: pathology MALIGNANT = 1, BENIGN and BENIGN_WITHOUT_CALLBACK = 0.
+  csv/ subfolder. Label: pathology MALIGNANT = 1, BENIGN and BENIGN_WITHOUT_CALLBACK = 0
+  (any letter case); rows with another value are counted and named in a note.
   The official train/test split is kept (side 0 / 1). The mass and calc tables are
   each patient-disjoint, but together 31 patients have training rows in one and test
   rows in the other: those test rows are dropped (and counted) so the split stays
@@ -20,13 +21,13 @@ JPEG redistribution.
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 import numpy as np
 
 from . import cache
+from .csv_rows import read_rows
 from .preprocess import DataError, UnreadableImage, preprocess, read_image
 
 VERSION = 1
@@ -58,14 +59,8 @@ def _tables(root: Path, abnormality: str) -> list[tuple[Path, str]]:
 
 
 def read_table(path: Path) -> list[dict]:
-    """Rows with stripped keys and values (some path cells end with a newline)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        for required in REQUIRED:
-            if required not in columns:
-                raise DataError(f"{path}: missing required column {required!r}")
-        return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    """A case-description table's rows (stripped: some path cells end with a newline)."""
+    return read_rows(path, REQUIRED)
 
 
 def looks_like_mask(image: np.ndarray) -> bool:
@@ -87,17 +82,10 @@ class _Resolver:
         self._uid_index: dict[str, dict[str, list[Path]]] = {}
 
     def _read_dicom_info(self, path: Path) -> dict[str, list[str]]:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            for required in ("image_path", "SeriesInstanceUID"):
-                if required not in columns:
-                    raise DataError(f"{path}: missing required column {required!r}")
-            series: dict[str, list[str]] = {}
-            for row in reader:
-                row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-                series.setdefault(row["SeriesInstanceUID"], []).append(row["image_path"])
-            return series
+        series: dict[str, list[str]] = {}
+        for row in read_rows(path, ("image_path", "SeriesInstanceUID")):
+            series.setdefault(row["SeriesInstanceUID"], []).append(row["image_path"])
+        return series
 
     @property
     def layout(self) -> str:
@@ -197,33 +185,36 @@ def read(data_dir, image_size: int, strict: bool = False, abnormality: str = "bo
     rows = [(row, split, path.name) for path, split in _tables(root, abnormality) for row in read_table(path)]
     train_patients = {row["patient_id"] for row, split, _ in rows if split == "train"}
     images, labels, patients, ids, sides, skipped = [], [], [], [], [], []
-    dropped = unknown = 0
+    dropped, unknown = 0, {}
     for row, split, table in rows:
-        if row["pathology"] not in LABELS:
-            unknown += 1
+        pathology = row["pathology"].upper()
+        if pathology not in LABELS:
+            unknown[row["pathology"]] = unknown.get(row["pathology"], 0) + 1
             continue
         if split == "test" and row["patient_id"] in train_patients:
             dropped += 1
             continue
         name = row["cropped image file path"].split("/")[0] + f"#{row.get('abnormality id', '?')}"
         try:
-            image = _roi(resolver, row)
+            images.append(preprocess(_roi(resolver, row), image_size))
         except UnreadableImage as e:
             if strict:
                 raise
             skipped.append(f"{table} {name}: {e}")
             continue
-        images.append(preprocess(image, image_size))
-        labels.append(LABELS[row["pathology"]])
+        labels.append(LABELS[pathology])
         patients.append(row["patient_id"])
         ids.append(name)
         sides.append(0 if split == "train" else 1)
     notes = [f"{resolver.layout} layout; official train/test split kept",
              f"{dropped} test row(s) dropped: their patient has training rows in the other table"]
     if unknown:
-        notes.append(f"{unknown} row(s) with an unknown pathology ignored")
+        values = ", ".join(f"{v!r} x{n}" for v, n in sorted(unknown.items(), key=lambda kv: -kv[1])[:5])
+        notes.append(f"{sum(unknown.values())} row(s) with an unknown pathology ignored "
+                     f"(expected {', '.join(LABELS)}; found {values})")
     if not images:
-        raise DataError(f"cbis-ddsm: no ROI could be read under {root} ({len(skipped)} skipped; "
-                        f"first: {skipped[0] if skipped else 'no rows'})")
+        why = f"{len(skipped)} skipped; first: {skipped[0]}" if skipped else "no usable rows"
+        raise DataError(f"cbis-ddsm: no ROI could be read under {root} ({why})"
+                        + (f"; {notes[-1]}" if unknown else ""))
     return RoiSet("cbis-ddsm", np.stack(images), np.array(labels, dtype=np.int64), np.array(patients),
                   np.array(ids), side=np.array(sides, dtype=np.int64), skipped=skipped, notes=notes)

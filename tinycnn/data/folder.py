@@ -5,12 +5,12 @@ its class subfolder, or a bare file name), else every file is its own patient.""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from . import cache
+from .csv_rows import read_rows
 from .preprocess import IMAGE_EXTENSIONS, DataError, UnreadableImage, load_preprocessed
 
 VERSION = 1
@@ -48,18 +48,36 @@ def list_images(root) -> list[tuple[Path, int]]:
 
 
 def read_patients_csv(path: Path) -> dict[str, str]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        for required in ("file", "patient_id"):
-            if required not in columns:
-                raise DataError(f"{path}: missing required column {required!r} (found: {', '.join(columns) or 'none'})")
-        out = {}
-        for row in reader:
-            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            if row["file"]:
-                out[row["file"].replace("\\", "/")] = row["patient_id"]
-        return out
+    """{file as written in the table (forward slashes): patient id}."""
+    return {row["file"].replace("\\", "/"): row["patient_id"]
+            for row in read_rows(path, ("file", "patient_id")) if row["file"]}
+
+
+def _table_key(table: dict, root: Path, path: Path) -> str | None:
+    """The patients.csv entry naming this file: relative to the folder, to its class
+    subfolder, or the bare file name; None if the table does not list it."""
+    rel = path.relative_to(root)
+    return next((k for k in (rel.as_posix(), Path(*rel.parts[1:]).as_posix(), path.name) if k in table), None)
+
+
+def _patients_note(table: dict, keys: dict, root: Path, strict: bool) -> str:
+    """What the banner says about patient ids. An image the table does not list becomes
+    a patient of its own, which can split one woman across train and test: say how
+    many, and under strict stop."""
+    if not table:
+        return "no patients.csv: one patient per file"
+    unlisted = [p.relative_to(root).as_posix() for p, k in keys.items() if k is None]
+    unmatched = sorted(set(table) - set(keys.values()))
+    if not unlisted and not unmatched:
+        return f"patients from {PATIENTS_CSV}"
+    problems = []
+    if unlisted:
+        problems.append(f"{len(unlisted)} image(s) not listed, one patient each (first: {unlisted[0]})")
+    if unmatched:
+        problems.append(f"{len(unmatched)} row(s) name no image (first: {unmatched[0]})")
+    if strict:
+        raise DataError(f"{root / PATIENTS_CSV}: {'; '.join(problems)} (--strict)")
+    return f"patients from {PATIENTS_CSV}, {len(keys) - len(unlisted)} of {len(keys)} images listed; " + "; ".join(problems)
 
 
 def fingerprint(data_dir, **options) -> list:
@@ -74,6 +92,8 @@ def read(data_dir, image_size: int, strict: bool = False, **options):
     root = Path(data_dir)
     files = list_images(root)
     table = read_patients_csv(root / PATIENTS_CSV) if (root / PATIENTS_CSV).exists() else {}
+    keys = {path: _table_key(table, root, path) for path, _ in files}
+    notes = [_patients_note(table, keys, root, strict)]
     images, labels, patients, ids, skipped = [], [], [], [], []
     for path, label in files:
         rel = path.relative_to(root).as_posix()
@@ -84,11 +104,9 @@ def read(data_dir, image_size: int, strict: bool = False, **options):
                 raise
             skipped.append(f"{rel}: {e}")
             continue
-        within_class = Path(*path.relative_to(root).parts[1:]).as_posix()
-        patients.append(table.get(rel) or table.get(within_class) or table.get(path.name) or f"file:{rel}")
+        patients.append(table[keys[path]] if keys[path] else f"file:{rel}")
         labels.append(label)
         ids.append(rel)
-    notes = [f"patients from {PATIENTS_CSV}" if table else "no patients.csv: one patient per file"]
     if not images:
         raise DataError(f"folder dataset: none of the {len(files)} images under {root} could be read "
                         f"(first: {skipped[0] if skipped else '?'})")

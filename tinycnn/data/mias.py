@@ -125,7 +125,13 @@ def read(data_dir, image_size: int, strict: bool = False, margin: float = DEFAUL
         if film is None:
             continue
         top, left, side = crop_box(a.x, a.y, a.radius, *film.shape, margin=margin)
-        images.append(preprocess(film[top:top + side, left:left + side], image_size))
+        try:
+            images.append(preprocess(film[top:top + side, left:left + side], image_size))
+        except UnreadableImage as e:
+            if strict:
+                raise
+            skipped.append(f"{a.ref} crop at ({a.x}, {a.y}): {e}")
+            continue
         labels.append(1 if a.severity == "M" else 0)
         patients.append(patient_of(a.ref))
         ids.append(f"{a.ref}:{a.kind}:{a.x},{a.y},r{a.radius}")

@@ -88,11 +88,20 @@ def normalise(image: np.ndarray) -> np.ndarray:
 
 
 def preprocess(image: np.ndarray, image_size: int) -> np.ndarray:
-    """A raw 2-D image -> the network's (image_size, image_size) float32 input."""
-    if image.ndim != 2 or min(image.shape) < 2:
-        raise DataError(f"expected a 2-D image, got shape {image.shape}")
+    """A raw 2-D image -> the network's (image_size, image_size) float32 input.
+    Raises UnreadableImage for an image no ROI can come from (so readers skip it)."""
+    if image.ndim != 2:
+        raise UnreadableImage(f"expected a 2-D grayscale image, got an array of shape {image.shape}")
+    if min(image.shape) < 2:
+        raise UnreadableImage(f"image is {image.shape[0]}x{image.shape[1]} pixels, too small to resize")
+    if not np.isfinite(image).all():  # a float TIFF with NaN would otherwise surface as a NaN loss
+        raise UnreadableImage("image has non-finite pixel values (NaN or inf)")
     return normalise(resize(image, image_size))
 
 
 def load_preprocessed(path, image_size: int) -> np.ndarray:
-    return preprocess(read_image(path), image_size)
+    image = read_image(path)
+    try:
+        return preprocess(image, image_size)
+    except UnreadableImage as e:
+        raise UnreadableImage(f"{path}: {e}") from e
