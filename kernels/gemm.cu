@@ -26,7 +26,11 @@
 // threads read consecutive addresses whichever operand is transposed.
 #include "gemm_tile.cuh"
 
-extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+// Left to itself ptxas gives this kernel 128 registers: 2 blocks (25% occupancy) per
+// SM, so split-K's ~264 blocks would take two and a bit waves on 132 SMs. A minimum of
+// 4 blocks per SM caps it at 64 registers, the conv tiles' budget, with no spills
+// (nvcc -Xptxas -v, sm_80 and sm_90). Its effect on time is not measured yet.
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 4)
     sgemm_strided(float *__restrict__ C, const float *__restrict__ A, const float *__restrict__ B,
                   const float *__restrict__ bias, int M, int N, int K, int sam, int sak, int sbk, int sbn, int ldc,
                   int k_chunk, int c_split_stride, int has_bias) {

@@ -205,6 +205,15 @@ def test_split_k_covers_k_exactly():
         for k in (1, 15, 16, 255, 600, 7688, 28800, 4_129_024):
             splits, chunk = launch.split_k(tiles, k)
             assert chunk % launch.TILE_K == 0 and splits * chunk >= k > (splits - 1) * chunk
+    assert launch.split_k(16, 0) == (1, launch.TILE_K)  # an empty reduction: one split, no division by zero
+
+
+def test_sizes_whose_grid_stride_loop_could_wrap_are_refused():
+    launch._check_size(launch.MAX_ELEMENTS)
+    with pytest.raises(ValueError, match="32-bit"):
+        launch._check_size(launch.MAX_ELEMENTS + 1)
+    # the last index a grid-stride loop visits, plus one full stride, still fits in an int
+    assert launch.MAX_ELEMENTS - 1 + launch.MAX_BLOCKS * launch.ELEMENTWISE_THREADS <= launch.INT32_MAX
 
 
 def test_conv_backward_is_deterministic(emu, rng):

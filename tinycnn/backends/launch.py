@@ -54,6 +54,9 @@ _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
 _PRAGMA_ONCE_RE = re.compile(r'^\s*#\s*pragma\s+once\s*$', re.M)
 
 INT32_MAX = 2**31 - 1
+# The largest tensor a kernel may index: a grid-stride loop's last step (i += at most
+# MAX_BLOCKS * ELEMENTWISE_THREADS) must not pass INT32_MAX and wrap to a negative index.
+MAX_ELEMENTS = INT32_MAX - MAX_BLOCKS * ELEMENTWISE_THREADS
 
 
 def cdiv(a: int, b: int) -> int:
@@ -103,8 +106,8 @@ def _grid_1d(n: int, threads: int = ELEMENTWISE_THREADS) -> tuple:
 
 def _check_size(*sizes) -> None:
     for s in sizes:
-        if s > INT32_MAX:
-            raise ValueError(f"tensor of {s} elements: the kernels index with 32-bit ints (at most {INT32_MAX})")
+        if s > MAX_ELEMENTS:
+            raise ValueError(f"tensor of {s} elements: the kernels index with 32-bit ints (at most {MAX_ELEMENTS})")
 
 
 def conv_tile(m: int) -> tuple[int, int, str]:
@@ -116,6 +119,8 @@ def conv_tile(m: int) -> tuple[int, int, str]:
 def split_k(tiles: int, k: int) -> tuple[int, int]:
     """(splits, k_chunk) for a product with `tiles` output tiles and reduction length k.
     k_chunk is a multiple of TILE_K; splits * k_chunk >= k."""
+    if k <= 0:  # an empty sum (a batch of zero): one split, whose loop runs zero times
+        return 1, TILE_K
     splits = 1
     if tiles < SPLIT_TARGET_BLOCKS:
         splits = max(1, min(cdiv(SPLIT_TARGET_BLOCKS, tiles), k // SPLIT_MIN_K))
