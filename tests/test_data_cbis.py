@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import shared_data_dir
-from tinycnn.data import DataError, cbis_ddsm, load_dataset
+from tinycnn.data import DataError, UnreadableImage, cbis_ddsm, load_dataset
 from tinycnn.data.preprocess import preprocess, read_image
 from tinycnn.data.split import make_split
 
@@ -252,8 +252,7 @@ def test_pathology_in_any_case_and_unknown_values_named(tmp_path, rng):
 def test_no_known_pathology_at_all_says_so(tmp_path, rng):
     root = tmp_path / "cbis"
     build(root, rng, "jpeg")
-    for table in ("mass_case_description_train_set.csv", "mass_case_description_test_set.csv",
-                  "calc_case_description_train_set.csv", "calc_case_description_test_set.csv"):
+    for table in cbis_ddsm.TABLES.values():
         _rewrite_pathology(root / "csv" / table, lambda v: "?")
     with pytest.raises(DataError, match=r"no ROI could be read.*no usable rows.*9 row\(s\) with an unknown "
                                         r"pathology ignored \(expected MALIGNANT, BENIGN, BENIGN_WITHOUT_CALLBACK; "
@@ -261,10 +260,37 @@ def test_no_known_pathology_at_all_says_so(tmp_path, rng):
         load_dataset("cbis-ddsm", root, image_size=16, cache_dir=tmp_path / "c")
 
 
-def test_case_table_not_utf8_is_a_clear_error(tmp_path, rng):
+@pytest.mark.parametrize("table, old, new", [
+    ("mass_case_description_train_set.csv", "P_00001", "P_0000\u00e9".encode("latin-1")),
+    ("dicom_info.csv", "cropped images", "cropped imag\u00e9s".encode("cp1252")),
+])
+def test_a_table_that_is_not_utf8_is_a_clear_error(tmp_path, rng, table, old, new):
     root = tmp_path / "cbis"
     build(root, rng, "jpeg")
-    path = root / "csv" / "mass_case_description_train_set.csv"
-    path.write_bytes(path.read_bytes().replace(b"P_00001", "P_0000\u00e9".encode("latin-1")))
-    with pytest.raises(DataError, match=r"mass_case_description_train_set.csv: not UTF-8 text"):
+    path = root / "csv" / table
+    path.write_bytes(path.read_bytes().replace(old.encode(), new))
+    with pytest.raises(DataError, match=rf"{table}: not UTF-8 text \(byte \d+, line \d+"):
+        load_dataset("cbis-ddsm", root, image_size=16, cache_dir=tmp_path / "c")
+
+
+def test_a_degenerate_roi_is_skipped_and_named(tmp_path, rng):
+    root = tmp_path / "cbis"
+    build(root, rng, "jpeg")
+    for jpg in (root / "jpeg" / uid(0, 2)).glob("*.jpg"):  # P_00001's crop and mask: one row of pixels
+        Image.fromarray((rng.random((1, 50)) * 255).astype(np.uint8)).save(jpg)
+    with pytest.warns(UserWarning, match="P_00001"):
+        rois = load_dataset("cbis-ddsm", root, image_size=16, cache_dir=tmp_path / "c")
+    assert len(rois) == 7 and len(rois.skipped) == 1 and "1x50 pixels, too small" in rois.skipped[0]
+    with pytest.raises(UnreadableImage, match=r"cbis-ddsm: mass_case_description_train_set.csv "
+                                              r"Mass-Training_P_00001_LEFT_CC_1#1: image is 1x50"):
+        load_dataset("cbis-ddsm", root, image_size=16, cache_dir=tmp_path / "c2", strict=True)
+
+
+def test_more_than_five_unknown_values_are_counted_not_listed(tmp_path, rng):
+    root = tmp_path / "cbis"
+    build(root, rng, "jpeg")
+    n = iter(range(100))
+    for table in cbis_ddsm.TABLES.values():
+        _rewrite_pathology(root / "csv" / table, lambda v: f"X{next(n)}")
+    with pytest.raises(DataError, match=r"9 row\(s\) with an unknown pathology.*'X4' x1 and 4 other value\(s\)"):
         load_dataset("cbis-ddsm", root, image_size=16, cache_dir=tmp_path / "c")

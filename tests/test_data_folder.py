@@ -179,8 +179,45 @@ def test_an_unwritable_cache_is_reported_not_claimed(tmp_path, rng):
     root = make_folder(tmp_path / "rois", rng, n=1)
     (tmp_path / "afile").write_text("x")
     rois = load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "afile")
-    assert rois.cache_file is None and any("not cached" in n for n in rois.notes)
+    assert rois.cache_file is None
+    assert f"preprocessed arrays not cached (cache folder {tmp_path / 'afile'} is a file)" in rois.notes
     rois = load_dataset("folder", root, image_size=16, use_cache=False)
     assert rois.cache_file is None
     rois = load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
     assert rois.cache_file is not None and not rois.from_cache
+
+
+def test_patients_csv_that_lists_every_file_keeps_the_plain_note(tmp_path, rng):
+    root = make_folder(tmp_path / "rois", rng, n=1)
+    rows = "".join(f"{p.relative_to(root).as_posix()},P{i % 3}\n" for i, (p, _) in enumerate(folder.list_images(root)))
+    (root / "patients.csv").write_text("file,patient_id\n" + rows)
+    rois = load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache", strict=True)
+    assert rois.notes == ["patients from patients.csv"] and set(rois.patients) == {"P0", "P1", "P2"}
+
+
+def test_patients_csv_blank_ids_or_no_rows_are_unlisted_not_one_patient(tmp_path, rng):
+    root = make_folder(tmp_path / "rois", rng, n=1)
+    (root / "patients.csv").write_text("file,patient_id\nbenign/benign0_8.png,\nbenign0_16.png, \n")
+    rois = load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+    assert len(set(rois.patients)) == len(rois)  # a blank id must not merge the two files
+    assert "0 of 14 images listed" in rois.notes[0]
+    (root / "patients.csv").write_text("file,patient_id\n")  # a table with no rows is still a table
+    rois = load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+    assert "0 of 14 images listed" in rois.notes[0]
+
+
+def test_strict_refuses_a_cached_set_with_an_incomplete_patients_csv(tmp_path, rng):
+    root = make_folder(tmp_path / "rois", rng, n=1)
+    (root / "patients.csv").write_text("file,patient_id\nbenign/benign0_8.png,P1\n")
+    load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")
+    with pytest.raises(DataError, match=r"patients.csv: 13 image\(s\) not listed.*--strict"):
+        load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache", strict=True)
+
+
+def test_not_utf8_error_gives_the_file_offset_past_the_first_buffer(tmp_path, rng):
+    root = make_folder(tmp_path / "rois", rng, n=1)
+    data = b"file,patient_id\n" + b"benign/x.png,P1\n" * 2000 + "benign/y.png,Jos\u00e9\n".encode("cp1252")
+    (root / "patients.csv").write_bytes(data)
+    offset = data.index("\u00e9".encode("cp1252"))
+    with pytest.raises(DataError, match=rf"patients.csv: not UTF-8 text \(byte {offset}, line 2002"):
+        load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "cache")

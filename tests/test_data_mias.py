@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import shared_data_dir
-from tinycnn.data import DataError, load_dataset, mias
+from tinycnn.data import DataError, UnreadableImage, load_dataset, mias
 from tinycnn.data.split import make_split
 
 INFO = """              MAMMOGRAPHIC IMAGE ANALYSIS SOCIETY
@@ -111,3 +111,14 @@ def test_real_mias_films(real_mias, tmp_path):
         assert pid == f"mias-{(n + 1) // 2:03d}"
     split = make_split("patient", rois.labels, rois.patients, seed=0)
     assert not set(rois.patients[split.train[:, 0]]) & set(rois.patients[split.test[:, 0]])
+
+
+def test_a_film_too_small_to_crop_is_skipped_and_named(fake_mias, tmp_path):
+    Image.fromarray(np.full((1, 128), 20, np.uint8)).save(fake_mias / "mdb006.pgm")  # a 1-row film
+    with pytest.warns(UserWarning, match="skipped"):
+        rois = load_dataset("mias", fake_mias, image_size=16, cache_dir=tmp_path / "c")
+    assert len(rois) == 3 and "mdb006:CIRC:20,20,r5" not in rois.ids
+    assert any(s.startswith("mdb006:CIRC:20,20,r5: ") and "too small" in s for s in rois.skipped)
+    (fake_mias / "Info.txt").write_text(INFO.replace("mdb007 F CIRC B 64 64 4\n", ""))  # only mdb006 is bad
+    with pytest.raises(UnreadableImage, match=r"mias: mdb006:CIRC:20,20,r5: image is 1x1 pixels, too small"):
+        load_dataset("mias", fake_mias, image_size=16, cache_dir=tmp_path / "c2", strict=True)

@@ -33,6 +33,7 @@ class RoiSet:
     side: np.ndarray | None = None  # (N,) 0 train / 1 test where the dataset fixes a split
     skipped: list = field(default_factory=list)  # "file: reason" for each unreadable input
     notes: list = field(default_factory=list)  # what the reader wants the user to know
+    strict_errors: list = field(default_factory=list)  # what --strict refuses besides skips, kept for cached sets
     cache_file: str | None = None  # the cache file the arrays came from or went to; None if neither
     from_cache: bool = False
 
@@ -50,7 +51,7 @@ class RoiSet:
     def to_arrays(self) -> dict:
         out = {"images": self.images, "labels": self.labels, "patients": self.patients.astype(str),
                "ids": self.ids.astype(str), "skipped": np.array(self.skipped, dtype=str),
-               "notes": np.array(self.notes, dtype=str)}
+               "notes": np.array(self.notes, dtype=str), "strict_errors": np.array(self.strict_errors, dtype=str)}
         if self.side is not None:
             out["side"] = self.side
         return out
@@ -58,7 +59,7 @@ class RoiSet:
     @classmethod
     def from_arrays(cls, name: str, z: dict) -> "RoiSet":
         return cls(name, z["images"], z["labels"].astype(np.int64), z["patients"], z["ids"],
-                   z.get("side"), list(z["skipped"]), list(z["notes"]))
+                   z.get("side"), list(z["skipped"]), list(z["notes"]), list(z.get("strict_errors", [])))
 
 
 def check_classes(name: str, labels, where: str, skipped=()) -> None:
@@ -114,7 +115,7 @@ def load_dataset(name: str, data_dir=None, image_size: int | None = None, strict
     stored = True  # the arrays are in the cache file (read from it, or written to it)
     if cached is not None:
         rois = RoiSet.from_arrays(name, cached)
-        if strict and rois.skipped:
+        if strict and rois.skipped:  # a fresh strict read stops at the first instead
             raise UnreadableImage(f"{name}: {len(rois.skipped)} unreadable input(s) (--strict): {rois.skipped[0]}")
     else:
         rois = reader.read(data_dir, image_size=image_size, strict=strict, **options)
@@ -125,6 +126,8 @@ def load_dataset(name: str, data_dir=None, image_size: int | None = None, strict
         stored = use_cache and not failure
     rois.cache_file = str(path) if stored else None
     rois.from_cache = cached is not None
+    if strict and rois.strict_errors:  # checked here so a cached set is refused too
+        raise DataError(f"{rois.strict_errors[0]} (--strict)")
     for msg in rois.skipped[:3]:
         warnings.warn(f"skipped {msg}", stacklevel=2)
     return rois

@@ -65,8 +65,11 @@ def load(path) -> dict | None:
 def save(path, arrays: dict) -> str | None:
     """Write the arrays; None on success, else why not. A cache folder that cannot be
     written costs speed, never the run."""
+    folder = Path(path).parent
+    if folder.exists() and not folder.is_dir():  # else the error reads "File exists"
+        return f"cache folder {folder} is a file"
     try:
         atomic_savez(path, arrays)
     except OSError as e:
-        return f"{path}: {e.strerror or e}"
+        return f"cannot write {e.filename or path}: {e.strerror or e}"
     return None

@@ -30,7 +30,7 @@ from . import cache
 from .csv_rows import read_rows
 from .preprocess import DataError, UnreadableImage, preprocess, read_image
 
-VERSION = 1
+VERSION = 2  # 2: unknown pathology values named in the notes
 TABLES = {(kind, split): f"{kind}_case_description_{split}_set.csv"
           for kind in ("mass", "calc") for split in ("train", "test")}
 REQUIRED = ("patient_id", "pathology", "cropped image file path", "ROI mask file path")
@@ -199,7 +199,7 @@ def read(data_dir, image_size: int, strict: bool = False, abnormality: str = "bo
             images.append(preprocess(_roi(resolver, row), image_size))
         except UnreadableImage as e:
             if strict:
-                raise
+                raise UnreadableImage(f"cbis-ddsm: {table} {name}: {e}") from e
             skipped.append(f"{table} {name}: {e}")
             continue
         labels.append(LABELS[pathology])
@@ -209,7 +209,9 @@ def read(data_dir, image_size: int, strict: bool = False, abnormality: str = "bo
     notes = [f"{resolver.layout} layout; official train/test split kept",
              f"{dropped} test row(s) dropped: their patient has training rows in the other table"]
     if unknown:
-        values = ", ".join(f"{v!r} x{n}" for v, n in sorted(unknown.items(), key=lambda kv: -kv[1])[:5])
+        common = sorted(unknown.items(), key=lambda kv: -kv[1])
+        values = ", ".join(f"{v!r} x{n}" for v, n in common[:5]) + (
+            f" and {len(common) - 5} other value(s)" if len(common) > 5 else "")
         notes.append(f"{sum(unknown.values())} row(s) with an unknown pathology ignored "
                      f"(expected {', '.join(LABELS)}; found {values})")
     if not images:

@@ -13,7 +13,7 @@ from . import cache
 from .csv_rows import read_rows
 from .preprocess import IMAGE_EXTENSIONS, DataError, UnreadableImage, load_preprocessed
 
-VERSION = 1
+VERSION = 2  # 2: patients.csv coverage in the notes and strict_errors
 CLASSES = (("benign", 0), ("malignant", 1))
 PATIENTS_CSV = "patients.csv"
 
@@ -48,9 +48,11 @@ def list_images(root) -> list[tuple[Path, int]]:
 
 
 def read_patients_csv(path: Path) -> dict[str, str]:
-    """{file as written in the table (forward slashes): patient id}."""
+    """{file as written in the table (forward slashes): patient id}. A row without a
+    patient id lists nothing (its file counts as unlisted), so blank ids never make
+    one patient of unrelated files."""
     return {row["file"].replace("\\", "/"): row["patient_id"]
-            for row in read_rows(path, ("file", "patient_id")) if row["file"]}
+            for row in read_rows(path, ("file", "patient_id")) if row["file"] and row["patient_id"]}
 
 
 def _table_key(table: dict, root: Path, path: Path) -> str | None:
@@ -60,24 +62,23 @@ def _table_key(table: dict, root: Path, path: Path) -> str | None:
     return next((k for k in (rel.as_posix(), Path(*rel.parts[1:]).as_posix(), path.name) if k in table), None)
 
 
-def _patients_note(table: dict, keys: dict, root: Path, strict: bool) -> str:
-    """What the banner says about patient ids. An image the table does not list becomes
-    a patient of its own, which can split one woman across train and test: say how
-    many, and under strict stop."""
-    if not table:
-        return "no patients.csv: one patient per file"
+def _patients_coverage(table: dict | None, keys: dict, root: Path) -> tuple[str, list[str]]:
+    """The banner's note on patient ids, and what --strict refuses. An image the table
+    does not list becomes a patient of its own and a row naming no image is likely a
+    typo: either can split one woman across train and test."""
+    if table is None:
+        return "no patients.csv: one patient per file", []
     unlisted = [p.relative_to(root).as_posix() for p, k in keys.items() if k is None]
     unmatched = sorted(set(table) - set(keys.values()))
     if not unlisted and not unmatched:
-        return f"patients from {PATIENTS_CSV}"
+        return f"patients from {PATIENTS_CSV}", []
     problems = []
     if unlisted:
         problems.append(f"{len(unlisted)} image(s) not listed, one patient each (first: {unlisted[0]})")
     if unmatched:
         problems.append(f"{len(unmatched)} row(s) name no image (first: {unmatched[0]})")
-    if strict:
-        raise DataError(f"{root / PATIENTS_CSV}: {'; '.join(problems)} (--strict)")
-    return f"patients from {PATIENTS_CSV}, {len(keys) - len(unlisted)} of {len(keys)} images listed; " + "; ".join(problems)
+    note = f"patients from {PATIENTS_CSV}, {len(keys) - len(unlisted)} of {len(keys)} images listed; "
+    return note + "; ".join(problems), [f"{root / PATIENTS_CSV}: {'; '.join(problems)}"]
 
 
 def fingerprint(data_dir, **options) -> list:
@@ -91,9 +92,9 @@ def read(data_dir, image_size: int, strict: bool = False, **options):
 
     root = Path(data_dir)
     files = list_images(root)
-    table = read_patients_csv(root / PATIENTS_CSV) if (root / PATIENTS_CSV).exists() else {}
-    keys = {path: _table_key(table, root, path) for path, _ in files}
-    notes = [_patients_note(table, keys, root, strict)]
+    table = read_patients_csv(root / PATIENTS_CSV) if (root / PATIENTS_CSV).exists() else None
+    keys = {path: _table_key(table or {}, root, path) for path, _ in files}
+    note, strict_errors = _patients_coverage(table, keys, root)
     images, labels, patients, ids, skipped = [], [], [], [], []
     for path, label in files:
         rel = path.relative_to(root).as_posix()
@@ -111,4 +112,4 @@ def read(data_dir, image_size: int, strict: bool = False, **options):
         raise DataError(f"folder dataset: none of the {len(files)} images under {root} could be read "
                         f"(first: {skipped[0] if skipped else '?'})")
     return RoiSet("folder", np.stack(images), np.array(labels, dtype=np.int64), np.array(patients),
-                  np.array(ids), skipped=skipped, notes=notes)
+                  np.array(ids), skipped=skipped, notes=[note], strict_errors=strict_errors)

@@ -91,6 +91,13 @@ def _film_path(root: Path, info_dir: Path, ref: str) -> Path | None:
     return None
 
 
+def _read_film(root: Path, info: Path, ref: str) -> np.ndarray:
+    path = _film_path(root, info.parent, ref)
+    if path is None:
+        raise UnreadableImage(f"film {ref}.pgm not found next to {info}")
+    return read_image(path)
+
+
 def fingerprint(data_dir, margin: float = DEFAULT_MARGIN) -> list:
     info = find_info(data_dir)
     refs = {a.ref for a in parse_info(info) if a.croppable}
@@ -108,33 +115,27 @@ def read(data_dir, image_size: int, strict: bool = False, margin: float = DEFAUL
     usable = [a for a in abnormal if a.croppable]
     notes = [f"{len(abnormal) - len(usable)} abnormal row(s) without a centre or radius cannot be cropped"]
     images, labels, patients, ids, skipped = [], [], [], [], []
-    films: dict[str, np.ndarray | None] = {}
+    films: dict[str, np.ndarray | None] = {}  # None: unreadable, skipped once, not once per ROI
     for a in usable:
-        if a.ref not in films:
-            path = _film_path(root, info.parent, a.ref)
-            try:
-                if path is None:
-                    raise UnreadableImage(f"film {a.ref}.pgm not found next to {info}")
-                films[a.ref] = read_image(path)
-            except UnreadableImage as e:
-                if strict:
-                    raise
-                films[a.ref] = None
-                skipped.append(f"{a.ref}: {e}")
-        film = films[a.ref]
-        if film is None:
-            continue
-        top, left, side = crop_box(a.x, a.y, a.radius, *film.shape, margin=margin)
+        roi = f"{a.ref}:{a.kind}:{a.x},{a.y},r{a.radius}"
         try:
-            images.append(preprocess(film[top:top + side, left:left + side], image_size))
+            if a.ref not in films:
+                films[a.ref] = None  # stays None if the read below fails
+                films[a.ref] = _read_film(root, info, a.ref)
+            film = films[a.ref]
+            if film is None:
+                continue
+            top, left, side = crop_box(a.x, a.y, a.radius, *film.shape, margin=margin)
+            image = preprocess(film[top:top + side, left:left + side], image_size)
         except UnreadableImage as e:
             if strict:
-                raise
-            skipped.append(f"{a.ref} crop at ({a.x}, {a.y}): {e}")
+                raise UnreadableImage(f"mias: {roi}: {e}") from e
+            skipped.append(f"{roi}: {e}")
             continue
+        images.append(image)
         labels.append(1 if a.severity == "M" else 0)
         patients.append(patient_of(a.ref))
-        ids.append(f"{a.ref}:{a.kind}:{a.x},{a.y},r{a.radius}")
+        ids.append(roi)
     if not images:
         raise DataError(f"mias: no croppable abnormality with a readable film in {root}")
     return RoiSet("mias", np.stack(images), np.array(labels, dtype=np.int64), np.array(patients),
