@@ -73,7 +73,8 @@ def parse_args(argv=None):
     o.add_argument("--overwrite", action="store_true", help="replace the run already in --out instead of refusing")
     o.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval")
     o.add_argument("--no-baseline", action="store_true", help="skip the pixel logistic-regression baseline")
-    o.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars for reading and training "
+                                                                   "(they show only on a terminal)")
     args = p.parse_args(argv)
     profile = PROFILES["synthetic" if args.dataset == "synthetic" else "real"]
     for key in ("image_size", "hidden", "epochs"):
@@ -172,6 +173,11 @@ def limit_blas_threads(args) -> str:
 _BLAS_LIMIT = None
 
 
+def show_progress(args) -> bool:
+    """Progress bars on a terminal only: a log file gets the per-epoch lines instead."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def device_name(backend) -> str:
     fn = getattr(backend, "device_name", None)
     try:
@@ -236,7 +242,7 @@ def run_protocol(args, rois, split, out_dir, backend_name, meta) -> dict | None:
                          lr_schedule=args.lr_schedule, seed=args.seed)
     trainer = Trainer(net, opt, rois.images, rois.labels, split.train, split.test, config, out_dir,
                       meta=dict(meta, protocol=split.protocol),
-                      progress=not args.no_progress and sys.stderr.isatty())
+                      progress=show_progress(args))
     if args.resume:
         if not (Path(out_dir) / LAST).exists():
             raise CheckpointError(f"nothing to resume: {Path(out_dir) / LAST} does not exist")
@@ -299,7 +305,8 @@ def train_and_report(args) -> int:
     backend = backends.get(backend_name)
     try:
         rois = load_dataset(args.dataset, args.data_dir, image_size=args.image_size, strict=args.strict,
-                            cache_dir=args.cache_dir, use_cache=not args.no_cache, **dataset_options(args))
+                            cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=show_progress(args),
+                            **dataset_options(args))
         protocols = ["patient", "paper"] if args.protocol == "both" else [args.protocol]
         splits = [make_split(p, rois.labels, rois.patients, seed=args.seed,
                              official_side=rois.side if p == "patient" else None) for p in protocols]

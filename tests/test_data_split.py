@@ -88,3 +88,11 @@ def test_synthetic_registry_normalises(tmp_path):
     assert rois.images.shape == (10, 32, 32)
     np.testing.assert_allclose(rois.images.mean(axis=(1, 2)), 0, atol=1e-5)
     np.testing.assert_allclose(rois.images.std(axis=(1, 2)), 1, atol=1e-4)
+
+
+def test_reading_shows_progress_when_asked(tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    load_dataset("synthetic", image_size=32, benign=3, malignant=3, cache_dir=tmp_path, progress=True)
+    assert "rendering synthetic ROIs" in capsys.readouterr().err
+    load_dataset("synthetic", image_size=32, benign=4, malignant=4, cache_dir=tmp_path)
+    assert "rendering" not in capsys.readouterr().err

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics
+from . import metrics, progress
 from .data import augment
 from .model import CheckpointError
 from .optim import ConstantLR, CosineLR
@@ -326,7 +326,8 @@ class Trainer:
         """Train the rest of the current epoch. True if asked to stop part-way."""
         c, s = self.config, self.state
         loader = self.loader(s.epoch, s.batch)
-        bar = _progress(self.steps_per_epoch, s.batch, f"epoch {s.epoch + 1}/{c.epochs}", enabled=self.progress)
+        bar = progress.bar(self.steps_per_epoch, f"epoch {s.epoch + 1}/{c.epochs}", enabled=self.progress,
+                           initial=s.batch, unit="batch")
         try:
             for x, y, y_host in loader:
                 self.train_step(x, y, y_host)
@@ -343,13 +344,3 @@ class Trainer:
             if bar is not None:
                 bar.close()
 
-
-def _progress(full, initial, desc, enabled):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=full, initial=initial, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
-                file=sys.stderr)

@@ -91,10 +91,11 @@ def default_image_size(name: str) -> int:
 
 
 def load_dataset(name: str, data_dir=None, image_size: int | None = None, strict: bool = False,
-                 cache_dir=None, use_cache: bool = True, **options) -> RoiSet:
+                 cache_dir=None, use_cache: bool = True, progress: bool = False, **options) -> RoiSet:
     """Read (or fetch from the cache) the dataset `name` preprocessed at image_size.
 
-    strict: stop at the first unreadable image instead of skipping and counting it."""
+    strict: stop at the first unreadable image instead of skipping and counting it.
+    progress: a progress bar while reading (not while loading from the cache)."""
     readers = _readers()
     if name not in readers:
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
@@ -118,7 +119,7 @@ def load_dataset(name: str, data_dir=None, image_size: int | None = None, strict
         if strict and rois.skipped:  # a fresh strict read stops at the first instead
             raise UnreadableImage(f"{name}: {len(rois.skipped)} unreadable input(s) (--strict): {rois.skipped[0]}")
     else:
-        rois = reader.read(data_dir, image_size=image_size, strict=strict, **options)
+        rois = reader.read(data_dir, image_size=image_size, strict=strict, progress=progress, **options)
         check_classes(name, rois.labels, str(data_dir or "the generator"), rois.skipped)
         failure = cache.save(path, rois.to_arrays()) if use_cache else None
         if failure:

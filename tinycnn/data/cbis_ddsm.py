@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import tracked
 from . import cache
 from .csv_rows import read_rows
 from .preprocess import DataError, UnreadableImage, preprocess, read_image
@@ -177,7 +178,7 @@ def fingerprint(data_dir, abnormality: str = "both") -> list:
     return cache.file_fingerprint(tables + info + images, root)
 
 
-def read(data_dir, image_size: int, strict: bool = False, abnormality: str = "both"):
+def read(data_dir, image_size: int, strict: bool = False, abnormality: str = "both", progress: bool = False):
     from . import RoiSet
 
     root = Path(data_dir)
@@ -186,7 +187,7 @@ def read(data_dir, image_size: int, strict: bool = False, abnormality: str = "bo
     train_patients = {row["patient_id"] for row, split, _ in rows if split == "train"}
     images, labels, patients, ids, sides, skipped = [], [], [], [], [], []
     dropped, unknown = 0, {}
-    for row, split, table in rows:
+    for row, split, table in tracked(rows, "reading CBIS-DDSM ROIs", progress):
         pathology = row["pathology"].upper()
         if pathology not in LABELS:
             unknown[row["pathology"]] = unknown.get(row["pathology"], 0) + 1

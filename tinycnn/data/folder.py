@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import tracked
 from . import cache
 from .csv_rows import read_rows
 from .preprocess import IMAGE_EXTENSIONS, DataError, UnreadableImage, load_preprocessed
@@ -87,7 +88,7 @@ def fingerprint(data_dir, **options) -> list:
     return cache.file_fingerprint(files + extra, data_dir)
 
 
-def read(data_dir, image_size: int, strict: bool = False, **options):
+def read(data_dir, image_size: int, strict: bool = False, progress: bool = False, **options):
     from . import RoiSet
 
     root = Path(data_dir)
@@ -96,7 +97,7 @@ def read(data_dir, image_size: int, strict: bool = False, **options):
     keys = {path: _table_key(table or {}, root, path) for path, _ in files}
     note, strict_errors = _patients_coverage(table, keys, root)
     images, labels, patients, ids, skipped = [], [], [], [], []
-    for path, label in files:
+    for path, label in tracked(files, f"reading {root}", progress):
         rel = path.relative_to(root).as_posix()
         try:
             images.append(load_preprocessed(path, image_size))

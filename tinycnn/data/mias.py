@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import tracked
 from . import cache
 from .preprocess import DataError, UnreadableImage, preprocess, read_image
 
@@ -105,7 +106,7 @@ def fingerprint(data_dir, margin: float = DEFAULT_MARGIN) -> list:
     return cache.file_fingerprint([info, *films], data_dir)
 
 
-def read(data_dir, image_size: int, strict: bool = False, margin: float = DEFAULT_MARGIN):
+def read(data_dir, image_size: int, strict: bool = False, margin: float = DEFAULT_MARGIN, progress: bool = False):
     from . import RoiSet
 
     root = Path(data_dir)
@@ -116,7 +117,7 @@ def read(data_dir, image_size: int, strict: bool = False, margin: float = DEFAUL
     notes = [f"{len(abnormal) - len(usable)} abnormal row(s) without a centre or radius cannot be cropped"]
     images, labels, patients, ids, skipped = [], [], [], [], []
     films: dict[str, np.ndarray | None] = {}  # None: unreadable, skipped once, not once per ROI
-    for a in usable:
+    for a in tracked(usable, "cropping MIAS ROIs", progress):
         roi = f"{a.ref}:{a.kind}:{a.x},{a.y},r{a.radius}"
         try:
             if a.ref not in films:

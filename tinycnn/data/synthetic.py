@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..progress import tracked
+
 GENERATOR_VERSION = 4  # bump when the pictures change: it is part of the cache key
 VERSION = GENERATOR_VERSION  # the registry's name for it
 DEFAULT_SIZE = 64  # the synthetic default renders small so the default run fits a 2-core CPU
@@ -138,17 +140,18 @@ def render_roi(seed: int, index: int, malignant: bool, size: int = DEFAULT_SIZE)
     return img
 
 
-def generate(benign: int = 600, malignant: int = 600, size: int = DEFAULT_SIZE, seed: int = 0):
+def generate(benign: int = 600, malignant: int = 600, size: int = DEFAULT_SIZE, seed: int = 0,
+             progress: bool = False):
     """The synthetic set: (images (N, size, size) float32 raw, labels (N,), patients (N,),
     ids (N,)). Benign ROIs first, then malignant; patients hold ROIS_PER_PATIENT ROIs
     of one class."""
     images, labels, patients, ids = [], [], [], []
-    for label, count in ((0, benign), (1, malignant)):
-        for i in range(count):
-            images.append(render_roi(seed, i, bool(label), size).astype(np.float32))
-            labels.append(label)
-            patients.append(f"synth-{'BM'[label]}{i // ROIS_PER_PATIENT:04d}")
-            ids.append(f"synthetic/{'benign' if label == 0 else 'malignant'}/{i:04d}")
+    todo = [(label, i) for label, count in ((0, benign), (1, malignant)) for i in range(count)]
+    for label, i in tracked(todo, "rendering synthetic ROIs", progress):
+        images.append(render_roi(seed, i, bool(label), size).astype(np.float32))
+        labels.append(label)
+        patients.append(f"synth-{'BM'[label]}{i // ROIS_PER_PATIENT:04d}")
+        ids.append(f"synthetic/{'benign' if label == 0 else 'malignant'}/{i:04d}")
     return np.stack(images), np.array(labels, dtype=np.int64), np.array(patients), np.array(ids)
 
 
@@ -158,13 +161,13 @@ def fingerprint(data_dir=None, benign: int = 600, malignant: int = 600, seed: in
 
 
 def read(data_dir=None, image_size: int = DEFAULT_SIZE, strict: bool = False,
-         benign: int = 600, malignant: int = 600, seed: int = 0):
+         benign: int = 600, malignant: int = 600, seed: int = 0, progress: bool = False):
     """The synthetic RoiSet: rendered directly at image_size (no resize), then
     normalised like every ROI."""
     from . import RoiSet
     from .preprocess import normalise
 
-    images, labels, patients, ids = generate(benign, malignant, image_size, seed)
+    images, labels, patients, ids = generate(benign, malignant, image_size, seed, progress)
     images = np.stack([normalise(im) for im in images])
     return RoiSet("synthetic", images, labels, patients, ids,
                   notes=[f"synthetic ROIs rendered at {image_size}x{image_size} (generator v{VERSION}, seed {seed})"])
