@@ -73,8 +73,8 @@ def parse_args(argv=None):
     o.add_argument("--overwrite", action="store_true", help="replace the run already in --out instead of refusing")
     o.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval")
     o.add_argument("--no-baseline", action="store_true", help="skip the pixel logistic-regression baseline")
-    o.add_argument("--no-progress", action="store_true", help="no progress bars for reading and training "
-                                                                   "(they show only on a terminal)")
+    o.add_argument("--no-progress", action="store_true",
+                   help="no progress bars for reading and training (they show only on a terminal)")
     args = p.parse_args(argv)
     profile = PROFILES["synthetic" if args.dataset == "synthetic" else "real"]
     for key in ("image_size", "hidden", "epochs"):
