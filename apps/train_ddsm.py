@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -289,12 +290,19 @@ def table_rows(args, results: dict) -> list[dict]:
     return rows
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A user reads "warning: skipped x.png: ...", not the library's file and source line."""
+    return f"warning: {message}\n"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return train_and_report(args)
-    finally:
-        if _BLAS_LIMIT is not None:  # leave the process as we found it (tests call main() in-process)
+    finally:  # leave the process as we found it (tests call main() in-process)
+        warnings.formatwarning = formatwarning
+        if _BLAS_LIMIT is not None:
             _BLAS_LIMIT.restore_original_limits()
 
 
