@@ -59,7 +59,8 @@ def main(argv=None) -> int:
     p.add_argument("checkpoint", help="a .npz from train_ddsm.py, or its run folder")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--csv", help="write file,p_malignant,prediction rows here ('-' for stdout)")
-    p.add_argument("--backend", default="numpy", choices=("numpy", "numba", "cuda", "cuda-emu"))
+    p.add_argument("--backend", default="numpy", choices=("auto", "numpy", "numba", "cuda", "cuda-emu"),
+                   help="numpy by default: it starts at once, and a few images need no more; auto as in training")
     p.add_argument("--threshold", type=float, default=0.5, help="probability at which a ROI is called malignant")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
             p.error(f"--csv {args.csv}: " + ("is a folder" if Path(args.csv).is_dir() else f"no folder {folder}"))
     try:
         ckpt = find_checkpoint(Path(args.checkpoint))
-        net, info = load_model(ckpt, backend=args.backend)
+        net, info = load_model(ckpt, backend=backends.resolve(args.backend))
         prep = info["meta"].get("preprocessing")
         if not prep or "image_size" not in prep:
             raise CheckpointError(f"{ckpt} has no preprocessing settings: not a train_ddsm.py checkpoint")

@@ -138,22 +138,11 @@ def clear_run(folder: Path) -> None:
 
 
 def resolve_backend(name: str) -> str:
-    """auto: cuda when a GPU is present, else numba when installed, else numpy.
-
-    numba is taken whenever it imports because it was faster than numpy in every CPU
-    run we timed (a 3-5x shorter paper_net step in bench/RESULTS.md, and the default
-    synthetic run 89 s against 127 s in docs/paper.md), so no probe run is spent on
-    deciding."""
-    if name != "auto":
-        try:
-            backends.get(name)
-        except (backends.BackendUnavailable, ImportError) as e:
-            raise SystemExit(f"error: backend {name!r} is not available here: {e}")
-        return name
-    for candidate in ("cuda", "numba"):
-        if backends.available(candidate):
-            return candidate
-    return "numpy"
+    """tinycnn.backends.resolve ("auto": cuda, else numba, else numpy), or exit with why."""
+    try:
+        return backends.resolve(name)
+    except backends.BackendUnavailable as e:
+        raise SystemExit(f"error: backend {name!r} is not available here: {e}")
 
 
 def limit_blas_threads(args) -> str:

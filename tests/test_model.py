@@ -237,3 +237,19 @@ def test_layer_stack_that_does_not_fit_fails_at_construction():
         Sequential([Conv2D(4, 8, 3)], (1, 16, 16))
     with pytest.raises(ValueError, match="expects 10 features"):
         Sequential([Flatten(), Dense(10, 2)], (1, 4, 4))
+
+
+def test_auto_backend_is_cuda_then_numba_then_numpy():
+    import importlib.util
+
+    from tinycnn import backends
+
+    if backends.available("cuda"):
+        assert backends.resolve("auto") == "cuda"
+    elif importlib.util.find_spec("numba") is not None:  # a CPU machine with numba (CI): numba
+        assert backends.resolve("auto") == "numba"
+    else:
+        assert backends.resolve("auto") == "numpy"
+    assert backends.resolve("numpy") == "numpy"
+    with pytest.raises(ValueError, match="unknown backend"):
+        backends.resolve("tpu")

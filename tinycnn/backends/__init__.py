@@ -64,3 +64,24 @@ def available(name: str) -> bool:
         return True
     except (BackendUnavailable, ImportError):
         return False
+
+
+AUTO_ORDER = ("cuda", "numba", "numpy")
+
+
+def resolve(name: str) -> str:
+    """The backend name to use for `name`: "auto" is the first of AUTO_ORDER that works
+    here (cuda on a GPU, else numba when installed, else numpy); any other name is
+    checked and returned, or BackendUnavailable says why it cannot run here.
+
+    numba is taken whenever it imports because it was faster than numpy in every CPU
+    run we timed (a 3-5x shorter paper_net step in bench/RESULTS.md, and the default
+    synthetic run 89 s against 127 s in docs/paper.md), so no probe run is spent on
+    deciding."""
+    if name == "auto":
+        return next(n for n in AUTO_ORDER if available(n))
+    try:
+        get(name)
+    except ImportError as e:  # an optional dependency (numba, ...) is not installed
+        raise BackendUnavailable(str(e)) from e
+    return name
