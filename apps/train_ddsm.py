@@ -145,6 +145,9 @@ def resolve_backend(name: str) -> str:
         raise SystemExit(f"error: backend {name!r} is not available here: {e}")
 
 
+_BLAS_LIMIT = None  # threadpoolctl's limiter while main() runs, restored at its end
+
+
 def limit_blas_threads(args) -> str:
     """Small matrices gain nothing from BLAS threads, and on a busy machine idle-spinning
     threads made a 64 px step 6x slower (measured). Returns what the banner prints."""
@@ -160,20 +163,9 @@ def limit_blas_threads(args) -> str:
     return str(n)
 
 
-_BLAS_LIMIT = None
-
-
 def show_progress(args) -> bool:
     """Progress bars on a terminal only: a log file gets the per-epoch lines instead."""
     return not args.no_progress and sys.stderr.isatty()
-
-
-def device_name(backend) -> str:
-    fn = getattr(backend, "device_name", None)
-    try:
-        return fn() if fn else type(backend).__name__
-    except Exception:
-        return type(backend).__name__
 
 
 def dataset_options(args) -> dict:
@@ -210,7 +202,7 @@ def banner(args, rois, splits, net, backend_name, backend) -> str:
         lines.append(f"split    {split.protocol:7s} train {side_counts(rois.labels, split.train)}")
         lines.append(f"                 test  {side_counts(rois.labels, split.test)}")
     lines += ["", net.summary(batch_size=args.batch_size, compact=True), "",
-              f"backend  {backend_name} ({'chosen by auto' if args.backend == 'auto' else 'as asked'}) on {device_name(backend)}"
+              f"backend  {backend_name} ({'chosen by auto' if args.backend == 'auto' else 'as asked'}) on {backend.device_name()}"
               f"; BLAS threads: {args.blas_threads}",
               f"train    {args.epochs} epochs, batch {args.batch_size}, {args.optimizer} lr {args.lr:g} "
               f"({args.lr_schedule}), hidden {args.hidden}, seed {args.seed}",
@@ -220,7 +212,7 @@ def banner(args, rois, splits, net, backend_name, backend) -> str:
 
 def config_record(args, backend_name, backend) -> dict:
     cfg = {k: v for k, v in vars(args).items()}
-    cfg.update(backend_resolved=backend_name, device=device_name(backend), argv=sys.argv[1:])
+    cfg.update(backend_resolved=backend_name, device=backend.device_name(), argv=sys.argv[1:])
     return cfg
 
 
@@ -246,7 +238,7 @@ def run_protocol(args, rois, split, out_dir, backend_name, meta) -> dict | None:
     out.update(protocol=split.protocol, history=result.history, best_epoch=result.best_epoch,
                best_heldout_auc=max((h["test_auc"] for h in result.history), default=float("nan")),
                train_samples=int(len(split.train)), test_samples=int(len(split.test)),
-               leaked_test_samples=split.leaked_rois,
+               leaked_test_samples=split.leaked_samples,
                checkpoints={"last": str(result.last_path), "best": str(result.best_path) if result.best_path else None})
     curves = {"CNN": dict(metrics.roc_points(y_test, probs), auc=out["auc"])}
     if not args.no_baseline:
@@ -321,7 +313,7 @@ def train_and_report(args) -> int:
     for split in splits:
         if split.protocol == "paper":
             print(PAPER_WARNING, file=sys.stderr, flush=True)
-            print(f"         {split.leaked_rois} of {len(split.test)} test samples are copies of ROIs "
+            print(f"         {split.leaked_samples} of {len(split.test)} test samples are copies of ROIs "
                   f"that are also in training", file=sys.stderr, flush=True)
         out_dir = out_root / split.protocol if len(splits) > 1 else out_root
         print(f"-- protocol {split.protocol}: training into {out_dir}", flush=True)

@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench.steps import training_step  # noqa: E402
 from bench.torch_net import torch_available, torch_mirror  # noqa: E402
 from tinycnn import backends  # noqa: E402
-from tinycnn.gradcheck import OPS, rel_error, run_op  # noqa: E402
+from tinycnn.gradcheck import OPS, rel_error, run_op, to_backend  # noqa: E402
 from tinycnn.model import paper_net  # noqa: E402
 from tinycnn.shapes import conv_out_size, pool_out_size  # noqa: E402
 
@@ -93,10 +93,6 @@ class Case:
             else:
                 out[name] = rng.standard_normal(shape, dtype=np.float32)
         return out
-
-    def intensity(self, batch: int) -> float:
-        """FLOPs per byte of minimum traffic."""
-        return self.flops(batch) / self.bytes(batch)
 
 
 def paper_geometry(in_size: int = IN_SIZE):
@@ -228,7 +224,6 @@ def paper_param_shapes(hidden: int = HIDDEN, in_size: int = IN_SIZE) -> list[tup
 
 
 CASES = make_cases()
-CASE_BY_NAME = {c.name: c for c in CASES}
 
 
 # --------------------------------------------------------- the reference data
@@ -268,14 +263,11 @@ def _compute_reference(case: Case, batch: int) -> Reference:
     if case.kind == "op":
         # as run_op does, but the upstream gradient's shape is known only after the forward pass
         spec, be = OPS[case.op], backends.get("numpy")
-        arrays = {k: (be.asarray(v, dtype=np.int32) if k == "labels" else be.asarray(v))
-                  for k, v in ref.arrays.items()}
-        out, cache = spec.forward(be, arrays, **case.kwargs)
+        out, cache = spec.forward(be, to_backend(be, ref.arrays), **case.kwargs)
         ref.out = be.to_numpy(out).copy()
         if case.direction == "backward" or case.op == "softmax_cross_entropy":
             ref.dout = np.random.default_rng(1).standard_normal(np.shape(out)).astype(np.float32)
             grads = spec.backward(be, be.asarray(ref.dout), cache)
-            grads = grads if isinstance(grads, tuple) else (grads,)
             ref.grads = {name: be.to_numpy(g) for name, g in zip(spec.inputs, grads)}
     elif case.kind == "sgd":
         rng = np.random.default_rng(0)
@@ -505,8 +497,7 @@ class Ours(Impl):
         be, case = self.be, ref.case
         if case.kind == "op":
             spec = OPS[case.op]
-            sets = [{k: (be.asarray(v, dtype=np.int32) if k == "labels" else be.asarray(v))
-                     for k, v in ref.arrays.items()} for _ in range(copies)]
+            sets = [to_backend(be, ref.arrays) for _ in range(copies)]
             if case.direction == "forward":
                 calls = [lambda a=a: spec.forward(be, a, **case.kwargs) for a in sets]
             else:

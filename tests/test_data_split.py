@@ -53,7 +53,7 @@ def test_patient_protocol_augments_training_side_only(rng):
     assert set(s.train[:, 1]) == set(range(6)) and set(s.test[:, 1]) == {0}
     assert len(s.train) == 6 * len(np.unique(s.train[:, 0]))
     assert not set(patients[s.train[:, 0]]) & set(patients[s.test[:, 0]])
-    assert s.leaked_rois == 0
+    assert s.leaked_samples == 0
 
 
 def test_leak_is_caught():
@@ -70,7 +70,7 @@ def test_paper_protocol_leaks_copies_across_the_split(rng):
     assert len(s.train) + len(s.test) == 6 * len(labels)
     assert abs(len(s.test) - 0.2 * 6 * len(labels)) <= 1
     assert set(s.test[:, 1]) == set(range(6))
-    assert s.leaked_rois > 0.9 * len(s.test)  # almost every test ROI has a rotated twin in training
+    assert s.leaked_samples > 0.9 * len(s.test)  # almost every test ROI has a rotated twin in training
 
 
 def test_synthetic_is_deterministic_and_balanced():

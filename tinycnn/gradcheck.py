@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -55,18 +55,20 @@ class OpSpec:
 
     inputs: names of the differentiable arrays, in the order backward returns
     their gradients. forward(backend, arrays, **kw) -> (out, cache);
-    backward(backend, dout, cache) -> tuple of gradients (same order as inputs).
+    backward(backend, dout, cache) -> tuple of gradients (same order as inputs),
+    a tuple even for one input. Labels travel in `arrays` as integers, never
+    differentiated.
     """
 
     name: str
     inputs: tuple[str, ...]
     forward: Callable
     backward: Callable
-    extra: dict = field(default_factory=dict)  # non-differentiable arrays (labels)
 
 
-def _as_tuple(g):
-    return g if isinstance(g, tuple) else (g,)
+def to_backend(be, arrays: dict) -> dict:
+    """Host arrays -> the backend's arrays: floats in the backend's dtype, labels int32."""
+    return {k: be.asarray(v, dtype=np.int32) if k == "labels" else be.asarray(v) for k, v in arrays.items()}
 
 
 OPS = {
@@ -103,11 +105,10 @@ def run_op(spec: OpSpec, backend, arrays: dict, dout=None, **kw):
     """Forward (and backward when dout is given) of one op on one backend, with host
     NumPy arrays in and out. Returns (out, grads) with grads a dict by input name."""
     be = backends.get(backend)
-    dev = {k: (be.asarray(v) if k != "labels" else be.asarray(v, dtype=np.int32)) for k, v in arrays.items()}
-    out, cache = spec.forward(be, dev, **kw)
+    out, cache = spec.forward(be, to_backend(be, arrays), **kw)
     grads = {}
     if dout is not None:
-        g = _as_tuple(spec.backward(be, be.asarray(dout), cache))
+        g = spec.backward(be, be.asarray(dout), cache)
         grads = {name: be.to_numpy(gi) for name, gi in zip(spec.inputs, g)}
     return be.to_numpy(out), grads
 

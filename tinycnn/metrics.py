@@ -11,7 +11,9 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 
 def softmax_positive(logits: np.ndarray) -> np.ndarray:
-    """P(class 1) from (N, 2) logits, computed stably."""
+    """P(class 1) from (N, 2) logits, computed stably in float64 on the host: a
+    confident network's probabilities crowd against 1.0, where float32 (the backends'
+    softmax) would turn distinct scores into ties and move the ROC."""
     logits = np.asarray(logits, dtype=np.float64)
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)

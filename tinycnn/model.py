@@ -68,7 +68,8 @@ class Sequential:
         return sum(p.size for p in self.parameters())
 
     def init_params(self, seed: int = 0) -> "Sequential":
-        """He initialisation of every parameter from one seeded generator."""
+        """Initialise every layer from one seeded generator: He-normal weights (each
+        Dense's `gain` sets the scale; the logits layer uses gain 1, LeCun), zero biases."""
         rng = np.random.default_rng(seed)
         for layer in self.layers:
             layer.init_params(rng)

@@ -264,9 +264,10 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         last, best = self.out_dir / LAST, self.out_dir / BEST
         c, s = self.config, self.state
+        ev = None  # the latest evaluation: the final model's, once the last epoch ends
         with _StopFlag() as flag:
             while s.epoch < c.epochs:
-                if self._run_epoch(flag, last):
+                if self._run_epoch(flag):
                     self.save(last)
                     self.log(f"stopped at epoch {s.epoch + 1}, batch {s.batch}/{self.steps_per_epoch}; "
                              f"saved {last}; continue with --resume")
@@ -289,7 +290,7 @@ class Trainer:
                 self.save(last)
                 if improved:
                     self.save(best)
-        probs = self.evaluate()["probs"]
+        probs = (ev or self.evaluate())["probs"]  # evaluated here only when resuming a finished run
         return TrainResult("done", s.history, s.best_epoch, last, best if best.exists() else None, probs)
 
     def loader(self, epoch: int, start_batch: int = 0) -> BatchLoader:
@@ -322,7 +323,7 @@ class Trainer:
         s.batch += 1
         s.global_step += 1
 
-    def _run_epoch(self, flag: _StopFlag, last: Path) -> bool:
+    def _run_epoch(self, flag: _StopFlag) -> bool:
         """Train the rest of the current epoch. True if asked to stop part-way."""
         c, s = self.config, self.state
         loader = self.loader(s.epoch, s.batch)

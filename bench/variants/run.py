@@ -48,7 +48,7 @@ class Variant:
     number: int
     file: str            # in bench/variants/
     entry: str           # the kernel the harness launches
-    launch: Callable     # (variant, run, arrays, shape) -> output array; run(name, grid, block, args)
+    launch: Callable     # (variant, run, arrays, shape, empty) -> output array; run(name, grid, block, args)
     supports: Callable = lambda shape: True
 
     @property

@@ -2,8 +2,8 @@
 
 A backend is an object that implements the op contract of docs/design.md
 (``conv2d_forward``/``conv2d_backward``, ``relu_*``, ``maxpool2d_*``, ``dense_*``,
-``dropout_*``, ``softmax_cross_entropy``, ``sgd_update``, ``adam_update``) plus
-``asarray``, ``to_numpy``, ``zeros`` and ``synchronize``. Backends are imported lazily,
+``dropout_*``, ``softmax_cross_entropy``, ``softmax``, ``sgd_update``, ``adam_update``)
+plus ``asarray``, ``to_numpy``, ``zeros``, ``synchronize`` and ``device_name``. Backends are imported lazily,
 so that ``get("numpy")`` never imports CuPy.
 """
 

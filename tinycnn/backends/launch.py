@@ -275,6 +275,7 @@ class KernelBackend:
         return out, out
 
     def relu_backward(self, dout, cache):
+        """dout (any shape) -> dx = dout where the forward output was > 0, else 0."""
         out = cache
         dout = self._f32(dout)
         dx = self._empty(dout.shape)
@@ -295,6 +296,7 @@ class KernelBackend:
         return out, (x.shape, arg, size, stride)
 
     def maxpool2d_backward(self, dout, cache):
+        """dout (N, C, OH, OW) -> dx (N, C, H, W): each window's gradient to its winner."""
         x_shape, arg, size, stride = cache
         dout = self._f32(dout)
         n, c, h, wd = x_shape
@@ -338,7 +340,8 @@ class KernelBackend:
     # ----------------------------------------------------------------- dropout
     def dropout_forward(self, x, p: float, seed: int, train: bool = True):
         """Inverted dropout; the mask of flat element i is Philox(seed, i) (kernels/philox.cuh).
-        The cache is the seed: the backward pass recomputes the mask."""
+        No mask is stored: the cache is the kernel's trailing arguments (size, seed words,
+        threshold, scale), from which the backward kernel recomputes the mask."""
         x = self._f32(x)
         if not train or p == 0.0:
             return x, None
@@ -351,6 +354,7 @@ class KernelBackend:
         return out, args
 
     def dropout_backward(self, dout, cache):
+        """dout (any shape) -> dx = keep * dout * scale, the mask recomputed from the seed."""
         dout = self._f32(dout)
         if cache is None:
             return dout

@@ -517,19 +517,24 @@ class NumbaBackend(HostArrays):
         oh, ow = conv_out_size(h, kh, stride, pad), conv_out_size(wd, kw, stride, pad)
         return x, w, b, oh, ow
 
-    def _conv_gemm_chunks(self, xp, w, b, stride, oh, ow):
-        """Yield (n0, nb, cols, wmat) chunk by chunk: cols (nb, C*KH*KW + 1, OH*OW)
-        holds the chunk's columns (overwritten by the next chunk); wmat = [W | b]."""
+    @staticmethod
+    def _wmat(w, b):
+        """[W | b]: (F, C*KH*KW + 1), the weights beside the bias, for cols' row of ones."""
+        f = w.shape[0]
+        return np.concatenate([w.reshape(f, -1), b.reshape(f, 1)], axis=1)
+
+    def _conv_col_chunks(self, xp, kh, kw, stride, oh, ow):
+        """Yield (n0, nb, cols) chunk by chunk: cols (nb, C*KH*KW + 1, OH*OW) holds the
+        chunk's columns and a last row of ones (the bias's input); it is overwritten
+        by the next chunk."""
         n, c = xp.shape[0], xp.shape[1]
-        f, _, kh, kw = w.shape
         k = c * kh * kw
-        wmat = np.concatenate([w.reshape(f, k), b.reshape(f, 1)], axis=1)  # (F, K + 1)
         nb_max = _chunk((k + 1) * oh * ow * xp.itemsize, n)
         cols = np.empty((nb_max, k + 1, oh * ow), dtype=xp.dtype)
         for n0 in range(0, n, nb_max):
             nb = min(nb_max, n - n0)
             _im2col(xp, n0, nb, kh, kw, stride, oh, ow, cols)
-            yield n0, nb, cols[:nb], wmat
+            yield n0, nb, cols[:nb]
 
     def conv2d_forward(self, x, w, b, stride: int = 1, pad: int = 0):
         """2-D convolution; x (N, C, H, W), w (F, C, KH, KW), b (F,) -> (N, F, OH, OW).
@@ -544,7 +549,8 @@ class NumbaBackend(HostArrays):
         if w[0].size <= DIRECT_MAX_K:
             _conv_direct_forward(xp, w, b, stride, out)
         else:
-            for n0, nb, cols, wmat in self._conv_gemm_chunks(xp, w, b, stride, oh, ow):
+            wmat = self._wmat(w, b)
+            for n0, nb, cols in self._conv_col_chunks(xp, *w.shape[2:], stride, oh, ow):
                 np.matmul(wmat, cols, out=out[n0 : n0 + nb].reshape(nb, f, oh * ow))
         return out, (x.shape, xp, w, stride, pad)
 
@@ -577,10 +583,9 @@ class NumbaBackend(HostArrays):
             grad = np.zeros((f, k + 1), dtype=np.float64)
             wmat_t = np.ascontiguousarray(w.reshape(f, k).T)  # (K, F)
             dcols = None
-            b0 = np.zeros(f, dtype=xp.dtype)  # the bias row of cols is not needed here
-            for n0, nb, cols, _ in self._conv_gemm_chunks(xp, w, b0, stride, oh, ow):
+            for n0, nb, cols in self._conv_col_chunks(xp, kh, kw, stride, oh, ow):
                 d = dout_chunk(n0, nb)
-                grad += np.matmul(d, cols.transpose(0, 2, 1)).sum(axis=0)
+                grad += np.matmul(d, cols.transpose(0, 2, 1)).sum(axis=0)  # [dW | db]: the ones row gives db
                 if dcols is None:
                     dcols = np.empty((cols.shape[0], k, oh * ow), dtype=xp.dtype)
                 np.matmul(wmat_t, d, out=dcols[:nb])
@@ -733,8 +738,8 @@ class NumbaBackend(HostArrays):
         if w[0].size <= DIRECT_MAX_K:
             _conv_direct_relu_pool_forward(xp, w, b, stride, oh, ow, pool_size, pool_stride, out, arg)
         else:
-            conv = None
-            for n0, nb, cols, wmat in self._conv_gemm_chunks(xp, w, b, stride, oh, ow):
+            conv, wmat = None, self._wmat(w, b)
+            for n0, nb, cols in self._conv_col_chunks(xp, *w.shape[2:], stride, oh, ow):
                 if conv is None:
                     conv = np.empty((cols.shape[0], f, oh, ow), dtype=x.dtype)
                 np.matmul(wmat, cols, out=conv[:nb].reshape(nb, f, oh * ow))

@@ -32,7 +32,7 @@ class Split:
     protocol: str
     train: np.ndarray  # (K, 2) samples (ROI index, transform)
     test: np.ndarray  # (M, 2)
-    leaked_rois: int = 0  # test samples whose ROI also has a copy in training (paper protocol)
+    leaked_samples: int = 0  # test samples whose ROI also has a copy in training (paper protocol)
 
 
 def assert_patient_disjoint(patients: np.ndarray, train_rois, test_rois) -> None:
@@ -100,5 +100,5 @@ def make_split(protocol: str, labels, patients, seed: int = 0, test_fraction: fl
         _check_both_classes(labels, np.unique(train[:, 0]), "training")
         _check_both_classes(labels, np.unique(test[:, 0]), "test")
         leaked = int(np.isin(test[:, 0], train[:, 0]).sum())
-        return Split("paper", train, test, leaked_rois=leaked)
+        return Split("paper", train, test, leaked_samples=leaked)
     raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")

@@ -16,7 +16,8 @@ and every ROI is later scaled to zero mean and unit variance, so neither overall
 brightness nor where the mass sits gives the class away: margin, spicules and
 calcifications (shape and texture) decide. A logistic regression on pixels has
 little to hold on to; a CNN does well. Every ROI is drawn from its own generator
-keyed by (seed, index), so a set is the same whatever its size or image size order.
+keyed by (seed, index), so ROI i is the same picture in a set of any size, drawn in
+any order.
 
 Pseudo patients: two ROIs per patient (as two views of one lesion would be), with
 the same label, so that the patient split has something to respect.
@@ -28,8 +29,7 @@ import numpy as np
 
 from ..progress import tracked
 
-GENERATOR_VERSION = 4  # bump when the pictures change: it is part of the cache key
-VERSION = GENERATOR_VERSION  # the registry's name for it
+VERSION = 4  # bump when the pictures change: it is part of the cache key
 DEFAULT_SIZE = 64  # the synthetic default renders small so the default run fits a 2-core CPU
 ROIS_PER_PATIENT = 2
 
@@ -157,7 +157,7 @@ def generate(benign: int = 600, malignant: int = 600, size: int = DEFAULT_SIZE, 
 
 # ----------------------------------------------------------------- the registry's reader
 def fingerprint(data_dir=None, benign: int = 600, malignant: int = 600, seed: int = 0) -> dict:
-    return {"generator": GENERATOR_VERSION}
+    return {"generator": VERSION}
 
 
 def read(data_dir=None, image_size: int = DEFAULT_SIZE, strict: bool = False,
