@@ -169,3 +169,22 @@ def test_float32_is_the_default_and_kept(rng):
     out, cache = be.conv2d_forward(x, w, b)
     assert out.dtype == np.float32
     assert all(g.dtype == np.float32 for g in be.conv2d_backward(out, cache))
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba", "cuda-emu"])
+def test_every_backend_rejects_bad_arguments_alike(name, rng):
+    from helpers import backend_or_skip
+
+    be = backend_or_skip(name)
+
+    def f32(*shape):
+        return be.asarray(rng.standard_normal(shape).astype(np.float32))
+
+    with pytest.raises(ValueError, match="conv2d: input has 2 channels but the filters expect 3"):
+        be.conv2d_forward(f32(1, 2, 5, 5), f32(1, 3, 3, 3), f32(1))
+    with pytest.raises(ValueError, match=r"dense: input of shape \(2, 5\) does not fit weights of shape \(4, 3\)"):
+        be.dense_forward(f32(2, 5), f32(4, 3), f32(3))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        be.softmax_cross_entropy(f32(3, 2), np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="labels of shape"):
+        be.softmax_cross_entropy(f32(3, 2), np.array([0, 1]))

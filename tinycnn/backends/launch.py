@@ -31,7 +31,7 @@ import re
 import numpy as np
 
 from ..philox import keep_threshold, seed_to_key
-from ..shapes import conv_out_size, pool_out_size
+from ..shapes import check_dense, check_labels, conv2d_out_hw, conv_out_size, pool_out_size
 
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "kernels")
 
@@ -210,12 +210,10 @@ class KernelBackend:
         """x (N, C, H, W), w (F, C, KH, KW), b (F,) -> out (N, F, OH, OW); see kernels/conv2d.cu."""
         x, w, b = self._f32(x), self._f32(w), self._f32(b)
         n, c, h, wd = x.shape
-        f, c_w, kh, kw = w.shape
-        if c != c_w:
-            raise ValueError(f"conv2d: input has {c} channels but the filters expect {c_w}")
+        f, _, kh, kw = w.shape
         if b.shape != (f,):
             raise ValueError(f"conv2d: bias of shape {b.shape} for {f} filters")
-        oh, ow = conv_out_size(h, kh, stride, pad), conv_out_size(wd, kw, stride, pad)
+        oh, ow = conv2d_out_hw(x.shape, w.shape, stride, pad)
         _check_size(x.size, w.size, n * f * oh * ow)
         out = self._empty((n, f, oh, ow))
         if out.size:
@@ -312,8 +310,7 @@ class KernelBackend:
     def dense_forward(self, x, w, b):
         """y (N, M) = x (N, D) @ w (D, M) + b (M,)."""
         x, w, b = self._f32(x), self._f32(w), self._f32(b)
-        if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
-            raise ValueError(f"dense: input has {x.shape[1]} features but the weights expect {w.shape[0]}")
+        check_dense(x.shape, w.shape)
         n, d = x.shape
         m = w.shape[1]
         y = self._empty((n, m))
@@ -371,10 +368,7 @@ class KernelBackend:
         out-of-range one makes the loss NaN)."""
         if isinstance(labels, np.ndarray) or not hasattr(labels, "__cuda_array_interface__"):
             host = np.asarray(labels)
-            if host.shape != (n,):
-                raise ValueError(f"softmax_cross_entropy: labels of shape {host.shape} for {n} logits rows")
-            if host.size and (host.min() < 0 or host.max() >= k):
-                raise ValueError(f"softmax_cross_entropy: labels must lie in [0, {k})")
+            check_labels(host, n, k)
             return self.asarray(host, dtype=np.int32)
         if tuple(labels.shape) != (n,):
             raise ValueError(f"softmax_cross_entropy: labels of shape {tuple(labels.shape)} for {n} logits rows")

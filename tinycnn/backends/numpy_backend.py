@@ -16,7 +16,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..philox import dropout_keep_mask
-from ..shapes import conv_out_size, pool_out_size
+from ..shapes import check_dense, check_labels, conv2d_out_hw, pool_out_size
 
 
 def _windows(xp: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int, axes=(1, 2)) -> np.ndarray:
@@ -85,10 +85,8 @@ class NumpyBackend(HostArrays):
         NHWC copy of the input, so each copied run is C contiguous numbers.
         """
         n, c, h, wd = x.shape
-        f, c_w, kh, kw = w.shape
-        if c != c_w:
-            raise ValueError(f"conv2d: input has {c} channels but the filters expect {c_w}")
-        oh, ow = conv_out_size(h, kh, stride, pad), conv_out_size(wd, kw, stride, pad)
+        f, _, kh, kw = w.shape
+        oh, ow = conv2d_out_hw(x.shape, w.shape, stride, pad)
         xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
         xp = xp.transpose(0, 2, 3, 1)                                   # (N, Hp, Wp, C), a view
         win = _windows(xp, kh, kw, stride, oh, ow, axes=(1, 2))         # (N, OH, OW, C, KH, KW)
@@ -191,8 +189,7 @@ class NumpyBackend(HostArrays):
     # ------------------------------------------------------------------- dense
     def dense_forward(self, x, w, b):
         """y = x @ w + b.   x: (N, D), w: (D, M), b: (M,) -> y: (N, M)."""
-        if x.shape[1] != w.shape[0]:
-            raise ValueError(f"dense: input has {x.shape[1]} features but the weights expect {w.shape[0]}")
+        check_dense(x.shape, w.shape)
         return x @ w + b, (x, w)
 
     def dense_backward(self, dout, cache):
@@ -233,10 +230,7 @@ class NumpyBackend(HostArrays):
         """
         n, k = logits.shape
         labels = np.asarray(labels).astype(np.int64, copy=False)
-        if labels.shape != (n,):
-            raise ValueError(f"softmax_cross_entropy: labels of shape {labels.shape} for {n} logits rows")
-        if labels.size and (labels.min() < 0 or labels.max() >= k):
-            raise ValueError(f"softmax_cross_entropy: labels must lie in [0, {k})")
+        check_labels(labels, n, k)
         shifted = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
         sumexp = exp.sum(axis=1, keepdims=True)
