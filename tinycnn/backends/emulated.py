@@ -35,6 +35,7 @@ import threading
 
 import numpy as np
 
+from .. import paths
 from . import BackendUnavailable
 from .launch import KERNEL_DIR, KernelBackend, kernel_sources
 from .numpy_backend import HostArrays
@@ -53,15 +54,8 @@ _library = None
 
 
 def cache_dir() -> str:
-    """$TINYCNN_CACHE, else ~/.cache/tinycnn, else (home not writable) a folder in the temp dir."""
-    path = os.environ.get("TINYCNN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tinycnn")
-    try:
-        os.makedirs(path, exist_ok=True)
-        if os.access(path, os.W_OK):
-            return path
-    except OSError:
-        pass
-    return os.path.join(tempfile.gettempdir(), f"tinycnn-cache-{os.getuid() if hasattr(os, 'getuid') else 0}")
+    """The folder for built libraries: tinycnn.paths.cache_dir()."""
+    return str(paths.cache_dir())
 
 
 def _compiler() -> str:

@@ -15,21 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import paths
 from ..model import atomic_savez
 
 
 def default_cache_dir() -> Path:
-    """$TINYCNN_CACHE, else ~/.cache/tinycnn (or a temp folder when home is read-only)."""
-    env = os.environ.get("TINYCNN_CACHE")
-    if env:
-        return Path(env)
-    home = Path(os.path.expanduser("~")) / ".cache" / "tinycnn"
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        return home
-    except OSError:
-        import tempfile
-        return Path(tempfile.gettempdir()) / "tinycnn-cache"
+    """The folder for preprocessed datasets: tinycnn.paths.cache_dir()."""
+    return paths.cache_dir()
 
 
 def file_fingerprint(paths, root) -> list:
