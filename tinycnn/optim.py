@@ -11,14 +11,23 @@ import math
 
 import numpy as np
 
+from . import backends
+
 
 class Optimizer:
-    def __init__(self, params, lr: float):
+    """The parameters, the learning rate, the step count and the backend whose update
+    op does the arithmetic; subclasses add their buffers (on that backend)."""
+
+    def __init__(self, params, lr: float, backend=None):
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got no parameters")
         self.lr = float(lr)
         self.steps = 0
+        self.backend = backends.get(backend or "numpy")
+
+    def _zeros_like_params(self) -> list:
+        return [self.backend.zeros(p.shape, dtype=p.value.dtype) for p in self.params]
 
     def step(self) -> None:
         raise NotImplementedError
@@ -31,15 +40,16 @@ class Optimizer:
     def _buffers(self) -> dict[str, list]:
         return {}
 
-    def state_arrays(self, to_numpy) -> dict[str, np.ndarray]:
+    def state_arrays(self) -> dict[str, np.ndarray]:
         """Optimizer state as host arrays (for checkpoints): step count and buffers."""
         out = {"steps": np.array(self.steps)}
         for name, bufs in self._buffers().items():
             for i, b in enumerate(bufs):
-                out[f"{name}.{i}"] = to_numpy(b)
+                out[f"{name}.{i}"] = self.backend.to_numpy(b)
         return out
 
-    def load_state_arrays(self, arrays: dict, asarray) -> None:
+    def load_state_arrays(self, arrays: dict) -> None:
+        """The inverse of state_arrays: buffers back onto this optimizer's backend."""
         self.steps = int(arrays["steps"])
         for name, bufs in self._buffers().items():
             for i in range(len(bufs)):
@@ -49,7 +59,7 @@ class Optimizer:
                 if tuple(arrays[key].shape) != tuple(bufs[i].shape):
                     raise ValueError(f"optimizer buffer {key} has shape {arrays[key].shape}, "
                                      f"the parameter has {tuple(bufs[i].shape)}")
-                bufs[i] = asarray(arrays[key])
+                bufs[i] = self.backend.asarray(arrays[key])
 
 
 class SGD(Optimizer):
@@ -57,11 +67,9 @@ class SGD(Optimizer):
     v = momentum * v + (grad + weight_decay * w);  w -= lr * v."""
 
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0, backend=None):
-        super().__init__(params, lr)
-        from . import backends
-        self.backend = backends.get(backend or "numpy")
+        super().__init__(params, lr, backend)
         self.momentum, self.weight_decay = float(momentum), float(weight_decay)
-        self.velocity = [self.backend.zeros(p.shape, dtype=p.value.dtype) for p in self.params]
+        self.velocity = self._zeros_like_params()
 
     def _buffers(self):
         return {"velocity": self.velocity}
@@ -78,13 +86,10 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, backend=None):
-        super().__init__(params, lr)
-        from . import backends
-        self.backend = backends.get(backend or "numpy")
+        super().__init__(params, lr, backend)
         self.beta1, self.beta2 = map(float, betas)
         self.eps, self.weight_decay = float(eps), float(weight_decay)
-        self.m = [self.backend.zeros(p.shape, dtype=p.value.dtype) for p in self.params]
-        self.v = [self.backend.zeros(p.shape, dtype=p.value.dtype) for p in self.params]
+        self.m, self.v = self._zeros_like_params(), self._zeros_like_params()
 
     def _buffers(self):
         return {"m": self.m, "v": self.v}

@@ -204,8 +204,7 @@ class Trainer:
                 "test_samples": samples_digest(self.test_samples)}
 
     def save(self, path: Path) -> None:
-        be = self.net.backend
-        extra = {f"opt.{k}": v for k, v in self.opt.state_arrays(be.to_numpy).items()}
+        extra = {f"opt.{k}": v for k, v in self.opt.state_arrays().items()}
         s = self.state
         extra["position"] = np.array([s.epoch, s.batch, s.global_step, s.correct, s.seen], dtype=np.int64)
         extra["loss_sum"] = np.array(s.loss_sum, dtype=np.float64)
@@ -228,7 +227,7 @@ class Trainer:
             details = ", ".join(f"{k}: checkpoint {found.get(k)!r}, now {expected[k]!r}" for k in diffs)
             raise ResumeError(f"cannot resume from {path}: this run differs in {details}")
         opt_state = {k[len("opt."):]: v for k, v in extra.items() if k.startswith("opt.")}
-        self.opt.load_state_arrays(opt_state, self.net.backend.asarray)
+        self.opt.load_state_arrays(opt_state)
         epoch, batch, step, correct, seen = (int(v) for v in extra["position"])
         self.state = TrainState(epoch, batch, step, float(extra["loss_sum"]), correct, seen,
                                 list(meta.get("history", [])), float(meta.get("best_auc", -1.0)),
