@@ -287,55 +287,49 @@ def main(argv=None) -> int:
             _BLAS_LIMIT.restore_original_limits()
 
 
-def train_and_report(args) -> int:
-    started = time.time()
-    backend_name = resolve_backend(args.backend)
-    args.blas_threads = limit_blas_threads(args)
-    backend = backends.get(backend_name)
+def error(message, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def load_data(args):
+    """(rois, [split per protocol]); DataError or PatientLeak when the data cannot be used."""
+    rois = load_dataset(args.dataset, args.data_dir, image_size=args.image_size, strict=args.strict,
+                        cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=show_progress(args),
+                        **dataset_options(args))
+    protocols = ["patient", "paper"] if args.protocol == "both" else [args.protocol]
+    splits = [make_split(p, rois.labels, rois.patients, seed=args.seed,
+                         official_side=rois.side if p == "patient" else None) for p in protocols]
+    return rois, splits
+
+
+def train_protocol(args, rois, split, out_dir, backend_name, meta) -> dict | int:
+    """run_protocol's metrics, or the exit code of the way it stopped (after saying why)."""
+    if split.protocol == "paper":
+        print(PAPER_WARNING, file=sys.stderr, flush=True)
+        print(f"         {split.leaked_samples} of {len(split.test)} test samples are copies of ROIs "
+              f"that are also in training", file=sys.stderr, flush=True)
+    print(f"-- protocol {split.protocol}: training into {out_dir}", flush=True)
     try:
-        rois = load_dataset(args.dataset, args.data_dir, image_size=args.image_size, strict=args.strict,
-                            cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=show_progress(args),
-                            **dataset_options(args))
-        protocols = ["patient", "paper"] if args.protocol == "both" else [args.protocol]
-        splits = [make_split(p, rois.labels, rois.patients, seed=args.seed,
-                             official_side=rois.side if p == "patient" else None) for p in protocols]
-    except (DataError, PatientLeak) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    probe = paper_net(hidden=args.hidden, in_size=args.image_size, backend="numpy", seed=args.seed)
-    print(banner(args, rois, splits, probe, backend_name, backend), flush=True)
-    meta = {"preprocessing": preprocess.settings(args.image_size), "classes": ["benign", "malignant"],
-            "dataset": args.dataset, "config": config_record(args, backend_name, backend)}
+        result = run_protocol(args, rois, split, out_dir, backend_name, meta)
+    except NonFiniteLoss as e:
+        return error(e, 3)
+    except CheckpointError as e:
+        return error(e, 2)
+    except OSError as e:  # out folder not writable, disk full, ...: what was saved before stays
+        return error(f"cannot write the run to {out_dir}: {e}", 2)
+    except KeyboardInterrupt:
+        print("aborted (second Ctrl-C): the last checkpoint on disk is intact", file=sys.stderr)
+        return 130
+    return 130 if result is None else result  # None: stopped by Ctrl-C after saving
+
+
+def write_report(args, rois, results: dict, meta: dict, started: float) -> int:
+    """metrics.json (the patient split's numbers first, every protocol's beside them)
+    and the console's Table III."""
     out_root = Path(args.out)
-    if args.overwrite:
-        clear_run(out_root)
-    results = {}
-    for split in splits:
-        if split.protocol == "paper":
-            print(PAPER_WARNING, file=sys.stderr, flush=True)
-            print(f"         {split.leaked_samples} of {len(split.test)} test samples are copies of ROIs "
-                  f"that are also in training", file=sys.stderr, flush=True)
-        out_dir = out_root / split.protocol if len(splits) > 1 else out_root
-        print(f"-- protocol {split.protocol}: training into {out_dir}", flush=True)
-        try:
-            r = run_protocol(args, rois, split, out_dir, backend_name, meta)
-        except NonFiniteLoss as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 3
-        except CheckpointError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        except OSError as e:  # out folder not writable, disk full, ...: what was saved before stays
-            print(f"error: cannot write the run to {out_dir}: {e}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("aborted (second Ctrl-C): the last checkpoint on disk is intact", file=sys.stderr)
-            return 130
-        if r is None:
-            return 130  # stopped by Ctrl-C after saving
-        results[split.protocol] = r
     main_result = results.get("patient") or next(iter(results.values()))
-    record = {k: v for k, v in main_result.items()}
+    record = dict(main_result)
     record.update(dataset={"name": args.dataset, "data_dir": args.data_dir, **rois.counts(),
                            "skipped": rois.skipped, "notes": rois.notes},
                   config=meta["config"], preprocessing=meta["preprocessing"],
@@ -346,8 +340,7 @@ def train_and_report(args) -> int:
         out_root.mkdir(parents=True, exist_ok=True)
         report.write_metrics(out_root / "metrics.json", record)
     except OSError as e:
-        print(f"error: cannot write {out_root / 'metrics.json'}: {e}; the checkpoints are saved", file=sys.stderr)
-        return 2
+        return error(f"cannot write {out_root / 'metrics.json'}: {e}; the checkpoints are saved", 2)
     print()
     print(report.table_three(table_rows(args, results)))
     r = main_result
@@ -356,6 +349,31 @@ def train_and_report(args) -> int:
           f"specificity {r['specificity']:.3f}; confusion [[TN, FP], [FN, TP]] = {r['confusion_matrix']}")
     print(f"wrote {out_root / 'metrics.json'} and plots; {record['wall_seconds']:.0f} s in all")
     return 0
+
+
+def train_and_report(args) -> int:
+    started = time.time()
+    backend_name = resolve_backend(args.backend)
+    args.blas_threads = limit_blas_threads(args)
+    backend = backends.get(backend_name)
+    try:
+        rois, splits = load_data(args)
+    except (DataError, PatientLeak) as e:
+        return error(e, 2)
+    probe = paper_net(hidden=args.hidden, in_size=args.image_size, backend="numpy", seed=args.seed)
+    print(banner(args, rois, splits, probe, backend_name, backend), flush=True)
+    meta = {"preprocessing": preprocess.settings(args.image_size), "classes": ["benign", "malignant"],
+            "dataset": args.dataset, "config": config_record(args, backend_name, backend)}
+    if args.overwrite:
+        clear_run(Path(args.out))
+    results = {}
+    for split in splits:
+        out_dir = Path(args.out) / split.protocol if len(splits) > 1 else Path(args.out)
+        result = train_protocol(args, rois, split, out_dir, backend_name, meta)
+        if isinstance(result, int):
+            return result
+        results[split.protocol] = result
+    return write_report(args, rois, results, meta, started)
 
 
 if __name__ == "__main__":
