@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.steps import cpu_description, host_times, torch_training_step, training_step  # noqa: E402
+from bench.steps import cpu_description, describe, host_times, torch_training_step, training_step  # noqa: E402
 from bench.torch_net import check_mirror, torch_available, torch_mirror  # noqa: E402
 from tinycnn import backends  # noqa: E402
 from tinycnn.gradcheck import rel_error  # noqa: E402
@@ -307,10 +307,6 @@ def format_op_table(rows) -> str:
         r2 = f"{tot['numba'] / tot['torch']:.2f}" if "torch" in tot and tot["torch"] > 0 else ""
         lines.append(f"| {label:<34} | " + " | ".join(cells) + f" | {r1} | {r2} |")
     return "\n".join(lines)
-
-
-def describe(times: list[float]) -> str:
-    return f"{statistics.median(times):7.3f} s (min {min(times):.3f}, max {max(times):.3f})"
 
 
 def main(argv=None) -> int:

@@ -20,13 +20,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.steps import cpu_description, host_times, torch_training_step, training_step  # noqa: E402
+from bench.steps import cpu_description, describe, host_times, torch_training_step, training_step  # noqa: E402
 from bench.torch_net import check_mirror, torch_available, torch_mirror  # noqa: E402
 from tinycnn.model import paper_net  # noqa: E402
-
-
-def describe(times: list[float]) -> str:
-    return f"{statistics.median(times):7.3f} s (min {min(times):.3f}, max {max(times):.3f})"
 
 
 def main(argv=None) -> int:

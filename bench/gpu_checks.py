@@ -29,6 +29,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.steps import git_commit  # noqa: E402
 
 # name -> (command, time limit in s, regex of the lines worth quoting in the entry)
 STEPS = {
@@ -56,16 +59,6 @@ def device_lines() -> list[str]:
                 f"driver: CUDA {rt.driverGetVersion()}, runtime {rt.runtimeGetVersion()}, CuPy {cupy.__version__}"]
     except Exception as e:  # no driver or no device: say so, the steps will skip
         return [f"no usable CUDA device: {e}"]
-
-
-def commit_of(given: str | None) -> str:
-    if given:
-        return given
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git here: pass --commit)"
 
 
 def run_step(name: str, out_dir: str) -> tuple[int | str, float, list[str]]:
@@ -104,7 +97,7 @@ def main(argv=None) -> int:
     os.makedirs(out_dir, exist_ok=True)
 
     entry = [f"## {now:%Y-%m-%d %H:%M} UTC: GPU run", ""] + [f"- {line}" for line in device_lines()]
-    entry += [f"- commit: {commit_of(args.commit)}; host: {platform.node()}, Python {platform.python_version()}", ""]
+    entry += [f"- commit: {args.commit or git_commit()}; host: {platform.node()}, Python {platform.python_version()}", ""]
     for name in names:
         print(f"-- {name}: {' '.join(STEPS[name][0][1:])}", flush=True)
         code, seconds, lines = run_step(name, out_dir)

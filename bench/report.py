@@ -25,14 +25,13 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.steps import cpu_description  # noqa: E402
+from bench.steps import cpu_description, git_commit  # noqa: E402
 from bench.ops import CASES, IMPLS, clear_reference, gpu_properties, prepare, summarize  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -51,18 +50,6 @@ def fmt_time(seconds: float) -> str:
 def fmt_cell(stats: dict) -> str:
     spread = (stats["q3"] - stats["q1"]) / 2 / stats["median"] * 100 if stats["median"] else 0.0
     return f"{fmt_time(stats['median'])} ±{spread:.0f}%"
-
-
-def git_commit() -> str:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return rev + (" (with uncommitted changes)" if dirty else "") if rev else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def versions() -> str:

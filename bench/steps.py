@@ -1,5 +1,6 @@
-"""What the step scripts share: one training step of a tinycnn network or of its
-PyTorch mirror, host-clock timing, and the CPU's name.
+"""What the benchmark scripts share: one training step of a tinycnn network or of its
+PyTorch mirror, host-clock timing and its one-line summary, the CPU's name and the
+commit being measured.
 
 A step is forward (train mode) + mean softmax cross-entropy + backward + one
 SGD-momentum update, the same work on every backend and in PyTorch.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
+import subprocess
 import time
 
 import numpy as np
@@ -76,3 +79,21 @@ def cpu_description() -> str:
     except OSError:
         pass
     return f"{name}, {os.cpu_count()} cores"
+
+
+def describe(times: list[float]) -> str:
+    """Median and range of step times, in seconds."""
+    return f"{statistics.median(times):7.3f} s (min {min(times):.3f}, max {max(times):.3f})"
+
+
+def git_commit() -> str:
+    """The short commit of this tree, marked when it has uncommitted changes; 'unknown' without git."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + (" (with uncommitted changes)" if dirty else "") if rev else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
