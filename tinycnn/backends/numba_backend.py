@@ -19,7 +19,10 @@ done:
 - dense and the loss: BLAS / the reference code (tiny, or already BLAS-bound).
 - conv_relu_pool_forward/backward: an optional fused path (conv + bias + ReLU +
   max-pool in one op) that never stores the full-resolution conv output or its
-  gradient (at most one chunk of it); see its docstring for how a layer would use it.
+  gradient (at most one chunk of it). No library layer calls it: over a whole step it
+  has not measured faster than the three ops (bench/RESULTS.md), so it stays an
+  experiment, timed by bench/bench_step_cpu.py's fused layer and checked by the tests;
+  its docstring says how a layer would use it.
 
 Parity: max-pool, relu, dropout, SGD and Adam match the reference bit for bit (same
 float32 operations in the same order; no fastmath in them). conv2d and dense match to
