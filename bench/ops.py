@@ -39,8 +39,7 @@ from bench.steps import training_step  # noqa: E402
 from bench.torch_net import torch_available, torch_mirror  # noqa: E402
 from tinycnn import backends  # noqa: E402
 from tinycnn.gradcheck import OPS, rel_error, run_op, to_backend  # noqa: E402
-from tinycnn.model import paper_net  # noqa: E402
-from tinycnn.shapes import conv_out_size, pool_out_size  # noqa: E402
+from tinycnn.model import Sequential, paper_conv_stack, paper_net  # noqa: E402
 
 FWD_TOL, GRAD_TOL = 1e-5, 1e-4
 TF32_TOL = 1e-2  # torch-cuda-default: TF32 convolutions keep a 10-bit mantissa
@@ -98,10 +97,9 @@ class Case:
 def paper_geometry(in_size: int = IN_SIZE):
     """[(in_channels, filters, conv input size, conv output size, pool output size)] of
     the four conv blocks, and the flattened size (28800 at 256)."""
+    shapes = Sequential(paper_conv_stack(1), (1, in_size, in_size)).shapes()  # (C, H, W) after each layer
     blocks, c, size = [], 1, in_size
-    for f in (16, 32, 64, 128):
-        conv = conv_out_size(size, 3)
-        pool = pool_out_size(conv, 2, 2, ceil_mode=True)
+    for (f, conv, _), (_, pool, _) in zip(shapes[0::3], shapes[2::3]):  # each block's conv and pool
         blocks.append((c, f, size, conv, pool))
         c, size = f, pool
     return blocks, c * size * size

@@ -251,7 +251,7 @@ def paper_net(hidden: int = 1024, in_size: int = 256, in_channels: int = 1, clas
     61x61x64 -> 31 -> 29x29x128 -> 15, and flatten gives 15*15*128 = 28800.
     `hidden` is the FC width (the paper's table, read literally, says 28800).
     """
-    layers = _paper_conv_stack(in_channels)
+    layers = paper_conv_stack(in_channels)
     probe = Sequential(layers, (in_channels, in_size, in_size))
     flat = int(np.prod(probe.shapes()[-1]))
     layers += [
@@ -265,7 +265,9 @@ def paper_net(hidden: int = 1024, in_size: int = 256, in_channels: int = 1, clas
     return net.to(backend)
 
 
-def _paper_conv_stack(in_channels: int) -> list[Layer]:
+def paper_conv_stack(in_channels: int = 1) -> list[Layer]:
+    """The paper's four blocks: [conv 3x3 valid, ReLU, max-pool 2x2/2 ceil] with 16, 32,
+    64, 128 filters."""
     layers: list[Layer] = []
     c = in_channels
     for f in (16, 32, 64, 128):
@@ -277,7 +279,7 @@ def _paper_conv_stack(in_channels: int) -> list[Layer]:
 def paper_net_min_size(in_channels: int = 1) -> int:
     """The smallest in_size whose four conv+pool blocks still have an output (31:
     each valid 3x3 conv takes 2 pixels, each pool halves, rounding up)."""
-    layers = _paper_conv_stack(in_channels)
+    layers = paper_conv_stack(in_channels)
     for size in range(1, 1024):
         try:
             Sequential(layers, (in_channels, size, size))
