@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -65,25 +65,41 @@ i32 = np.int32
 
 
 # ------------------------------------------------------------------ launches
-def _conv_geometry(shape):
+class ConvGeometry(NamedTuple):
+    """The scalar arguments every conv2d forward variant takes, in this order."""
+    n: int
+    c: int
+    h: int
+    w: int
+    f: int
+    kh: int
+    kw: int
+    oh: int
+    ow: int
+    stride: int
+    pad: int
+
+
+def _conv_geometry(shape) -> ConvGeometry:
     (n, c, h, w), (f, _, kh, kw), stride, pad = shape
-    return n, c, h, w, f, kh, kw, conv_out_size(h, kh, stride, pad), conv_out_size(w, kw, stride, pad), stride, pad
+    return ConvGeometry(n, c, h, w, f, kh, kw, conv_out_size(h, kh, stride, pad), conv_out_size(w, kw, stride, pad),
+                        stride, pad)
 
 
-def _conv_args(out, a, geometry):
+def _conv_args(out, a, geometry: ConvGeometry):
     return [out, a["x"], a["w"], a["b"]] + [i32(v) for v in geometry]
 
 
 def conv_v1(variant, run, a, shape, empty):
     g = _conv_geometry(shape)
-    out = empty((g[0], g[4], g[7], g[8]))
+    out = empty((g.n, g.f, g.oh, g.ow))
     run(variant.entry, (min(launch.cdiv(out.size, 256), 65535), 1, 1), (256, 1, 1), _conv_args(out, a, g))
     return out
 
 
 def conv_v2(variant, run, a, shape, empty):
     g = _conv_geometry(shape)
-    n, f, oh, ow = g[0], g[4], g[7], g[8]
+    n, f, oh, ow = g.n, g.f, g.oh, g.ow
     out = empty((n, f, oh, ow))
     grid = (launch.cdiv(oh, 16) * launch.cdiv(ow, 16), launch.cdiv(f, 8), n)
     run(variant.entry, grid, (16, 16, 1), _conv_args(out, a, g))
@@ -93,7 +109,7 @@ def conv_v2(variant, run, a, shape, empty):
 def conv_igemm(variant, run, a, shape, empty):
     """As tinycnn/backends/launch.py launches the forward pass (v4), or always 64x64 (v3)."""
     g = _conv_geometry(shape)
-    n, f, oh, ow = g[0], g[4], g[7], g[8]
+    n, f, oh, ow = g.n, g.f, g.oh, g.ow
     out = empty((n, f, oh, ow))
     bm, bn, tile = launch.conv_tile(f) if variant.number >= 4 else (64, 64, "_64x64")
     run("conv2d_forward_igemm" + tile, (launch.cdiv(n * oh * ow, bn), launch.cdiv(f, bm), 1), (256, 1, 1),
@@ -120,7 +136,7 @@ def gemm_v3(variant, run, a, shape, empty):
         [target, a["A"], a["B"], target, i32(m), i32(n), i32(k), i32(k), i32(1), i32(n), i32(1), i32(n),
          i32(k_chunk), i32(m * n), i32(0)])
     if splits > 1:
-        run("split_k_reduce", (max(1, min(launch.cdiv(m * n, 256), 4096)), 1, 1), (256, 1, 1),
+        run("split_k_reduce", launch._grid_1d(m * n), (256, 1, 1),
             [c, target, target, i32(splits), i32(m * n), i32(n), i32(0)])
     return c
 
