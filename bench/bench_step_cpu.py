@@ -157,26 +157,26 @@ def _tinycnn_op(be, layer, x):
     if isinstance(layer, Conv2D):
         w, b = be.asarray(layer.params["w"].value), be.asarray(layer.params["b"].value)
         fwd = lambda: be.conv2d_forward(x, w, b, layer.stride, layer.pad)  # noqa: E731
-        bwd = lambda out, cache: be.conv2d_backward(out, cache)  # noqa: E731
+        bwd = be.conv2d_backward
     elif isinstance(layer, ReLU):
         fwd = lambda: be.relu_forward(x)  # noqa: E731
-        bwd = lambda out, cache: be.relu_backward(out, cache)  # noqa: E731
+        bwd = be.relu_backward
     elif isinstance(layer, MaxPool2D):
         fwd = lambda: be.maxpool2d_forward(x, layer.size, layer.stride, layer.ceil_mode)  # noqa: E731
-        bwd = lambda out, cache: be.maxpool2d_backward(out, cache)  # noqa: E731
+        bwd = be.maxpool2d_backward
     elif isinstance(layer, Dense):
         w, b = be.asarray(layer.params["w"].value), be.asarray(layer.params["b"].value)
         fwd = lambda: be.dense_forward(x, w, b)  # noqa: E731
-        bwd = lambda out, cache: be.dense_backward(out, cache)  # noqa: E731
+        bwd = be.dense_backward
     elif isinstance(layer, Dropout):
         fwd = lambda: be.dropout_forward(x, layer.p, 12345, train=True)  # noqa: E731
-        bwd = lambda out, cache: be.dropout_backward(out, cache)  # noqa: E731
+        bwd = be.dropout_backward
     else:
         return None
     return fwd, bwd
 
 
-def _torch_op(layer, x):
+def _torch_layer_op(layer, x):
     """(forward, backward) closures for the same op in PyTorch; the backward pass runs
     on one retained graph, so it is timed alone."""
     import torch
@@ -269,7 +269,7 @@ def run_op_bench(batch=32, size=256, hidden=1024, repeats=3, with_torch=True, fu
         if not times:
             continue
         if has_torch:
-            op, bwd = _torch_op(layer, xin)
+            op, bwd = _torch_layer_op(layer, xin)
             tf = statistics.median(host_times(op, repeats))
             tb = statistics.median(host_times(bwd, repeats))
             times["torch"] = (tf, tb)
