@@ -49,3 +49,27 @@ def test_the_summary_table_is_the_real_output():
     body = "\n".join(line.rstrip() for line in printed.splitlines())
     page = "\n".join(line.rstrip() for line in text.splitlines())
     assert body in page, "docs/backprop.md section 10 differs from paper_net().summary(batch_size=32):\n" + printed
+
+
+def _error_rows(text: str) -> dict[str, float]:
+    """{row label: relative error} from gradcheck's output (rows ending in a number like 1.10e-08)."""
+    rows = {}
+    for line in text.splitlines():
+        m = re.match(r"^(\S.*?)\s+(\d\.\d\de[-+]\d\d)$", line.rstrip())
+        if m:
+            rows[m.group(1)] = float(m.group(2))
+    return rows
+
+
+def test_the_gradcheck_output_is_the_real_output(capsys):
+    """Same rows as a fresh run, each error within a factor of 3 (the last digits of a
+    finite difference move with the BLAS kernel the machine picks)."""
+    from tinycnn import gradcheck
+
+    assert gradcheck.main([]) == 0
+    fresh = _error_rows(capsys.readouterr().out)
+    block = _read(BACKPROP).split("### Real output", 1)[1].split("```", 2)[1]
+    quoted = _error_rows(block)
+    assert len(fresh) > 20 and list(quoted) == list(fresh)
+    for label, value in fresh.items():
+        assert quoted[label] / 3 <= value <= quoted[label] * 3, label
