@@ -464,19 +464,19 @@ class Ours(Impl):
         self.be.synchronize()
 
     def validate(self, ref: Reference) -> float:
-        """Worst relative error against the reference (0 for numpy: it is the reference)."""
+        """Worst relative error against the reference. The numpy entries are the float32
+        reference itself, so they are held to its float64 twin (numpy64) instead."""
         case = ref.case
-        if self.backend_name == "numpy" and case.kind != "step":
-            return 0.0
+        subject = "numpy64" if self.backend_name == "numpy" and case.kind != "step" else self.backend_name
         if case.kind == "op":
-            out, grads = run_op(OPS[case.op], self.backend_name, ref.arrays, dout=ref.dout, **case.kwargs)
+            out, grads = run_op(OPS[case.op], subject, ref.arrays, dout=ref.dout, **case.kwargs)
             worst = _check(f"{case.name} on {self.name}: output", rel_error(out, ref.out), FWD_TOL)
             for name, g in ref.grads.items():
                 worst = max(worst, _check(f"{case.name} on {self.name}: d{name}", rel_error(grads[name], g),
                                           GRAD_TOL))
             return worst
         if case.kind == "sgd":
-            be = self.be  # copies: asarray does not copy on the CPU backends, and the update is in place
+            be = backends.get(subject)  # copies: asarray does not copy on the CPU backends, and the update is in place
             params = [be.asarray(p.copy()) for p in ref.arrays["params"]]
             vel = [be.asarray(v.copy()) for v in ref.arrays["velocity"]]
             for p, g, v in zip(params, ref.arrays["grads"], vel):

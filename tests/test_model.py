@@ -209,10 +209,17 @@ def test_optimizer_requires_gradients_and_state_roundtrip():
         opt.step()
     with pytest.raises(ValueError, match="unknown optimizer"):
         make_optimizer("rmsprop", net, lr=1e-3)
+    for p in net.parameters():
+        p.grad = np.ones_like(p.value)
+    opt.step()
+    opt.step()
     state = opt.state_arrays()
     opt2 = make_optimizer("adam", net, lr=1e-3)
     opt2.load_state_arrays(state)
-    assert opt2.steps == 0 and len(opt2.m) == len(opt.m)
+    assert opt2.steps == 2
+    for a, b in zip(opt.m + opt.v, opt2.m + opt2.v):
+        assert np.any(a != 0)
+        np.testing.assert_array_equal(a, b)
 
 
 def test_lr_schedules():

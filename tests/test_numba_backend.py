@@ -109,10 +109,17 @@ def test_maxpool_ties_go_to_the_first_maximum(rng, size, stride):
     np.testing.assert_array_equal(arg, arg_ref)
 
 
-# ------------------------------------------------------------------- dense
-@pytest.mark.parametrize("n,d,m", [(5, 7, 3), (1, 64, 10), (32, 300, 33)])
-def test_dense(rng, n, d, m):
-    compare_with_reference(BE, "dense", {"x": f32(rng, n, d), "w": f32(rng, d, m), "b": f32(rng, m)})
+# ------------------------------------------------- dense and the loss: delegated
+def test_dense_and_the_loss_are_the_reference_code(monkeypatch):
+    """numba adds nothing to one BLAS product or a (N, 2) loss, so it runs the reference's
+    code; a parity test would compare numpy with itself, so check the delegation."""
+    be = backends.get(BE)
+    calls = []
+    for name in ("dense_forward", "dense_backward", "softmax_cross_entropy", "softmax"):
+        monkeypatch.setattr(be._ref, name, lambda *a, name=name: calls.append(name) or name)
+    assert be.dense_forward(1, 2, 3) == "dense_forward" and be.dense_backward(1, 2) == "dense_backward"
+    assert be.softmax_cross_entropy(1, 2) == "softmax_cross_entropy" and be.softmax(1) == "softmax"
+    assert calls == ["dense_forward", "dense_backward", "softmax_cross_entropy", "softmax"]
 
 
 # ----------------------------------------------------------------- dropout
@@ -148,14 +155,6 @@ def test_philox_word_beyond_32_bit_counters():
     for i in (0, 1, 2**32 - 1, 2**32, 2**32 + 5, 3 * 2**40 + 17):
         ref = philox4x32_10((i & 0xFFFFFFFF, i >> 32, 0, 0), key)[0]
         assert int(_philox_word0(np.uint64(i), np.uint64(key[0]), np.uint64(key[1]))) == int(ref)
-
-
-# -------------------------------------------------------------- softmax CE
-def test_softmax_cross_entropy(rng):
-    arrays = {"logits": f32(rng, 6, 3) * 30, "labels": rng.integers(0, 3, 6)}
-    compare_with_reference(BE, "softmax_cross_entropy", arrays, exact=True)
-    p = backends.get(BE).softmax(arrays["logits"])
-    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-6)
 
 
 # ---------------------------------------------------------- optimizer steps

@@ -80,10 +80,11 @@ def test_ctrl_c_saves_and_stops_cleanly(tiny, tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)  # the real signal, through the real handler
 
     monkeypatch.setattr(t.opt, "step", step_then_interrupt)
+    before = signal.getsignal(signal.SIGINT)
     result = t.fit()
     assert result.status == "interrupted"
     assert t.state.global_step == 3 and (tmp_path / LAST).exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler, restored
     again = trainer(tiny, tmp_path)
     again.resume(tmp_path / LAST)
     assert again.state.global_step == 3
@@ -159,3 +160,43 @@ def test_batch_loader_hands_a_worker_error_to_the_consumer():
             list(loader)
     finally:
         loader.close()
+
+
+def test_evaluation_is_deterministic_and_leaves_dropout_alone(tiny, tmp_path):
+    from tinycnn.layers import Dropout
+
+    t = trainer(tiny, tmp_path, epochs=1)
+    t.fit()
+    counters = [layer.calls for layer in t.net.layers if isinstance(layer, Dropout)]
+    first, second = t.predict(), t.predict()
+    np.testing.assert_array_equal(first, second)  # dropout off: no mask, no randomness
+    assert [layer.calls for layer in t.net.layers if isinstance(layer, Dropout)] == counters
+
+
+def test_best_checkpoint_is_the_best_epoch_not_the_last(tiny, tmp_path, monkeypatch):
+    from tinycnn.model import load_model
+
+    t = trainer(tiny, tmp_path, epochs=3)
+    real_evaluate, aucs = t.evaluate, iter([0.7, 0.9, 0.5])
+
+    def scripted_evaluate():
+        return dict(real_evaluate(), test_auc=next(aucs, 0.5))
+
+    monkeypatch.setattr(t, "evaluate", scripted_evaluate)
+    result = t.fit()
+    assert result.best_epoch == 2
+    _, best = load_model(tmp_path / BEST)
+    _, last = load_model(tmp_path / LAST)
+    assert len(best["meta"]["history"]) == 2 and best["meta"]["best_epoch"] == 2
+    assert len(last["meta"]["history"]) == 3
+
+
+def test_every_epoch_has_its_own_order(tiny, tmp_path):
+    t = trainer(tiny, tmp_path)
+    orders = []
+    for epoch in (0, 1, 0):
+        loader = t.loader(epoch)
+        orders.append(np.concatenate(loader.batches))
+        loader.close()
+    assert not np.array_equal(orders[0], orders[1])  # reshuffled each epoch
+    np.testing.assert_array_equal(orders[0], orders[2])  # and reproducibly so
