@@ -216,9 +216,13 @@ def config_record(args, backend_name, backend) -> dict:
     return cfg
 
 
-def run_protocol(args, rois, split, out_dir, backend_name, meta) -> dict | None:
-    """Train one protocol into out_dir; returns its metrics, or None if interrupted."""
-    net = paper_net(hidden=args.hidden, in_size=args.image_size, backend=backend_name, seed=args.seed)
+def new_net(args, backend_name):
+    """The run's network, freshly initialised from --seed (every protocol starts from it)."""
+    return paper_net(hidden=args.hidden, in_size=args.image_size, backend=backend_name, seed=args.seed)
+
+
+def run_protocol(args, rois, split, out_dir, net, meta) -> dict | None:
+    """Train `net` on one protocol into out_dir; returns its metrics, or None if interrupted."""
     opt = make_optimizer(args.optimizer, net, args.lr)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                          lr_schedule=args.lr_schedule, seed=args.seed)
@@ -303,7 +307,7 @@ def load_data(args):
     return rois, splits
 
 
-def train_protocol(args, rois, split, out_dir, backend_name, meta) -> dict | int:
+def train_protocol(args, rois, split, out_dir, net, meta) -> dict | int:
     """run_protocol's metrics, or the exit code of the way it stopped (after saying why)."""
     if split.protocol == "paper":
         print(PAPER_WARNING, file=sys.stderr, flush=True)
@@ -311,7 +315,7 @@ def train_protocol(args, rois, split, out_dir, backend_name, meta) -> dict | int
               f"that are also in training", file=sys.stderr, flush=True)
     print(f"-- protocol {split.protocol}: training into {out_dir}", flush=True)
     try:
-        result = run_protocol(args, rois, split, out_dir, backend_name, meta)
+        result = run_protocol(args, rois, split, out_dir, net, meta)
     except NonFiniteLoss as e:
         return error(e, 3)
     except CheckpointError as e:
@@ -360,8 +364,8 @@ def train_and_report(args) -> int:
         rois, splits = load_data(args)
     except (DataError, PatientLeak) as e:
         return error(e, 2)
-    probe = paper_net(hidden=args.hidden, in_size=args.image_size, backend="numpy", seed=args.seed)
-    print(banner(args, rois, splits, probe, backend_name, backend), flush=True)
+    net = new_net(args, backend_name)  # built once for the banner and the first protocol
+    print(banner(args, rois, splits, net, backend_name, backend), flush=True)
     meta = {"preprocessing": preprocess.settings(args.image_size), "classes": ["benign", "malignant"],
             "dataset": args.dataset, "config": config_record(args, backend_name, backend)}
     if args.overwrite:
@@ -369,7 +373,10 @@ def train_and_report(args) -> int:
     results = {}
     for split in splits:
         out_dir = Path(args.out) / split.protocol if len(splits) > 1 else Path(args.out)
-        result = train_protocol(args, rois, split, out_dir, backend_name, meta)
+        if net is None:  # the next protocol starts from the same initial weights
+            net = new_net(args, backend_name)
+        result = train_protocol(args, rois, split, out_dir, net, meta)
+        net = None  # trained: free it before the next protocol builds its own
         if isinstance(result, int):
             return result
         results[split.protocol] = result

@@ -33,14 +33,15 @@ sys.path.insert(0, ROOT)
 
 from bench.steps import git_commit  # noqa: E402
 
-# name -> (command, time limit in s, regex of the lines worth quoting in the entry)
+# name -> (command, time limit in s, regex of the lines worth quoting in the entry). Each
+# limit fits one 10-minute device call; --only splits a session's checks across calls.
 STEPS = {
-    "tests": ([sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-p", "no:cacheprovider", "tests"], 900,
+    "tests": ([sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-p", "no:cacheprovider", "tests"], 540,
               r"PASSED|FAILED|ERROR|SKIPPED|passed|failed"),
-    "step": ([sys.executable, "bench/bench_step_cuda.py"], 600, r"validated|ms/step|speedup|paper_net|skipped"),
-    "pipeline": ([sys.executable, "bench/bench_data_pipeline.py"], 600, r"validated|ms/step|paper_net|skipped"),
-    "report": ([sys.executable, "-m", "bench.report", "--batch", "64"], 900, r"^\||GFLOP|peak|bandwidth|saved"),
-    "variants": ([sys.executable, "-m", "bench.variants.run", "--batch", "64"], 600, r"."),
+    "step": ([sys.executable, "bench/bench_step_cuda.py"], 540, r"validated|ms/step|speedup|paper_net|skipped"),
+    "pipeline": ([sys.executable, "bench/bench_data_pipeline.py"], 540, r"validated|ms/step|paper_net|skipped"),
+    "report": ([sys.executable, "-m", "bench.report", "--batch", "64"], 540, r"^\||GFLOP|peak|bandwidth|saved"),
+    "variants": ([sys.executable, "-m", "bench.variants.run", "--batch", "64"], 540, r"."),
 }
 
 
@@ -98,14 +99,14 @@ def main(argv=None) -> int:
 
     entry = [f"## {now:%Y-%m-%d %H:%M} UTC: GPU run", ""] + [f"- {line}" for line in device_lines()]
     entry += [f"- commit: {args.commit or git_commit()}; host: {platform.node()}, Python {platform.python_version()}", ""]
+    path = os.path.join(out_dir, "gpu-run.md")
     for name in names:
         print(f"-- {name}: {' '.join(STEPS[name][0][1:])}", flush=True)
         code, seconds, lines = run_step(name, out_dir)
         print(f"   exit {code}, {seconds:.0f} s", flush=True)
         entry += [f"### {name}: exit {code}, {seconds:.0f} s", "", "```"] + lines[-60:] + ["```", ""]
-    path = os.path.join(out_dir, "gpu-run.md")
-    with open(path, "w") as f:
-        f.write("\n".join(entry) + "\n")
+        with open(path, "w") as f:  # after every step: a run cut short keeps what it did
+            f.write("\n".join(entry) + "\n")
     print(f"wrote {path} (paste it into docs/gpu-test-log.md) and one NAME.log per step beside it")
     return 0
 

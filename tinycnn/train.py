@@ -343,4 +343,3 @@ class Trainer:
             loader.close()
             if bar is not None:
                 bar.close()
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 from .preprocess import DataError
 
@@ -12,7 +13,7 @@ def read_rows(path, required=()) -> list[dict]:
     """The rows of a CSV file as {column: value}, keys and values stripped (real tables
     have cells ending in a newline). DataError naming the file for a missing required
     column, a file that is not UTF-8 text or one the csv module cannot parse."""
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     try:
         # decoded whole so the error's position is the file's byte offset, not a buffer's
         text = data.decode("utf-8").removeprefix("\ufeff")
