@@ -17,12 +17,12 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
 
-from tinycnn import backends, metrics  # noqa: E402
-from tinycnn.data.preprocess import IMAGE_EXTENSIONS, DataError, UnreadableImage, load_preprocessed  # noqa: E402
+from tinycnn import backends  # noqa: E402
+from tinycnn.mammo import metrics  # noqa: E402
+from tinycnn.mammo.data.preprocess import IMAGE_EXTENSIONS, DataError, UnreadableImage, load_preprocessed  # noqa: E402
 from tinycnn.model import CheckpointError, load_model  # noqa: E402
 
 

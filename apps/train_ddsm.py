@@ -20,16 +20,16 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
 
-from tinycnn import backends, metrics, report  # noqa: E402
-from tinycnn.data import DATASETS, DataError, load_dataset, preprocess  # noqa: E402
-from tinycnn.data.split import PAPER_WARNING, PatientLeak, make_split  # noqa: E402
+from tinycnn import backends  # noqa: E402
+from tinycnn.mammo import metrics, report  # noqa: E402
+from tinycnn.mammo.data import DATASETS, DataError, load_dataset, preprocess  # noqa: E402
+from tinycnn.mammo.data.split import PAPER_WARNING, PatientLeak, make_split  # noqa: E402
 from tinycnn.model import CheckpointError, paper_net, paper_net_min_size  # noqa: E402
 from tinycnn.optim import make_optimizer  # noqa: E402
-from tinycnn.train import BEST, LAST, NonFiniteLoss, TrainConfig, Trainer  # noqa: E402
+from tinycnn.mammo.train import BEST, LAST, NonFiniteLoss, TrainConfig, Trainer  # noqa: E402
 
 # Defaults per kind of data: the synthetic set is sized so the default run finishes in
 # minutes on a 2-core CPU; real data gets the paper's 256x256 input.

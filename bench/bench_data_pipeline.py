@@ -26,12 +26,12 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from tinycnn import backends  # noqa: E402
-from tinycnn.data import augment  # noqa: E402
-from tinycnn.data.synthetic import generate  # noqa: E402
-from tinycnn.data.preprocess import normalise  # noqa: E402
+from tinycnn.mammo.data import augment  # noqa: E402
+from tinycnn.mammo.data.synthetic import generate  # noqa: E402
+from tinycnn.mammo.data.preprocess import normalise  # noqa: E402
 from tinycnn.model import paper_net  # noqa: E402
 from tinycnn.optim import make_optimizer  # noqa: E402
-from tinycnn.train import TrainConfig, Trainer  # noqa: E402
+from tinycnn.mammo.train import TrainConfig, Trainer  # noqa: E402
 
 TARGET = 1.10
 

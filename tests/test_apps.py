@@ -198,8 +198,8 @@ def test_folder_run_then_classify(run, tmp_path, capsys):
     assert len(rows) == 9 and set(rows[0]) == {"file", "p_malignant", "prediction"}
     assert all(0 <= float(r["p_malignant"]) <= 1 for r in rows)
     # the same numbers as the trained network on the same preprocessing
-    from tinycnn.data.preprocess import load_preprocessed
-    from tinycnn.metrics import softmax_positive
+    from tinycnn.mammo.data.preprocess import load_preprocessed
+    from tinycnn.mammo.metrics import softmax_positive
     from tinycnn.model import load_model
     net, _ = load_model(ckpt / "best.npz")
     x = load_preprocessed(rois / "benign" / "0.png", 32)[None, None]

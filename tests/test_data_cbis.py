@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from conftest import shared_data_dir
-from tinycnn.data import DataError, UnreadableImage, cbis_ddsm, load_dataset
-from tinycnn.data.preprocess import preprocess, read_image
-from tinycnn.data.split import make_split
+from tinycnn.mammo.data import DataError, UnreadableImage, cbis_ddsm, load_dataset
+from tinycnn.mammo.data.preprocess import preprocess, read_image
+from tinycnn.mammo.data.split import make_split
 
 MASS_COLUMNS = ["patient_id", "breast_density", "left or right breast", "image view", "abnormality id",
                 "abnormality type", "mass shape", "mass margins", "assessment", "pathology", "subtlety",

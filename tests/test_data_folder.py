@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinycnn.data import DataError, UnreadableImage, folder, load_dataset
-from tinycnn.data.preprocess import load_preprocessed, read_image
+from tinycnn.mammo.data import DataError, UnreadableImage, folder, load_dataset
+from tinycnn.mammo.data.preprocess import load_preprocessed, read_image
 
 
 def _save(path, array, fmt=None):

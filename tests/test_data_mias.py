@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import shared_data_dir
-from tinycnn.data import DataError, UnreadableImage, load_dataset, mias
-from tinycnn.data.split import make_split
+from tinycnn.mammo.data import DataError, UnreadableImage, load_dataset, mias
+from tinycnn.mammo.data.split import make_split
 
 INFO = """              MAMMOGRAPHIC IMAGE ANALYSIS SOCIETY
 1st column: MIAS database reference number.

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tinycnn.data import augment, load_dataset, synthetic
-from tinycnn.data.split import PatientLeak, assert_patient_disjoint, make_split, patient_split
+from tinycnn.mammo.data import augment, load_dataset, synthetic
+from tinycnn.mammo.data.split import PatientLeak, assert_patient_disjoint, make_split, patient_split
 
 
 def test_six_transforms():

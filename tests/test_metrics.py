@@ -1,9 +1,9 @@
-"""tinycnn.metrics against numbers worked out by hand, and the pixel baseline's data."""
+"""tinycnn.mammo.metrics against numbers worked out by hand, and the pixel baseline's data."""
 
 import numpy as np
 import pytest
 
-from tinycnn import metrics
+from tinycnn.mammo import metrics
 
 # Five test ROIs: truth and P(malignant). At threshold 0.5 the calls are 0 1 1 1 0:
 # one true negative (0.1), one false positive (0.6), two true positives (0.7, 0.8),

@@ -6,11 +6,11 @@ import signal
 import numpy as np
 import pytest
 
-from tinycnn.data import load_dataset
-from tinycnn.data.split import make_split
+from tinycnn.mammo.data import load_dataset
+from tinycnn.mammo.data.split import make_split
 from tinycnn.model import CheckpointError, paper_net
 from tinycnn.optim import make_optimizer
-from tinycnn.train import BEST, LAST, NonFiniteLoss, ResumeError, TrainConfig, Trainer
+from tinycnn.mammo.train import BEST, LAST, NonFiniteLoss, ResumeError, TrainConfig, Trainer
 
 SIZE, HIDDEN = 32, 8
 
@@ -129,8 +129,8 @@ def test_resume_with_other_settings_is_refused(tiny, tmp_path):
 
 
 def test_batch_loader_yields_exactly_the_gathered_samples():
-    from tinycnn.data import augment
-    from tinycnn.train import BatchLoader
+    from tinycnn.mammo.data import augment
+    from tinycnn.mammo.train import BatchLoader
 
     rng = np.random.default_rng(0)
     images = rng.standard_normal((5, 6, 6)).astype(np.float32)
@@ -150,7 +150,7 @@ def test_batch_loader_yields_exactly_the_gathered_samples():
 
 
 def test_batch_loader_hands_a_worker_error_to_the_consumer():
-    from tinycnn.train import BatchLoader
+    from tinycnn.mammo.train import BatchLoader
 
     images = np.zeros((2, 4, 4), np.float32)
     samples = np.array([[0, 0], [5, 0]])  # ROI 5 does not exist

@@ -25,6 +25,7 @@ the headers).
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import os
 import re
 
@@ -33,21 +34,45 @@ import numpy as np
 from ..philox import keep_threshold, seed_to_key
 from ..shapes import check_dense, check_labels, conv2d_out_hw, conv_out_size, pool_out_size
 
-KERNEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "kernels")
+def kernel_dir() -> str:
+    """The folder of the .cu sources: the installed package ``tinycnn.kernels`` (a
+    wheel, or an editable install, which maps the repository's top-level kernels/
+    there); in a source tree used without installing (``PYTHONPATH=.``), that
+    top-level kernels/ itself."""
+    try:
+        return str(importlib.resources.files("tinycnn.kernels"))
+    except ModuleNotFoundError:
+        return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "kernels")
 
-# Must agree with kernels/gemm_tile.cuh.
-TILE_M, TILE_N, TILE_K, TILE_THREADS = 64, 64, 16, 256
-# Convolution tiles (kernels/conv2d.cu): (rows, columns); the narrow one when M <= 16.
-CONV_TILE_WIDE, CONV_TILE_NARROW = (64, 64), (16, 256)
-# Element-wise kernels: 256 threads, grid-stride loops over at most this many blocks.
+
+KERNEL_DIR = kernel_dir()
+
+_DEFINE_RE = re.compile(r"^\s*#\s*define\s+([A-Z][A-Z0-9_]*)\s+(\d+)\b", re.M)
+
+
+def _defines(*files: str) -> dict:
+    """{NAME: value} of every integer ``#define NAME value`` in the given kernel files."""
+    out = {}
+    for fname in files:
+        with open(os.path.join(KERNEL_DIR, fname), encoding="utf-8") as f:
+            out.update((name, int(value)) for name, value in _DEFINE_RE.findall(f.read()))
+    return out
+
+
+# The numbers the grids must agree with are read from the kernels' own #defines:
+# the C source is their one home.
+_C = _defines("gemm_tile.cuh", "conv2d.cu", "softmax_ce.cu")
+TILE_M, TILE_N, TILE_K, TILE_THREADS = _C["TILE_M"], _C["TILE_N"], _C["TILE_K"], _C["TILE_THREADS"]
+BIAS_THREADS = _C["BIAS_THREADS"]  # conv2d bias gradient (kernels/conv2d.cu)
+XENT_THREADS = _C["XENT_THREADS"]  # kernels/softmax_ce.cu
+# Numbers of the launch alone (the kernels take them as arguments or loop over any grid):
+# element-wise kernels: 256 threads, grid-stride loops over at most this many blocks.
 ELEMENTWISE_THREADS, MAX_BLOCKS = 256, 4096
 # Split-K: aim for this many blocks (about two waves on a 132-SM H100) and give each
 # split at least this much of K. Fixed numbers, not the device's: the split, and so
 # the order of every addition, depends on the shapes alone.
 SPLIT_TARGET_BLOCKS, SPLIT_MIN_K = 264, 256
-# conv2d bias gradient (kernels/conv2d.cu)
-BIAS_THREADS, BIAS_CHUNK = 128, 8192
-XENT_THREADS = 256  # kernels/softmax_ce.cu
+BIAS_CHUNK = 8192  # output positions per conv2d bias-gradient block
 
 _KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
@@ -110,9 +135,31 @@ def _check_size(*sizes) -> None:
             raise ValueError(f"tensor of {s} elements: the kernels index with 32-bit ints (at most {MAX_ELEMENTS})")
 
 
+@functools.lru_cache(maxsize=None)
+def _conv_tiles() -> list:
+    """Every (BM, BN) tile shape that kernels/conv2d.cu instantiates, read from its
+    kernel names (conv2d_forward_igemm_64x64, ...): each shape must exist for all
+    three passes."""
+    names = kernel_sources()["conv2d.cu"][1]
+    by_pass = {}
+    for name in names:
+        m = re.fullmatch(r"(conv2d_\w+_igemm)_(\d+)x(\d+)", name)
+        if m:
+            by_pass.setdefault(m.group(1), set()).add((int(m.group(2)), int(m.group(3))))
+    shapes = set.union(*by_pass.values())
+    for pass_name, have in by_pass.items():
+        if have != shapes:
+            raise RuntimeError(f"kernels/conv2d.cu: {pass_name} lacks the tile shapes {sorted(shapes - have)}")
+    return sorted(shapes)
+
+
 def conv_tile(m: int) -> tuple[int, int, str]:
-    """(BM, BN, kernel-name suffix) of the convolution tile for a product with m rows."""
-    bm, bn = CONV_TILE_NARROW if m <= CONV_TILE_NARROW[0] else CONV_TILE_WIDE
+    """(BM, BN, kernel-name suffix) of the convolution tile for a product with m rows:
+    the shortest tile that covers m rows (few channels leave no rows idle), else the
+    tallest."""
+    tiles = _conv_tiles()
+    covering = [t for t in tiles if t[0] >= m]
+    bm, bn = min(covering) if covering else max(tiles)
     return bm, bn, f"_{bm}x{bn}"
 
 

@@ -1,6 +1,6 @@
 """Datasets of mammography ROIs: a registry of readers, and the set they return.
 
-    from tinycnn.data import load_dataset
+    from tinycnn.mammo.data import load_dataset
     rois = load_dataset("mias", data_dir="path/to/mias", image_size=64)
 
 Every reader returns a RoiSet of preprocessed images (see preprocess.py), labels

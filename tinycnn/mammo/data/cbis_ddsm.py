@@ -128,7 +128,7 @@ def _series_uid(path: Path) -> str | None:
     try:
         import pydicom
     except ImportError as e:
-        raise DataError("cbis-ddsm: reading DICOM needs pydicom: pip install 'tinycnn[dicom]'") from e
+        raise DataError("cbis-ddsm: reading DICOM needs pydicom: pip install 'tinycnn[app]'") from e
     try:
         return str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
     except Exception:

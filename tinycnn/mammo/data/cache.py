@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import paths
-from ..model import atomic_savez
+from tinycnn import paths
+from tinycnn.model import atomic_savez
 
 
 def default_cache_dir() -> Path:

@@ -60,7 +60,7 @@ def read_dicom(path) -> np.ndarray:
         import pydicom
     except ImportError as e:
         raise DataError(f"{path} is a DICOM file and reading DICOM needs pydicom: "
-                        "pip install 'tinycnn[dicom]' (or pip install pydicom)") from e
+                        "pip install 'tinycnn[app]' (or pip install pydicom)") from e
     try:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array.astype(np.float32)

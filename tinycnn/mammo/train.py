@@ -25,8 +25,8 @@ import numpy as np
 
 from . import metrics, progress
 from .data import augment
-from .model import CheckpointError
-from .optim import ConstantLR, CosineLR
+from tinycnn.model import CheckpointError
+from tinycnn.optim import ConstantLR, CosineLR
 
 LAST, BEST = "last.npz", "best.npz"
 
