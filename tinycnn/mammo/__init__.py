@@ -1,0 +1,21 @@
+"""The mammography application, built on the engine: tell benign from malignant
+regions of interest.
+
+    data/       readers (synthetic default, folder, CBIS-DDSM, MIAS), preprocessing,
+                the on-disk cache, augmentation, patient-grouped splits
+    train.py    the training loop: checkpoints, exact resume, NaN stop, Ctrl-C
+    metrics.py  accuracy, ROC/AUC with bootstrap intervals, the pixel baseline
+    report.py   metrics.json, plots, the summary table
+    progress.py progress bars
+
+It imports the engine (tinycnn.model, tinycnn.optim, tinycnn.backends); the engine
+never imports it. Its dependencies are the ``app`` extra: pip install 'tinycnn[app]'.
+"""
+
+import importlib.util
+
+_NEEDS = {"PIL": "pillow", "sklearn": "scikit-learn"}  # imported at module level below
+_missing = [package for module, package in _NEEDS.items() if importlib.util.find_spec(module) is None]
+if _missing:
+    raise ImportError(f"tinycnn.mammo (the mammography application) needs {', '.join(_missing)}: "
+                      "pip install 'tinycnn[app]'")
