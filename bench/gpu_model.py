@@ -22,8 +22,9 @@ Per launch (assumptions, stated once; they are the model's, to be calibrated):
   once per trip; trips = the reduction length / (TILE_K x FFMA per body / 256);
   a scheduler issues one warp instruction per clock when it holds >= 2 warps
   (the main loops have 16 independent FMAs per thread), proportionally less below;
-- shared memory: one wavefront per clock per SM; LDS/STS.32 = 1 wavefront,
-  .64 = 2, .128 = 4 (conflict-free, as the tiles are laid out);
+- shared memory: one wavefront (128 bytes) per clock per SM; LDS/STS.32 = 1
+  wavefront, .64 = 2, .128 = 2 (the tiles' 128-bit reads: A broadcast to the warp,
+  1 wavefront; B 2-4);
 - DRAM: every array argument crosses DRAM once (L2 catches the tile reuse);
   grid-stride element-wise kernels are DRAM-bound;
 - the busiest SM sets the time: it runs ceil(blocks / SMs) blocks (a partial last
@@ -319,7 +320,7 @@ def predict(lau: Launch, code: KernelCode, dev: Device) -> Prediction:
         trips = steps / steps_per_trip
         per_warp = (code.total - code.loop_len) + trips * code.loop_len
         t["issue"] = on_sm * warps_per_block * per_warp / (dev.schedulers * clock * min(1.0, resident / 2))
-        wavefronts = sum(n * {"32": 1, "64": 2, "128": 4}[c.split(".")[1]]
+        wavefronts = sum(n * {"32": 1, "64": 2, "128": 2}[c.split(".")[1]]
                          for c, n in code.loop.items() if c.startswith(("LDS.", "STS.")))
         t["smem"] = on_sm * warps_per_block * trips * wavefronts / clock
     bound = max(t, key=t.get)

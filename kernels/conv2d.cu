@@ -1,6 +1,9 @@
 // conv2d.cu: 2-D convolution as implicit GEMM: forward, backward-data,
 // backward-filter, and the bias gradient.
-// Forward pass = variant v4 of bench/variants/conv2d_forward_v*.cu (v3's 64x64 tile + 16x256).
+// Forward pass = variant v5 of bench/variants/conv2d_forward_v*.cu (v4's two tile
+// shapes, with v5's main loop: 4 x 4 blocked micro-tile read with LDS.128, double-
+// buffered shared memory with the next tile's global loads in flight during the math,
+// and gathers that decode their indices by carrying digits instead of dividing).
 //
 //   x (N, C, H, W), w (F, C, KH, KW), b (F,), out / dout (N, F, OH, OW)
 //   OH = (H + 2 pad - KH) / stride + 1 (tinycnn/shapes.py), same for OW
@@ -38,140 +41,178 @@
 // Threads: a 256-thread block owns a 64 x 64 tile of the product, or 16 x 256 when
 // the M side has at most 16 rows (gemm_tile.cuh; each kernel below exists in both
 // shapes, named _64x64 and _16x256). Each gathering thread keeps one fixed tile
-// column, so the divisions that decode its (n, oh, ow) or (c, u, v) happen once,
-// not once per K step.
+// column, decoded once; the index along K that changes every step, (c, u, v) or
+// (n, oh, ow), is kept as digits (gemm_tile.cuh: Digits) and moved forward with
+// carries, so the main loops hold no integer division.
 #include "gemm_tile.cuh"
 
+// out (N, F, OH, OW) = conv(x, w) + b, for the tile (f0, p0) of the (F, N*OH*OW) product.
 template <int BM, int BN>
 __device__ __forceinline__ void conv2d_forward_tile(float *__restrict__ out, const float *__restrict__ x,
                                                     const float *__restrict__ w, const float *__restrict__ b, int N,
                                                     int C, int H, int W, int F, int KH, int KW, int OH, int OW,
                                                     int stride, int pad) {
-    __shared__ float As[TILE_K][BM + TILE_PAD];  // weights  [k][f]
-    __shared__ float Bs[TILE_K][BN + TILE_PAD];  // im2col   [k][p]
-    const int KHW = KH * KW, KK = C * KHW, OHW = OH * OW, P = N * OHW;
+    constexpr int A_LOADS = BM * TILE_K / TILE_THREADS;  // weights per thread per step: 4 or 1
+    constexpr int B_LOADS = TILE_K * BN / TILE_THREADS;  // im2col elements per thread per step: 4 or 16
+    constexpr int B_ROWS = TILE_THREADS / BN;            // tile rows between them: 4 or 1
+    __shared__ __align__(16) float As[2][TILE_K][BM + TILE_PAD];  // weights  [k][f]
+    __shared__ __align__(16) float Bs[2][TILE_K][BN + TILE_PAD];  // im2col   [k][p]
+    const int KK = C * KH * KW, OHW = OH * OW, P = N * OHW;
     const int tid = threadIdx.x, tx = tid % (BN / 4), ty = tid / (BN / 4);
     const int f0 = blockIdx.y * BM, p0 = blockIdx.x * BN;
 
-    // This thread gathers column p of every B tile; decode it once.
+    // A: w (F, KK) row-major; this thread loads tap k0 + a_k of filters f0 + a_f + 16 r.
+    const int a_k = tid % TILE_K, a_f = tid / TILE_K;
+    // B: this thread gathers tile column p = (n, oh, ow), rows b_row + B_ROWS r; the
+    // tap (c, u, v) of its first row is kept as digits.
     const int b_col = tid % BN, b_row = tid / BN;
     const int p = p0 + b_col;
     const bool p_ok = p < P;
     const int pn = p_ok ? p / OHW : 0, pohw = p_ok ? p % OHW : 0;
     const int ih0 = (pohw / OW) * stride - pad, iw0 = (pohw % OW) * stride - pad;
     const float *xn = x + (long long)pn * C * H * W;
+    Digits tap = digits_of(b_row, KH, KW);
+    const Digits row_step = digits_of(B_ROWS, KH, KW), tile_step = digits_of(TILE_K, KH, KW);
+
+    float a_next[A_LOADS], b_next[B_LOADS];
+    auto load = [&](int k0) {  // tile k0 into registers; tap moves on to the next tile
+#pragma unroll
+        for (int r = 0; r < A_LOADS; r++) {
+            const int f = f0 + a_f + (TILE_THREADS / TILE_K) * r, k = k0 + a_k;
+            a_next[r] = (f < F && k < KK) ? w[(long long)f * KK + k] : 0.0f;
+        }
+        Digits t = tap;  // (c, u, v)
+#pragma unroll
+        for (int r = 0; r < B_LOADS; r++) {
+            const int ih = ih0 + t.mid, iw = iw0 + t.lo;
+            const bool in = p_ok && t.hi < C && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
+            b_next[r] = in ? xn[(t.hi * H + ih) * W + iw] : 0.0f;
+            if (r + 1 < B_LOADS) advance(t, row_step, KH, KW);
+        }
+        advance(tap, tile_step, KH, KW);
+    };
+    auto store = [&](int buf) {
+#pragma unroll
+        for (int r = 0; r < A_LOADS; r++) As[buf][a_k][a_f + (TILE_THREADS / TILE_K) * r] = a_next[r];
+#pragma unroll
+        for (int r = 0; r < B_LOADS; r++) Bs[buf][b_row + B_ROWS * r][b_col] = b_next[r];
+    };
 
     float acc[4][4];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
-
-    for (int k0 = 0; k0 < KK; k0 += TILE_K) {
-        // weights: row-major (F, KK), consecutive threads along k
-#pragma unroll
-        for (int r = 0; r < (BM * TILE_K) / TILE_THREADS; r++) {
-            const int e = tid + r * TILE_THREADS;
-            const int mm = e / TILE_K, kk = e % TILE_K;
-            const int f = f0 + mm, k = k0 + kk;
-            As[kk][mm] = (f < F && k < KK) ? w[(long long)f * KK + k] : 0.0f;
-        }
-        // im2col gather: rows b_row, b_row + TILE_THREADS / BN, ... of the tile
-#pragma unroll
-        for (int r = 0; r < (TILE_K * BN) / TILE_THREADS; r++) {
-            const int kk = b_row + r * (TILE_THREADS / BN);
-            const int k = k0 + kk;
-            float val = 0.0f;
-            if (p_ok && k < KK) {
-                const int c = k / KHW, uv = k % KHW;
-                const int ih = ih0 + uv / KW, iw = iw0 + uv % KW;
-                if (ih >= 0 && ih < H && iw >= 0 && iw < W) val = xn[((long long)c * H + ih) * W + iw];
-            }
-            Bs[kk][b_col] = val;
-        }
-        __syncthreads();
-        tile_multiply_accumulate<BM, BN>(As, Bs, tx, ty, acc);
+    zero(acc);
+    const int steps = (KK + TILE_K - 1) / TILE_K;
+    load(0);
+    store(0);
+    __syncthreads();
+    for (int s = 0; s < steps; s++) {
+        if (s + 1 < steps) load((s + 1) * TILE_K);  // in flight during the math below
+        tile_multiply_accumulate<BM, BN>(As[s & 1], Bs[s & 1], tx, ty, acc);
+        if (s + 1 < steps) store((s + 1) & 1);
         __syncthreads();
     }
 
 #pragma unroll
     for (int j = 0; j < 4; j++) {
-        const int pj = p0 + tx + (BN / 4) * j;
+        const int pj = p0 + 4 * tx + j;
         if (pj >= P) continue;
         const int n = pj / OHW, ohw = pj % OHW;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            const int f = f0 + ty + (BM / 4) * i;
+            const int f = f0 + 4 * ty + i;
             if (f < F) out[((long long)n * F + f) * OHW + ohw] = acc[i][j] + b[f];
         }
     }
 }
 
-template <int BM, int BN>
-__device__ __forceinline__ void conv2d_backward_data_tile(float *__restrict__ dx, const float *__restrict__ dout,
+// dx (N, C, H, W) for the tile (c0, q0) of the (C, N*H*W) product: a gather over the
+// output positions whose windows covered each input pixel. UNIT_STRIDE compiles the
+// stride-1 gather without the divisions by the stride that other strides need; the
+// kernel picks one at run time and passes both the same shared tiles
+// As[2][TILE_K][BM + TILE_PAD] (weights [k = (f, u, v)][c]) and Bs (dout [k][q = (n, h, w)]).
+template <int BM, int BN, bool UNIT_STRIDE>
+__device__ __forceinline__ void conv2d_backward_data_tile(float (*As)[TILE_K][BM + TILE_PAD],
+                                                          float (*Bs)[TILE_K][BN + TILE_PAD],
+                                                          float *__restrict__ dx, const float *__restrict__ dout,
                                                           const float *__restrict__ w, int N, int C, int H, int W,
                                                           int F, int KH, int KW, int OH, int OW, int stride,
                                                           int pad) {
-    __shared__ float As[TILE_K][BM + TILE_PAD];  // weights  [k = (f, u, v)][c]
-    __shared__ float Bs[TILE_K][BN + TILE_PAD];  // dout     [k][q = (n, h, w)]
+    constexpr int A_LOADS = BM * TILE_K / TILE_THREADS;
+    constexpr int B_LOADS = TILE_K * BN / TILE_THREADS;
+    constexpr int B_ROWS = TILE_THREADS / BN;
     const int KHW = KH * KW, KK = F * KHW, HW = H * W, Q = N * HW;
     const int tid = threadIdx.x, tx = tid % (BN / 4), ty = tid / (BN / 4);
     const int c0 = blockIdx.y * BM, q0 = blockIdx.x * BN;
 
-    // This thread gathers column q of every B tile: input pixel (n, h, w).
+    // A: w[f, c, u, v] as A[c][k]; this thread loads k = k0 + a_k = (f, uv) of
+    // channels c0 + a_c + 16 r, (f, uv) kept as digits.
+    const int a_k = tid % TILE_K, a_c = tid / TILE_K;
+    Digits a_tap = digits_of(a_k, 1, KHW);
+    const Digits a_step = digits_of(TILE_K, 1, KHW);
+    // B: this thread gathers tile column q = input pixel (n, h, w), rows b_row + B_ROWS r.
     const int b_col = tid % BN, b_row = tid / BN;
     const int q = q0 + b_col;
     const bool q_ok = q < Q;
     const int qn = q_ok ? q / HW : 0, qhw = q_ok ? q % HW : 0;
     const int hp = qhw / W + pad, wp = qhw % W + pad;  // in padded coordinates
     const float *dout_n = dout + (long long)qn * F * OH * OW;
+    Digits tap = digits_of(b_row, KH, KW);  // (f, u, v)
+    const Digits row_step = digits_of(B_ROWS, KH, KW), tile_step = digits_of(TILE_K, KH, KW);
+
+    float a_next[A_LOADS], b_next[B_LOADS];
+    auto load = [&]() {
+#pragma unroll
+        for (int r = 0; r < A_LOADS; r++) {
+            const int c = c0 + a_c + (TILE_THREADS / TILE_K) * r;
+            a_next[r] = (c < C && a_tap.hi < F) ? w[((long long)a_tap.hi * C + c) * KHW + a_tap.lo] : 0.0f;
+        }
+        advance(a_tap, a_step, 1, KHW);
+        Digits t = tap;
+#pragma unroll
+        for (int r = 0; r < B_LOADS; r++) {
+            // the output position whose window put tap (u, v) on this pixel:
+            // oh * stride = hp - u, ow * stride = wp - v
+            const int th = hp - t.mid, tw = wp - t.lo;
+            int oh = th, ow = tw;
+            bool hit = q_ok && t.hi < F && th >= 0 && tw >= 0;
+            if (!UNIT_STRIDE) {
+                hit = hit && th % stride == 0 && tw % stride == 0;
+                oh = th / stride;
+                ow = tw / stride;
+            }
+            hit = hit && oh < OH && ow < OW;
+            b_next[r] = hit ? dout_n[(t.hi * OH + oh) * OW + ow] : 0.0f;
+            if (r + 1 < B_LOADS) advance(t, row_step, KH, KW);
+        }
+        advance(tap, tile_step, KH, KW);
+    };
+    auto store = [&](int buf) {
+#pragma unroll
+        for (int r = 0; r < A_LOADS; r++) As[buf][a_k][a_c + (TILE_THREADS / TILE_K) * r] = a_next[r];
+#pragma unroll
+        for (int r = 0; r < B_LOADS; r++) Bs[buf][b_row + B_ROWS * r][b_col] = b_next[r];
+    };
 
     float acc[4][4];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
-
-    for (int k0 = 0; k0 < KK; k0 += TILE_K) {
-        // weights w[f, c, u, v] as A[c][k]: consecutive threads along (u, v)
-#pragma unroll
-        for (int r = 0; r < (BM * TILE_K) / TILE_THREADS; r++) {
-            const int e = tid + r * TILE_THREADS;
-            const int mm = e / TILE_K, kk = e % TILE_K;
-            const int c = c0 + mm, k = k0 + kk;
-            float val = 0.0f;
-            if (c < C && k < KK) val = w[((long long)(k / KHW) * C + c) * KHW + k % KHW];
-            As[kk][mm] = val;
-        }
-        // dout at the output position whose window put kernel tap (u, v) on this pixel
-#pragma unroll
-        for (int r = 0; r < (TILE_K * BN) / TILE_THREADS; r++) {
-            const int kk = b_row + r * (TILE_THREADS / BN);
-            const int k = k0 + kk;
-            float val = 0.0f;
-            if (q_ok && k < KK) {
-                const int f = k / KHW, uv = k % KHW;
-                const int th = hp - uv / KW, tw = wp - uv % KW;  // = oh*stride, ow*stride
-                if (th >= 0 && tw >= 0 && th % stride == 0 && tw % stride == 0) {
-                    const int oh = th / stride, ow = tw / stride;
-                    if (oh < OH && ow < OW) val = dout_n[((long long)f * OH + oh) * OW + ow];
-                }
-            }
-            Bs[kk][b_col] = val;
-        }
-        __syncthreads();
-        tile_multiply_accumulate<BM, BN>(As, Bs, tx, ty, acc);
+    zero(acc);
+    const int steps = (KK + TILE_K - 1) / TILE_K;
+    load();
+    store(0);
+    __syncthreads();
+    for (int s = 0; s < steps; s++) {
+        if (s + 1 < steps) load();
+        tile_multiply_accumulate<BM, BN>(As[s & 1], Bs[s & 1], tx, ty, acc);
+        if (s + 1 < steps) store((s + 1) & 1);
         __syncthreads();
     }
 
 #pragma unroll
     for (int j = 0; j < 4; j++) {
-        const int qj = q0 + tx + (BN / 4) * j;
+        const int qj = q0 + 4 * tx + j;
         if (qj >= Q) continue;
         const int n = qj / HW, hw = qj % HW;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            const int c = c0 + ty + (BM / 4) * i;
+            const int c = c0 + 4 * ty + i;
             if (c < C) dx[((long long)n * C + c) * HW + hw] = acc[i][j];
         }
     }
@@ -184,65 +225,86 @@ __device__ __forceinline__ void conv2d_backward_filter_tile(float *__restrict__ 
                                                             const float *__restrict__ x, int N, int C, int H, int W,
                                                             int F, int KH, int KW, int OH, int OW, int stride,
                                                             int pad, int k_chunk) {
-    __shared__ float As[TILE_K][BM + TILE_PAD];  // dout     [p][f]
-    __shared__ float Bs[TILE_K][BN + TILE_PAD];  // im2col   [p][k = (c, u, v)]
+    constexpr int A_LOADS = BM * TILE_K / TILE_THREADS;
+    constexpr int B_LOADS = TILE_K * BN / TILE_THREADS;
+    constexpr int B_ROWS = TILE_THREADS / BN;
+    __shared__ __align__(16) float As[2][TILE_K][BM + TILE_PAD];  // dout     [p][f]
+    __shared__ __align__(16) float Bs[2][TILE_K][BN + TILE_PAD];  // im2col   [p][k = (c, u, v)]
     const int KHW = KH * KW, KK = C * KHW, OHW = OH * OW, P = N * OHW;
     const int tid = threadIdx.x, tx = tid % (BN / 4), ty = tid / (BN / 4);
     const int f0 = blockIdx.y * BM, kc0 = blockIdx.x * BN;
     const int p_begin = blockIdx.z * k_chunk;
     const int p_end = P < p_begin + k_chunk ? P : p_begin + k_chunk;
 
-    // A loads: this thread always takes tile row a_p (a position p), filters a_f + 16 r.
+    // A: dout[n, f, ohw] as A[p][f]; this thread loads position p_begin + a_p (+ TILE_K
+    // per step), kept as digits (n, ohw), of filters f0 + a_f + 16 r.
     const int a_p = tid % TILE_K, a_f = tid / TILE_K;
-    // B loads: this thread always takes tile column b_col (a tap k = (c, u, v)).
+    int pa = p_begin + a_p;
+    Digits a_pos = digits_of(pa, 1, OHW);
+    const Digits a_step = digits_of(TILE_K, 1, OHW);
+    // B: this thread gathers tile column kc = tap (c, u, v), fixed; rows pb = b_row +
+    // B_ROWS r, positions (n, oh, ow) kept as digits.
     const int b_col = tid % BN, b_row = tid / BN;
     const int kc = kc0 + b_col;
     const bool kc_ok = kc < KK;
     const int kc_c = kc_ok ? kc / KHW : 0, kc_uv = kc_ok ? kc % KHW : 0;
     const int kc_u = kc_uv / KW - pad, kc_v = kc_uv % KW - pad;
+    const float *xc = x + (long long)kc_c * H * W;
+    const long long x_image = (long long)C * H * W;
+    int pb = p_begin + b_row;
+    Digits pos = digits_of(pb, OH, OW);
+    const Digits row_step = digits_of(B_ROWS, OH, OW), tile_step = digits_of(TILE_K, OH, OW);
+
+    float a_next[A_LOADS], b_next[B_LOADS];
+    auto load = [&]() {
+        const long long a_base = ((long long)a_pos.hi * F) * OHW + a_pos.lo;
+#pragma unroll
+        for (int r = 0; r < A_LOADS; r++) {
+            const int f = f0 + a_f + (TILE_THREADS / TILE_K) * r;
+            a_next[r] = (pa < p_end && f < F) ? dout[a_base + (long long)f * OHW] : 0.0f;
+        }
+        pa += TILE_K;
+        advance(a_pos, a_step, 1, OHW);
+        Digits t = pos;  // (n, oh, ow)
+#pragma unroll
+        for (int r = 0; r < B_LOADS; r++) {
+            const int ih = t.mid * stride + kc_u, iw = t.lo * stride + kc_v;
+            const bool in = kc_ok && pb + B_ROWS * r < p_end && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
+            b_next[r] = in ? xc[t.hi * x_image + ih * W + iw] : 0.0f;
+            if (r + 1 < B_LOADS) advance(t, row_step, OH, OW);
+        }
+        pb += TILE_K;
+        advance(pos, tile_step, OH, OW);
+    };
+    auto store = [&](int buf) {
+#pragma unroll
+        for (int r = 0; r < A_LOADS; r++) As[buf][a_p][a_f + (TILE_THREADS / TILE_K) * r] = a_next[r];
+#pragma unroll
+        for (int r = 0; r < B_LOADS; r++) Bs[buf][b_row + B_ROWS * r][b_col] = b_next[r];
+    };
 
     float acc[4][4];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
-
-    for (int k0 = p_begin; k0 < p_end; k0 += TILE_K) {
-        {
-            const int pa = k0 + a_p;
-            const bool pa_ok = pa < p_end;
-            const long long base = pa_ok ? (long long)(pa / OHW) * F * OHW + pa % OHW : 0;
-#pragma unroll
-            for (int r = 0; r < (BM * TILE_K) / TILE_THREADS; r++) {
-                const int mm = a_f + r * (TILE_THREADS / TILE_K);
-                const int f = f0 + mm;
-                As[a_p][mm] = (pa_ok && f < F) ? dout[base + (long long)f * OHW] : 0.0f;
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < (TILE_K * BN) / TILE_THREADS; r++) {
-            const int kk = b_row + r * (TILE_THREADS / BN);
-            const int pb = k0 + kk;
-            float val = 0.0f;
-            if (kc_ok && pb < p_end) {
-                const int n = pb / OHW, ohw = pb % OHW;
-                const int ih = (ohw / OW) * stride + kc_u, iw = (ohw % OW) * stride + kc_v;
-                if (ih >= 0 && ih < H && iw >= 0 && iw < W) val = x[(((long long)n * C + kc_c) * H + ih) * W + iw];
-            }
-            Bs[kk][b_col] = val;
-        }
-        __syncthreads();
-        tile_multiply_accumulate<BM, BN>(As, Bs, tx, ty, acc);
+    zero(acc);
+    const int steps = (p_end - p_begin + TILE_K - 1) / TILE_K;
+    if (steps > 0) {
+        load();
+        store(0);
+    }
+    __syncthreads();
+    for (int s = 0; s < steps; s++) {
+        if (s + 1 < steps) load();
+        tile_multiply_accumulate<BM, BN>(As[s & 1], Bs[s & 1], tx, ty, acc);
+        if (s + 1 < steps) store((s + 1) & 1);
         __syncthreads();
     }
 
     float *dwz = dw + (long long)blockIdx.z * F * KK;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const int f = f0 + ty + (BM / 4) * i;
+        const int f = f0 + 4 * ty + i;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            const int k = kc0 + tx + (BN / 4) * j;
+            const int k = kc0 + 4 * tx + j;
             if (f < F && k < KK) dwz[(long long)f * KK + k] = acc[i][j];
         }
     }
@@ -252,42 +314,52 @@ __device__ __forceinline__ void conv2d_backward_filter_tile(float *__restrict__ 
 // when the M side (filters, or channels for backward-data) is at most 16, where a
 // 64-row tile would leave three quarters (or, for the paper's 1-channel input,
 // 63/64) of its rows idle. tinycnn/backends/launch.py picks the shape.
-extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_forward_igemm_64x64(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
                               const float *__restrict__ b, int N, int C, int H, int W, int F, int KH, int KW, int OH,
                               int OW, int stride, int pad) {
     conv2d_forward_tile<64, 64>(out, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
 }
 
-extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_backward_data_igemm_64x64(float *__restrict__ dx, const float *__restrict__ dout,
                                     const float *__restrict__ w, int N, int C, int H, int W, int F, int KH, int KW,
                                     int OH, int OW, int stride, int pad) {
-    conv2d_backward_data_tile<64, 64>(dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+    __shared__ __align__(16) float As[2][TILE_K][64 + TILE_PAD];
+    __shared__ __align__(16) float Bs[2][TILE_K][64 + TILE_PAD];
+    if (stride == 1)
+        conv2d_backward_data_tile<64, 64, true>(As, Bs, dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+    else
+        conv2d_backward_data_tile<64, 64, false>(As, Bs, dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
 }
 
-extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_backward_filter_igemm_64x64(float *__restrict__ dw, const float *__restrict__ dout,
                                       const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW,
                                       int OH, int OW, int stride, int pad, int k_chunk) {
     conv2d_backward_filter_tile<64, 64>(dw, dout, x, N, C, H, W, F, KH, KW, OH, OW, stride, pad, k_chunk);
 }
 
-extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_forward_igemm_16x256(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
                               const float *__restrict__ b, int N, int C, int H, int W, int F, int KH, int KW, int OH,
                               int OW, int stride, int pad) {
     conv2d_forward_tile<16, 256>(out, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
 }
 
-extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_backward_data_igemm_16x256(float *__restrict__ dx, const float *__restrict__ dout,
                                     const float *__restrict__ w, int N, int C, int H, int W, int F, int KH, int KW,
                                     int OH, int OW, int stride, int pad) {
-    conv2d_backward_data_tile<16, 256>(dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+    __shared__ __align__(16) float As[2][TILE_K][16 + TILE_PAD];
+    __shared__ __align__(16) float Bs[2][TILE_K][256 + TILE_PAD];
+    if (stride == 1)
+        conv2d_backward_data_tile<16, 256, true>(As, Bs, dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+    else
+        conv2d_backward_data_tile<16, 256, false>(As, Bs, dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
 }
 
-extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_backward_filter_igemm_16x256(float *__restrict__ dw, const float *__restrict__ dout,
                                       const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW,
                                       int OH, int OW, int stride, int pad, int k_chunk) {

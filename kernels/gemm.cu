@@ -1,6 +1,7 @@
 // gemm.cu: tiled SGEMM for the dense layer, the split-K reduction, and the
 // deterministic bias gradient.
-// sgemm_strided (+ split_k_reduce) = variant v3 of bench/variants/sgemm_v*.cu.
+// sgemm_strided (+ split_k_reduce) = variant v4 of bench/variants/sgemm_v*.cu (v3's
+// tiles with the main loop of gemm_tile.cuh: blocked micro-tile, double buffering).
 //
 //   sgemm_strided: C (M, N) = A (M, K) . B (K, N) [+ bias (N,)]
 //       A[m, k] = A_ptr[m*sam + k*sak], B[k, n] = B_ptr[k*sbk + n*sbn]: the strides
@@ -26,60 +27,74 @@
 // threads read consecutive addresses whichever operand is transposed.
 #include "gemm_tile.cuh"
 
-// Left to itself ptxas gives this kernel 128 registers: 2 blocks (25% occupancy) per
-// SM, so split-K's ~264 blocks would take two and a bit waves on 132 SMs. A minimum of
-// 4 blocks per SM caps it at 64 registers, the conv tiles' budget, with no spills
-// (nvcc -Xptxas -v, sm_80 and sm_90). Its effect on time is not measured yet.
+// A minimum of 4 blocks per SM caps the registers at 64 (no spills, nvcc -Xptxas -v
+// for sm_80 and sm_90): split-K's ~264 blocks then fit in one wave on 132 SMs.
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 4)
     sgemm_strided(float *__restrict__ C, const float *__restrict__ A, const float *__restrict__ B,
                   const float *__restrict__ bias, int M, int N, int K, int sam, int sak, int sbk, int sbn, int ldc,
                   int k_chunk, int c_split_stride, int has_bias) {
-    __shared__ float As[TILE_K][TILE_M + TILE_PAD];
-    __shared__ float Bs[TILE_K][TILE_N + TILE_PAD];
+    constexpr int LOADS = TILE_M * TILE_K / TILE_THREADS;  // elements of A (and of B) per thread per step: 4
+    __shared__ __align__(16) float As[2][TILE_K][TILE_M + TILE_PAD];
+    __shared__ __align__(16) float Bs[2][TILE_K][TILE_N + TILE_PAD];
     const int tid = threadIdx.x;
-    const int tx = tid % 16, ty = tid / 16;
+    const int tx = tid % (TILE_N / 4), ty = tid / (TILE_N / 4);
     const int m0 = blockIdx.y * TILE_M, n0 = blockIdx.x * TILE_N;
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = K < k_begin + k_chunk ? K : k_begin + k_chunk;
-    // which operand index runs along consecutive threads (uniform over the block)
+    // Which index runs along consecutive threads, so that they read consecutive
+    // addresses whichever operand is transposed (uniform over the block).
     const bool a_k_fast = sak == 1;
     const bool b_n_fast = sbn == 1;
+    int a_mm[LOADS], a_kk[LOADS], b_nn[LOADS], b_kk[LOADS];
+#pragma unroll
+    for (int r = 0; r < LOADS; r++) {
+        const int e = tid + r * TILE_THREADS;
+        a_mm[r] = a_k_fast ? e / TILE_K : e % TILE_M;
+        a_kk[r] = a_k_fast ? e % TILE_K : e / TILE_M;
+        b_nn[r] = b_n_fast ? e % TILE_N : e / TILE_K;
+        b_kk[r] = b_n_fast ? e / TILE_N : e % TILE_K;
+    }
+
+    float a_next[LOADS], b_next[LOADS];
+    auto load = [&](int k0) {
+#pragma unroll
+        for (int r = 0; r < LOADS; r++) {
+            const int m = m0 + a_mm[r], ka = k0 + a_kk[r];
+            a_next[r] = (m < M && ka < k_end) ? A[(long long)m * sam + (long long)ka * sak] : 0.0f;
+            const int n = n0 + b_nn[r], kb = k0 + b_kk[r];
+            b_next[r] = (n < N && kb < k_end) ? B[(long long)kb * sbk + (long long)n * sbn] : 0.0f;
+        }
+    };
+    auto store = [&](int buf) {
+#pragma unroll
+        for (int r = 0; r < LOADS; r++) {
+            As[buf][a_kk[r]][a_mm[r]] = a_next[r];
+            Bs[buf][b_kk[r]][b_nn[r]] = b_next[r];
+        }
+    };
 
     float acc[4][4];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
-
-    for (int k0 = k_begin; k0 < k_end; k0 += TILE_K) {
-#pragma unroll
-        for (int r = 0; r < (TILE_M * TILE_K) / TILE_THREADS; r++) {
-            const int e = tid + r * TILE_THREADS;
-            const int mm = a_k_fast ? e / TILE_K : e % TILE_M;
-            const int kk = a_k_fast ? e % TILE_K : e / TILE_M;
-            const int m = m0 + mm, k = k0 + kk;
-            As[kk][mm] = (m < M && k < k_end) ? A[(long long)m * sam + (long long)k * sak] : 0.0f;
-        }
-#pragma unroll
-        for (int r = 0; r < (TILE_K * TILE_N) / TILE_THREADS; r++) {
-            const int e = tid + r * TILE_THREADS;
-            const int nn = b_n_fast ? e % TILE_N : e / TILE_K;
-            const int kk = b_n_fast ? e / TILE_N : e % TILE_K;
-            const int n = n0 + nn, k = k0 + kk;
-            Bs[kk][nn] = (n < N && k < k_end) ? B[(long long)k * sbk + (long long)n * sbn] : 0.0f;
-        }
-        __syncthreads();
-        tile_multiply_accumulate<TILE_M, TILE_N>(As, Bs, tx, ty, acc);
+    zero(acc);
+    const int steps = (k_end - k_begin + TILE_K - 1) / TILE_K;
+    if (steps > 0) {
+        load(k_begin);
+        store(0);
+    }
+    __syncthreads();
+    for (int s = 0; s < steps; s++) {
+        if (s + 1 < steps) load(k_begin + (s + 1) * TILE_K);  // in flight during the math below
+        tile_multiply_accumulate<TILE_M, TILE_N>(As[s & 1], Bs[s & 1], tx, ty, acc);
+        if (s + 1 < steps) store((s + 1) & 1);
         __syncthreads();
     }
 
     float *Cz = C + (long long)blockIdx.z * c_split_stride;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const int m = m0 + ty + 16 * i;
+        const int m = m0 + 4 * ty + i;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            const int n = n0 + tx + 16 * j;
+            const int n = n0 + 4 * tx + j;
             if (m < M && n < N) Cz[(long long)m * ldc + n] = acc[i][j] + (has_bias ? bias[n] : 0.0f);
         }
     }

@@ -1,17 +1,26 @@
 // gemm_tile.cuh: the shared-memory tile and register micro-tile behind every
 // matrix product here (dense layers in gemm.cu, implicit-GEMM convolution in
-// conv2d.cu).
+// conv2d.cu), and the index counters that let the convolutions gather operands
+// without a division in their main loops.
 //
-// A block of 256 threads computes a TILE_M x TILE_N = 64 x 64 tile of C = A B.
-// Each step of the K loop stages a TILE_K = 16 slice of A (64 x 16) and of B
-// (16 x 64) in shared memory, where every element is read by 16 threads: the
-// global-memory traffic per FMA drops 16-fold compared with one thread per
-// output reading its own row and column. Thread (tx, ty) = (tid % 16, tid / 16)
-// owns the 4 x 4 outputs at rows ty + 16 i and columns tx + 16 j (i, j < 4) and
-// keeps them in registers. The strided (not blocked) micro-tile keeps the
-// shared-memory reads of a warp to two broadcast rows of As and 16 consecutive
-// words of Bs: no bank conflicts. Rows are padded by one word so that loaders
-// writing "down a column" of a tile do not all hit the same bank.
+// A block of TILE_THREADS = 256 threads computes a BM x BN tile of C = A B with
+// BM * BN = 16 * TILE_THREADS (64 x 64, or 16 x 256 for products with few rows).
+// Each step of the K loop stages a TILE_K = 16 slice of A (as As[k][m]) and of B
+// (as Bs[k][n]) in shared memory, where every element is read by BN/4 or BM/4
+// threads: global traffic per FMA drops 16-fold against one thread per output.
+//
+// Thread (tx, ty) = (tid % (BN/4), tid / (BN/4)) owns the 4 x 4 BLOCK of outputs at
+// rows 4 ty + i and columns 4 tx + j, so each k step reads its four A values and its
+// four B values with one 128-bit shared load each (LDS.128): 2 loads per 16 FMAs.
+// A warp's A load touches at most two addresses (a broadcast) and its B load 16 or
+// 32 consecutive float4s: no bank conflicts. Rows are padded by TILE_PAD = 4 floats,
+// which keeps them 16-byte aligned and spreads the transposing stores of the
+// loaders over the banks (2-way at most, against 16-way unpadded).
+//
+// The K loop is double-buffered (two copies of each tile): while the block
+// multiplies tile t from one buffer, every thread already holds tile t + 1's
+// global loads in registers, issued before the math so their latency hides behind
+// it, and stores them into the other buffer afterwards; one barrier per step.
 //
 // The tiling scheme is the classic one (Volkov & Demmel 2008; the CUTLASS and
 // "How to optimize a CUDA matmul" write-ups describe the same steps); the code
@@ -22,29 +31,62 @@
 #define TILE_N 64
 #define TILE_K 16
 #define TILE_THREADS 256  // (TILE_M / 4) * (TILE_N / 4)
-#define TILE_PAD 1
+#define TILE_PAD 4
 
-// The same scheme for other tile shapes BM x BN with BM * BN = 16 * TILE_THREADS
-// (4 x 4 per thread): the convolutions also use 16 x 256, so that a layer with few
-// channels (the paper's first conv has 1 input and 16 output channels) does not
-// leave most of a 64-row tile idle. Thread (tx, ty) = (tid % (BN/4), tid / (BN/4))
-// owns rows ty + (BM/4) i and columns tx + (BN/4) j.
-//
-// acc[i][j] += sum_kk As[kk][ty + (BM/4) i] * Bs[kk][tx + (BN/4) j]
+// acc[i][j] += sum_kk As[kk][4 ty + i] * Bs[kk][4 tx + j]
 template <int BM, int BN>
 __device__ __forceinline__ void tile_multiply_accumulate(const float (*As)[BM + TILE_PAD],
                                                          const float (*Bs)[BN + TILE_PAD], int tx, int ty,
                                                          float acc[4][4]) {
 #pragma unroll
     for (int kk = 0; kk < TILE_K; kk++) {
-        float a[4], b[4];
-#pragma unroll
-        for (int i = 0; i < 4; i++) a[i] = As[kk][ty + (BM / 4) * i];
-#pragma unroll
-        for (int j = 0; j < 4; j++) b[j] = Bs[kk][tx + (BN / 4) * j];
+        const float4 a4 = *reinterpret_cast<const float4 *>(&As[kk][4 * ty]);
+        const float4 b4 = *reinterpret_cast<const float4 *>(&Bs[kk][4 * tx]);
+        const float a[4] = {a4.x, a4.y, a4.z, a4.w};
+        const float b[4] = {b4.x, b4.y, b4.z, b4.w};
 #pragma unroll
         for (int i = 0; i < 4; i++)
 #pragma unroll
             for (int j = 0; j < 4; j++) acc[i][j] += a[i] * b[j];
     }
+}
+
+template <int N>
+__device__ __forceinline__ void zero(float (&a)[N][N]) {
+#pragma unroll
+    for (int i = 0; i < N; i++)
+#pragma unroll
+        for (int j = 0; j < N; j++) a[i][j] = 0.0f;
+}
+
+// A flat index i = (hi * R1 + mid) * R0 + lo held as its digits, so that moving it
+// forward by a fixed step costs two compares instead of two divisions: the gathers
+// decode (c, u, v) taps and (n, oh, ow) positions this way inside their K loops.
+struct Digits {
+    int hi, mid, lo;
+};
+
+// The digits of i (divisions: call outside the main loop).
+__device__ __forceinline__ Digits digits_of(int i, int r1, int r0) {
+    Digits d;
+    d.lo = i % r0;
+    d.mid = (i / r0) % r1;
+    d.hi = (i / r0) / r1;
+    return d;
+}
+
+// d += step, both as digits (step = digits_of(s, r1, r0)): lo + step.lo < 2 r0 and
+// mid + step.mid + 1 < 2 r1, so one carry per digit is enough.
+__device__ __forceinline__ void advance(Digits &d, const Digits &step, int r1, int r0) {
+    d.lo += step.lo;
+    if (d.lo >= r0) {
+        d.lo -= r0;
+        d.mid++;
+    }
+    d.mid += step.mid;
+    if (d.mid >= r1) {
+        d.mid -= r1;
+        d.hi++;
+    }
+    d.hi += step.hi;
 }

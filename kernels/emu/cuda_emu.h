@@ -62,8 +62,15 @@ static thread_local bool emu_block_synced;
 #define __forceinline__
 #define __shared__ static
 #define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))
 // __restrict__ is a GCC keyword already.
+
+// ------------------------------------------------------------- vector types
+// float4 as the GPU lays it out: 16 bytes, 16-byte aligned, so a float4 load from an
+// __align__(16) array is one 128-bit access there and plain struct copy here.
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
 
 // ---------------------------------------------------------- synchronisation
 static inline void __syncthreads() {
