@@ -1,7 +1,7 @@
 // conv2d.cu: 2-D convolution as implicit GEMM: forward, backward-data,
 // backward-filter, and the bias gradient.
-// Forward pass = variant v5 of bench/variants/conv2d_forward_v*.cu (v4's two tile
-// shapes, with v5's main loop: 4 x 4 blocked micro-tile read with LDS.128, double-
+// Forward pass = variant v5 of bench/variants/conv2d_forward_v*.cu (v4's tiles plus
+// 32 x 128, with v5's main loop: 4 x 4 blocked micro-tile read with LDS.128, double-
 // buffered shared memory with the next tile's global loads in flight during the math,
 // and gathers that decode their indices by carrying digits instead of dividing).
 //
@@ -38,12 +38,12 @@
 //   backward = 2x forward. ~80 GFLOP per step in the convolutions: ~8 ms at a
 //   modest 10 TFLOP/s. Each staged element feeds 64 FMAs of its block (16 per
 //   thread-row/column), so global traffic is a small multiple of the tensors' size.
-// Threads: a 256-thread block owns a 64 x 64 tile of the product, or 16 x 256 when
-// the M side has at most 16 rows (gemm_tile.cuh; each kernel below exists in both
-// shapes, named _64x64 and _16x256). Each gathering thread keeps one fixed tile
-// column, decoded once; the index along K that changes every step, (c, u, v) or
-// (n, oh, ow), is kept as digits (gemm_tile.cuh: Digits) and moved forward with
-// carries, so the main loops hold no integer division.
+// Threads: a 256-thread block owns a 64 x 64, 32 x 128 or 16 x 256 tile of the
+// product, the shortest that covers the M side (gemm_tile.cuh; each kernel below
+// exists in the three shapes, named _64x64, _32x128 and _16x256). Each gathering
+// thread keeps one fixed tile column, decoded once; the index along K that changes
+// every step, (c, u, v) or (n, oh, ow), is kept as digits (gemm_tile.cuh: Digits)
+// and moved forward with carries, so the main loops hold no integer division.
 #include "gemm_tile.cuh"
 
 // out (N, F, OH, OW) = conv(x, w) + b, for the tile (f0, p0) of the (F, N*OH*OW) product.
@@ -310,10 +310,11 @@ __device__ __forceinline__ void conv2d_backward_filter_tile(float *__restrict__ 
     }
 }
 
-// The kernels: each pass in two tile shapes. 64 x 64 for wide layers; 16 x 256
-// when the M side (filters, or channels for backward-data) is at most 16, where a
-// 64-row tile would leave three quarters (or, for the paper's 1-channel input,
-// 63/64) of its rows idle. tinycnn/backends/launch.py picks the shape.
+// The kernels: each pass in three tile shapes, so that the M side (filters, or
+// channels for backward-data) fills its tile: 64 x 64 for wide layers, 32 x 128 for
+// 17-32 rows and 16 x 256 for at most 16 (the paper's first conv has 1 input and 16
+// output channels; a 64-row tile would leave 3/4 of its rows idle, or 63/64).
+// tinycnn/backends/launch.py picks the shortest tile that covers M.
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_forward_igemm_64x64(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
                               const float *__restrict__ b, int N, int C, int H, int W, int F, int KH, int KW, int OH,
@@ -338,6 +339,32 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
                                       const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW,
                                       int OH, int OW, int stride, int pad, int k_chunk) {
     conv2d_backward_filter_tile<64, 64>(dw, dout, x, N, C, H, W, F, KH, KW, OH, OW, stride, pad, k_chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
+    conv2d_forward_igemm_32x128(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
+                              const float *__restrict__ b, int N, int C, int H, int W, int F, int KH, int KW, int OH,
+                              int OW, int stride, int pad) {
+    conv2d_forward_tile<32, 128>(out, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+}
+
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
+    conv2d_backward_data_igemm_32x128(float *__restrict__ dx, const float *__restrict__ dout,
+                                    const float *__restrict__ w, int N, int C, int H, int W, int F, int KH, int KW,
+                                    int OH, int OW, int stride, int pad) {
+    __shared__ __align__(16) float As[2][TILE_K][32 + TILE_PAD];
+    __shared__ __align__(16) float Bs[2][TILE_K][128 + TILE_PAD];
+    if (stride == 1)
+        conv2d_backward_data_tile<32, 128, true>(As, Bs, dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+    else
+        conv2d_backward_data_tile<32, 128, false>(As, Bs, dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+}
+
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
+    conv2d_backward_filter_igemm_32x128(float *__restrict__ dw, const float *__restrict__ dout,
+                                      const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW,
+                                      int OH, int OW, int stride, int pad, int k_chunk) {
+    conv2d_backward_filter_tile<32, 128>(dw, dout, x, N, C, H, W, F, KH, KW, OH, OW, stride, pad, k_chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
