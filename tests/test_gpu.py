@@ -1,6 +1,8 @@
-"""Tier 3 (-m gpu): the kernels on a real GPU through the "cuda" backend: the same parity
-as tests/test_cuda_emu.py (plus larger shapes), a full 256x256 paper_net training step
-matching NumPy, two seeded runs bitwise identical, and the literal reading of the paper
+"""Tier 3 (-m gpu): the kernels on a real GPU through the "cuda" backend, beyond op
+parity (which tests/test_parity.py runs on the GPU too, with the shared cases of
+tests/op_cases.py and the large ones that only the GPU runs): the loss stays on the
+device, bit-exact optimizer updates, a full 256x256 paper_net training step matching
+NumPy, two seeded runs bitwise identical, and the literal reading of the paper
 (hidden=28800) completing a step. Skipped without CuPy and a GPU (tests/conftest.py)."""
 
 from __future__ import annotations
@@ -8,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import backend_or_skip, compare_with_reference
-from test_cuda_emu import CONV_CASES, DENSE_CASES, POOL_CASES, _normal
+from helpers import backend_or_skip
+from op_cases import normal
 from tinycnn import backends
 from tinycnn.gradcheck import rel_error
 
@@ -22,60 +24,17 @@ def gpu():
     return backend_or_skip(BACKEND)
 
 
-BIG_CONV = [((8, 16, 61, 61), (32, 16, 3, 3), 1, 0), ((4, 3, 130, 127), (16, 3, 3, 3), 2, 1)]
-
-
-@pytest.mark.parametrize("xs, ws, stride, pad", CONV_CASES + BIG_CONV)
-def test_conv2d(gpu, rng, xs, ws, stride, pad):
-    arrays = {"x": _normal(rng, xs), "w": _normal(rng, ws), "b": _normal(rng, ws[0])}
-    compare_with_reference(BACKEND, "conv2d", arrays, stride=stride, pad=pad)
-
-
-@pytest.mark.parametrize("xs, size, stride, ceil", POOL_CASES + [((8, 16, 254, 254), 2, 2, True)])
-def test_maxpool2d(gpu, rng, xs, size, stride, ceil):
-    compare_with_reference(BACKEND, "maxpool2d", {"x": _normal(rng, xs)}, exact=True,
-                           size=size, stride=stride, ceil_mode=ceil)
-
-
-def test_maxpool2d_ties(gpu, rng):
-    x = rng.integers(0, 3, (2, 2, 9, 7)).astype(np.float32)
-    compare_with_reference(BACKEND, "maxpool2d", {"x": x}, exact=True, size=3, stride=2)
-
-
-@pytest.mark.parametrize("n, d, m", DENSE_CASES + [(64, 28800, 1024), (8, 1024, 1024)])
-def test_dense(gpu, rng, n, d, m):
-    arrays = {"x": _normal(rng, (n, d)), "w": _normal(rng, (d, m)), "b": _normal(rng, m)}
-    compare_with_reference(BACKEND, "dense", arrays)
-
-
-@pytest.mark.parametrize("shape", [(3, 5, 7), (64, 16, 254, 254)])
-def test_relu(gpu, rng, shape):
-    compare_with_reference(BACKEND, "relu", {"x": _normal(rng, shape)}, exact=True)
-
-
-@pytest.mark.parametrize("shape, p, drop_seed", [((4, 37), 0.5, 7), ((64, 1024), 0.5, (3 << 32) | 5),
-                                                 ((1000,), 0.9, 2**64 - 1)])
-def test_dropout_masks_equal_exactly(gpu, rng, shape, p, drop_seed):
-    compare_with_reference(BACKEND, "dropout", {"x": _normal(rng, shape)}, exact=True, p=p, seed=drop_seed)
-
-
-@pytest.mark.parametrize("n, k, scale", [(6, 3, 3.0), (300, 2, 1.0), (4, 10, 100.0)])
-def test_softmax_cross_entropy(gpu, rng, n, k, scale):
-    arrays = {"logits": _normal(rng, (n, k)) * np.float32(scale), "labels": rng.integers(0, k, n)}
-    compare_with_reference(BACKEND, "softmax_cross_entropy", arrays)
-
-
 def test_loss_stays_on_the_device(gpu, rng):
     import cupy
 
-    loss, dlogits = gpu.softmax_cross_entropy(gpu.asarray(_normal(rng, (4, 2))), np.array([0, 1, 1, 0]))
+    loss, dlogits = gpu.softmax_cross_entropy(gpu.asarray(normal(rng, (4, 2))), np.array([0, 1, 1, 0]))
     assert isinstance(loss, cupy.ndarray) and loss.shape == ()
     assert isinstance(dlogits, cupy.ndarray)
 
 
 def test_optimizer_updates_are_bit_exact(gpu, rng):
     ref = backends.get("numpy")
-    p, g, v = (_normal(rng, (1000, 37)) for _ in range(3))
+    p, g, v = (normal(rng, (1000, 37)) for _ in range(3))
     p1, v1 = p.copy(), v.copy()
     p2, g2, v2 = gpu.asarray(p), gpu.asarray(g), gpu.asarray(v)
     ref.sgd_update(p1, g, v1, 0.01, 0.9, 5e-4)
@@ -109,7 +68,7 @@ def _train_step(backend, x, y, hidden=1024, in_size=256, seed=0):
 
 
 def test_paper_net_256_training_step_matches_numpy(gpu, rng):
-    x, y = _normal(rng, (4, 1, 256, 256)), np.array([0, 1, 1, 0])
+    x, y = normal(rng, (4, 1, 256, 256)), np.array([0, 1, 1, 0])
     ref, got = _train_step("numpy", x, y), _train_step(BACKEND, x, y)
     assert abs(got[0] - ref[0]) <= 1e-5 * abs(ref[0])
     assert rel_error(got[1], ref[1]) <= 1e-5
@@ -119,7 +78,7 @@ def test_paper_net_256_training_step_matches_numpy(gpu, rng):
 
 
 def test_two_seeded_runs_are_bitwise_identical(gpu, rng):
-    x, y = _normal(rng, (8, 1, 256, 256)), np.array([0, 1] * 4)
+    x, y = normal(rng, (8, 1, 256, 256)), np.array([0, 1] * 4)
     a, b = _train_step(BACKEND, x, y), _train_step(BACKEND, x, y)
     assert a[0] == b[0]
     np.testing.assert_array_equal(a[1], b[1])
@@ -150,7 +109,7 @@ def test_paper_net_hidden_28800_completes_a_step_at_batch_8(gpu, rng):
     be = net.backend
     opt = SGD(net.parameters(), lr=1e-3, momentum=0.9, backend=be)
     before = be.to_numpy(net.layers[-1].params["w"].value).copy()
-    logits = net.forward(be.asarray(_normal(rng, (8, 1, 256, 256))), train=True)
+    logits = net.forward(be.asarray(normal(rng, (8, 1, 256, 256))), train=True)
     loss, dlogits = be.softmax_cross_entropy(logits, np.array([0, 1] * 4))
     net.backward(dlogits)
     opt.step()

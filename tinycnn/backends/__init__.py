@@ -1,10 +1,9 @@
 """Backend registry: ``get("numpy")``, ``get("cuda")``, ``get("cuda-emu")``, ...
 
-A backend is an object that implements the op contract of docs/design.md
-(``conv2d_forward``/``conv2d_backward``, ``relu_*``, ``maxpool2d_*``, ``dense_*``,
-``dropout_*``, ``softmax_cross_entropy``, ``softmax``, ``sgd_update``, ``adam_update``)
-plus ``asarray``, ``to_numpy``, ``zeros``, ``synchronize`` and ``device_name``. Backends are imported lazily,
-so that ``get("numpy")`` never imports CuPy.
+A backend is an object that implements the op contract, ``contract.Backend``
+(tinycnn/backends/contract.py: every op and array helper with its signature, shapes,
+cache and gradients; tests/test_contract.py holds every registered backend to it).
+Backends are imported lazily, so that ``get("numpy")`` never imports CuPy.
 """
 
 from __future__ import annotations

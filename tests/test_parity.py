@@ -1,0 +1,39 @@
+"""Parity: every backend against the NumPy reference, backend x op x case, from the one
+table in tests/op_cases.py (cases and tolerances). Test ids read BACKEND-OP-CASE, e.g.
+cuda-emu-conv2d-stride2_pad1.
+
+numba and cuda-emu run wherever they are installed (else they skip, saying why); cuda
+cases carry the `gpu` mark and run only on a machine with CuPy and a GPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import backend_or_skip, compare_with_reference
+from op_cases import CASES, PARITY_BACKENDS, tolerance
+
+GPU_BACKENDS = ("cuda",)
+
+
+def _parameters():
+    for case in CASES:
+        for backend in case.backends:
+            tol = tolerance(backend, case)
+            if tol is None:  # the backend runs the reference's code for this op
+                continue
+            marks = [pytest.mark.gpu] if backend in GPU_BACKENDS else []
+            yield pytest.param(backend, case, tol, id=f"{backend}-{case.id}", marks=marks)
+
+
+@pytest.mark.parametrize("backend, case, tol", list(_parameters()))
+def test_parity(rng, backend, case, tol):
+    backend_or_skip(backend)
+    compare_with_reference(backend, case.spec, case.arrays(rng), fwd_tol=tol.fwd, grad_tol=tol.grad, **case.kw)
+
+
+def test_every_case_is_named_once_explained_and_runs_somewhere():
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    for c in CASES:
+        assert c.why, f"{c.id}: say why the case exists"
+        assert c.backends and set(c.backends) <= set(PARITY_BACKENDS), c.id
