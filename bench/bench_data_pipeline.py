@@ -5,7 +5,7 @@ backend, timed two ways in the same run:
 - pipeline:  the trainer's BatchLoader (gather + the six transforms on a background
              thread) and the host-to-device copy of every batch, as in training.
 
-    python bench/bench_data_pipeline.py [--image-size 256] [--hidden 1024] [--batch 32] [--steps 30]
+    python -m bench.bench_data_pipeline [--image-size 256] [--hidden 1024] [--batch 32] [--steps 30]
 
 The loader's first batch is first checked against the samples it names (validate,
 then time). Each is timed with CUDA events around a run of steps after warm-up, and the script
@@ -16,22 +16,19 @@ Exits cleanly (status 0, a message) where there is no GPU or no CuPy.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from tinycnn import backends  # noqa: E402
-from tinycnn.mammo.data import augment  # noqa: E402
-from tinycnn.mammo.data.synthetic import generate  # noqa: E402
-from tinycnn.mammo.data.preprocess import normalise  # noqa: E402
-from tinycnn.model import paper_net  # noqa: E402
-from tinycnn.optim import make_optimizer  # noqa: E402
-from tinycnn.mammo.train import TrainConfig, Trainer  # noqa: E402
+from tinycnn import backends
+from tinycnn.mammo.data import augment
+from tinycnn.mammo.data.synthetic import generate
+from tinycnn.mammo.data.preprocess import normalise
+from tinycnn.model import paper_net
+from tinycnn.optim import make_optimizer
+from tinycnn.mammo.train import TrainConfig, Trainer
 
 TARGET = 1.10
 
@@ -69,7 +66,7 @@ def validate_loader(trainer, be, images, labels, samples) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.bench_data_pipeline", description=__doc__.split("\n\n")[0])
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--hidden", type=int, default=1024)
     p.add_argument("--batch", type=int, default=32)

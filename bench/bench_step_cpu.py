@@ -1,90 +1,64 @@
-"""One training step of paper_net() on the CPU: the NumPy reference, the Numba backend,
-and the same network in PyTorch (when installed), in the same run; then op by op.
+"""One training step of paper_net() on the CPU: the NumPy reference, the Numba backend
+(layer by layer, and with its conv blocks fused: bench/numba_fused.py), and the same
+network in PyTorch (when installed), in the same run; then op by op.
 
-    python bench/bench_step_cpu.py [--batch 32] [--size 256] [--hidden 1024] [--repeats 5]
-                                   [--no-ops]
+    python -m bench.bench_step_cpu [--batch 32] [--size 256] [--hidden 1024] [--repeats 5]
+                                   [--backends numpy,numba,numba fused] [--no-ops] [--no-torch]
 
-Validate, then time: first one forward + backward of numba against numpy on the same
-weights and inputs (loss, every gradient, and every parameter after one SGD step), and
-the torch mirror's logits against ours; then forward + loss + backward + SGD-momentum
-update, timed with the host clock (CPU work is synchronous) after a warm-up step, as
-medians over `repeats` (the runs interleave, so a noisy neighbour hurts all alike).
-The op table times each layer's forward and its backward separately (one cache, or one retained
-torch graph, reused) at the step's shapes.
+    python -m bench.bench_step_cpu --backends numpy --no-ops    # the reference against PyTorch alone
 
-Importable: ``run_step_bench(...)`` and ``run_op_bench(...)`` return the numbers.
+Validate, then time: first one forward + backward of numba (and fused) against numpy on
+the same weights and inputs (loss, every gradient, and every parameter after one SGD
+step), and the torch mirror's logits against ours; then forward + loss + backward +
+SGD-momentum update, timed with the host clock (CPU work is synchronous) after a
+warm-up step, as medians over `repeats` (the runs interleave, so a noisy neighbour
+hurts all alike), with every ratio to numpy and to torch. The op table times each
+layer's forward and its backward separately (one cache, or one retained torch graph,
+reused) at the step's shapes. Without numba installed the numba entries are left out
+(numpy against torch still runs).
+
+Run from the repository root. Importable: ``run_step_bench(...)`` and
+``run_op_bench(...)`` return the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import statistics
 import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from bench.steps import cpu_description, describe, host_times, torch_training_step, training_step
+from bench.torch_net import check_mirror, torch_available, torch_mirror
+from tinycnn import backends
+from tinycnn.gradcheck import rel_error
+from tinycnn.layers import Conv2D, Dense, Dropout, MaxPool2D, ReLU
+from tinycnn.model import paper_net
+from tinycnn.optim import SGD
 
-from bench.steps import cpu_description, describe, host_times, torch_training_step, training_step  # noqa: E402
-from bench.torch_net import check_mirror, torch_available, torch_mirror  # noqa: E402
-from tinycnn import backends  # noqa: E402
-from tinycnn.gradcheck import rel_error  # noqa: E402
-from tinycnn.layers import Conv2D, Dense, Dropout, Layer, MaxPool2D, ReLU  # noqa: E402
-from tinycnn.model import Sequential, paper_net  # noqa: E402
-from tinycnn.optim import SGD  # noqa: E402
+NAMES = ("numpy", "numba", "numba fused")  # "numba fused": numba with bench/numba_fused.py's conv blocks
 
 
 # ------------------------------------------------------------------ the step
-class ConvReluPool(Layer):
-    """Conv2D + ReLU + MaxPool2D as one layer over a backend's optional fused op
-    (``conv_relu_pool_forward/backward``): what a fused layer in tinycnn could look
-    like. Shares the Conv2D's parameters."""
+def make_net(name: str, hidden: int, size: int):
+    """paper_net(seed=0) on backend `name` ("numba fused": on numba, conv blocks fused)."""
+    net = paper_net(hidden=hidden, in_size=size, seed=0, backend=name.split()[0])
+    if name.endswith("fused"):
+        from bench.numba_fused import fuse_conv_blocks  # needs numba: imported only when asked for
 
-    def __init__(self, conv: Conv2D, pool: MaxPool2D):
-        super().__init__()
-        self.conv, self.pool = conv, pool
-        self.params = conv.params
-
-    def forward(self, x, train=False):
-        c, p = self.conv, self.pool
-        out, self.cache = self.backend.conv_relu_pool_forward(
-            x, self.params["w"].value, self.params["b"].value, c.stride, c.pad, p.size, p.stride, p.ceil_mode)
-        return out
-
-    def backward(self, dy):
-        dx, self.params["w"].grad, self.params["b"].grad = self.backend.conv_relu_pool_backward(dy, self.cache)
-        self.cache = None
-        return dx
-
-    def output_shape(self, in_shape):
-        return self.pool.output_shape(self.conv.output_shape(in_shape))
+        net = fuse_conv_blocks(net)
+    return net
 
 
-def fuse_conv_blocks(net) -> Sequential:
-    """The same network (same parameter objects) with every conv, ReLU, max-pool run
-    replaced by one ConvReluPool layer."""
-    layers, i = [], 0
-    while i < len(net.layers):
-        block = net.layers[i : i + 3]
-        if (len(block) == 3 and isinstance(block[0], Conv2D) and isinstance(block[1], ReLU)
-                and isinstance(block[2], MaxPool2D)):
-            layers.append(ConvReluPool(block[0], block[2]))
-            i += 3
-        else:
-            layers.append(net.layers[i])
-            i += 1
-    return Sequential(layers, net.input_shape, backend=net.backend)
-
-
-def validate_step(x, y, hidden: int, size: int, fwd_tol=1e-4, grad_tol=1e-3) -> dict[str, dict[str, float]]:
-    """One training step of numba (layer by layer, and with fused conv blocks) and of
-    numpy from the same weights: relative errors of the loss, every gradient, and
-    every parameter after the SGD update, per variant."""
-    nets = {name: paper_net(hidden=hidden, in_size=size, seed=0, backend=name) for name in ("numpy", "numba")}
-    nets["numba fused"] = fuse_conv_blocks(paper_net(hidden=hidden, in_size=size, seed=0, backend="numba"))
+def validate_step(x, y, hidden: int, size: int, fwd_tol=1e-4, grad_tol=1e-3,
+                  names=("numba", "numba fused")) -> dict[str, dict[str, float]]:
+    """One training step of each of `names` (numba layer by layer, numba with fused
+    conv blocks) and of numpy from the same weights: relative errors of the loss, every
+    gradient, and every parameter after the SGD update, per variant."""
+    nets = {name: make_net(name, hidden, size) for name in ("numpy",) + tuple(names)}
     results = {}
     for name, net in nets.items():
         be = net.backend
@@ -97,7 +71,7 @@ def validate_step(x, y, hidden: int, size: int, fwd_tol=1e-4, grad_tol=1e-3) -> 
         results[name] = (float(loss), grads, params)
     l0, g0, p0 = results["numpy"]
     report = {}
-    for name in ("numba", "numba fused"):
+    for name in names:
         l1, g1, p1 = results[name]
         errors = {"loss": abs(l0 - l1) / max(abs(l0), 1e-12)}
         errors.update({f"grad {i}": rel_error(a, b) for i, (a, b) in enumerate(zip(g0, g1))})
@@ -109,19 +83,16 @@ def validate_step(x, y, hidden: int, size: int, fwd_tol=1e-4, grad_tol=1e-3) -> 
     return report
 
 
-def run_step_bench(batch=32, size=256, hidden=1024, repeats=5, names=("numpy", "numba", "numba fused"),
-                   with_torch=True, log=print) -> dict[str, list[float]]:
-    """Seconds per training step for each backend ("numba fused": numba with fused
+def run_step_bench(batch=32, size=256, hidden=1024, repeats=5, names=NAMES, with_torch=True,
+                   log=print) -> dict[str, list[float]]:
+    """Seconds per training step for each of `names` ("numba fused": numba with fused
     conv blocks) and "torch", interleaved runs."""
     rng = np.random.default_rng(0)
     x = rng.random((batch, 1, size, size), dtype=np.float32)
     y = rng.integers(0, 2, batch)
     steps = {}
     for name in names:
-        net = paper_net(hidden=hidden, in_size=size, seed=0, backend=name.split()[0])
-        if name.endswith("fused"):
-            net = fuse_conv_blocks(net)
-        steps[name] = training_step(net, x, y)
+        steps[name] = training_step(make_net(name, hidden, size), x, y)
     if with_torch and torch_available():
         import torch
 
@@ -211,11 +182,11 @@ def _torch_layer_op(layer, x):
     return op, backward
 
 
-def _sgd_row(net, repeats, has_torch):
+def _sgd_row(net, repeats, has_torch, names=("numpy", "numba")):
     """One SGD-momentum update of every parameter of `net` (the update is all of it:
     reported in the forward column)."""
     times = {}
-    for name in ("numpy", "numba"):
+    for name in names:
         be = backends.get(name)
         params = [be.asarray(p.value) for p in net.parameters()]
         grads = [be.asarray(p.value) * 1e-3 for p in net.parameters()]
@@ -246,9 +217,11 @@ def _label(i, layer, x):
     return f"{i:2d} {type(layer).__name__.lower()} @{shape}"
 
 
-def run_op_bench(batch=32, size=256, hidden=1024, repeats=3, with_torch=True, fused=True):
-    """Rows (label, {impl: (fwd s, bwd s)}) for every layer of paper_net (and the
-    numba fused conv+ReLU+pool blocks when `fused`). Medians over `repeats`."""
+def run_op_bench(batch=32, size=256, hidden=1024, repeats=3, with_torch=True, fused=True,
+                 names=("numpy", "numba")):
+    """Rows (label, {impl: (fwd s, bwd s)}) for every layer of paper_net on each of
+    `names` (and the fused conv+ReLU+pool blocks of bench/numba_fused.py when `fused`).
+    Medians over `repeats`."""
     rng = np.random.default_rng(0)
     x = rng.random((batch, 1, size, size), dtype=np.float32)
     net = paper_net(hidden=hidden, in_size=size, seed=0)
@@ -256,7 +229,7 @@ def run_op_bench(batch=32, size=256, hidden=1024, repeats=3, with_torch=True, fu
     rows = []
     for i, (layer, xin) in enumerate(_layer_inputs(net, x)):
         times = {}
-        for name in ("numpy", "numba"):
+        for name in names:
             ops = _tinycnn_op(backends.get(name), layer, xin)
             if ops is None:
                 break
@@ -274,18 +247,19 @@ def run_op_bench(batch=32, size=256, hidden=1024, repeats=3, with_torch=True, fu
             tb = statistics.median(host_times(bwd, repeats))
             times["torch"] = (tf, tb)
         rows.append((_label(i, layer, xin), times))
-    rows.append(_sgd_row(net, repeats, has_torch))
+    rows.append(_sgd_row(net, repeats, has_torch, names))
     if fused:
-        be = backends.get("numba")
+        from bench.numba_fused import conv_relu_pool_backward, conv_relu_pool_forward
+
         for i, (layer, xin) in enumerate(_layer_inputs(net, x)):
             if not isinstance(layer, Conv2D):
                 continue
             w, b = layer.params["w"].value, layer.params["b"].value
-            fwd = lambda: be.conv_relu_pool_forward(xin, w, b, layer.stride, layer.pad)  # noqa: E731
+            fwd = lambda: conv_relu_pool_forward(xin, w, b, layer.stride, layer.pad)  # noqa: E731
             out, cache = fwd()
             dout = rng.standard_normal(out.shape).astype(np.float32)
             tf = statistics.median(host_times(fwd, repeats))
-            tb = statistics.median(host_times(lambda: be.conv_relu_pool_backward(dout, cache), repeats))
+            tb = statistics.median(host_times(lambda: conv_relu_pool_backward(dout, cache), repeats))
             rows.append((f"{i:2d}-{i + 2} fused conv+relu+pool", {"numba": (tf, tb)}))
     return rows
 
@@ -303,53 +277,72 @@ def format_op_table(rows) -> str:
             else:
                 cells += ["", ""]
         tot = {k: sum(v) for k, v in t.items()}
-        r1 = f"{tot['numpy'] / tot['numba']:.2f}x" if "numpy" in tot and tot["numba"] > 0 else ""
-        r2 = f"{tot['numba'] / tot['torch']:.2f}" if "torch" in tot and tot["torch"] > 0 else ""
+        r1 = f"{tot['numpy'] / tot['numba']:.2f}x" if "numpy" in tot and tot.get("numba", 0) > 0 else ""
+        r2 = f"{tot['numba'] / tot['torch']:.2f}" if "numba" in tot and tot.get("torch", 0) > 0 else ""
         lines.append(f"| {label:<34} | " + " | ".join(cells) + f" | {r1} | {r2} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m bench.bench_step_cpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--op-repeats", type=int, default=3)
+    ap.add_argument("--backends", default=",".join(NAMES),
+                    help=f"comma-separated subset of {', '.join(NAMES)} (default: all; numpy always runs)")
     ap.add_argument("--no-ops", action="store_true", help="skip the per-op table")
     ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args(argv)
+    names = ["numpy"] + [n.strip() for n in args.backends.split(",") if n.strip() and n.strip() != "numpy"]
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:
+        ap.error(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
 
-    import numba
-
-    backends.get("numba")  # first: it picks Numba's threading layer before any thread starts
     print(f"paper_net training step: batch {args.batch}, {args.size}x{args.size}, hidden {args.hidden}, "
           f"SGD momentum; {datetime.date.today()}")
-    print(f"CPU: {cpu_description()}; NumPy {np.__version__}; Numba {numba.__version__} "
-          f"({numba.get_num_threads()} threads)")
+    numba_names = [n for n in names if n.startswith("numba")]
+    numba = None
+    if numba_names:
+        try:
+            backends.get("numba")  # first: it picks Numba's threading layer before any thread starts
+            import numba
+        except (backends.BackendUnavailable, ImportError) as e:
+            print(f"numba unavailable ({e}): {', '.join(numba_names)} left out")
+            names = [n for n in names if n not in numba_names]
+            numba_names = []
+    print(f"CPU: {cpu_description()}; NumPy {np.__version__}"
+          + (f"; Numba {numba.__version__} ({numba.get_num_threads()} threads)" if numba else ""))
 
     rng = np.random.default_rng(1)
     xv = rng.random((2, 1, args.size, args.size), dtype=np.float32)
-    for name, errors in validate_step(xv, np.array([0, 1]), args.hidden, args.size).items():
+    for name, errors in validate_step(xv, np.array([0, 1]), args.hidden, args.size, names=numba_names).items():
         grad = max(v for k, v in errors.items() if k.startswith("grad"))
         param = max(v for k, v in errors.items() if k.startswith("param"))
         print(f"{name} validated against numpy (one SGD step, batch 2): rel. error of the loss "
               f"{errors['loss']:.1e}, worst gradient {grad:.1e}, worst parameter after the step {param:.1e}")
 
-    times = run_step_bench(args.batch, args.size, args.hidden, args.repeats, with_torch=not args.no_torch)
+    times = run_step_bench(args.batch, args.size, args.hidden, args.repeats, names=names,
+                           with_torch=not args.no_torch)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"Numba threading layer: {numba.threading_layer()}")
+    if numba:
+        print(f"Numba threading layer: {numba.threading_layer()}")
     for name, t in times.items():
         print(f"{name:<11} {describe(t)}  {args.batch / med[name]:6.1f} images/s")
-    for name in ("numba", "numba fused"):
+    for name in names[1:]:
         print(f"numpy / {name} = {med['numpy'] / med[name]:.2f}x")
-        if "torch" in med:
-            print(f"{name} / torch = {med[name] / med['torch']:.2f}  (below 1: numba is faster)")
+    if "torch" in med:
+        for name in names:
+            print(f"{name} / torch = {med[name] / med['torch']:.2f}  (below 1: faster than PyTorch)")
+    elif not args.no_torch:
+        print("torch  not installed: no comparison")
 
     if not args.no_ops:
         print(f"\nper op, ms (median of {args.op_repeats}), batch {args.batch}:")
         print(format_op_table(run_op_bench(args.batch, args.size, args.hidden, args.op_repeats,
-                                           with_torch=not args.no_torch)))
+                                           with_torch=not args.no_torch, fused="numba fused" in names,
+                                           names=[n for n in names if n in ("numpy", "numba")])))
     return 0
 
 

@@ -1,31 +1,29 @@
 """One training step of paper_net() on our CUDA kernels beside the NumPy reference, in
 the same run.
 
-    python bench/bench_step_cuda.py [--batch 64] [--hidden 1024] [--repeats 20] [--numpy-repeats 2]
+    python -m bench.bench_step_cuda [--batch 64] [--hidden 1024] [--repeats 20] [--numpy-repeats 2]
 
 Validate, then time: one step from the same seeded weights on both backends first
 (loss, logits, every gradient and updated parameter must agree with NumPy), then
 forward + loss + backward + SGD-momentum update timed with CUDA events after
 warm-up steps (kernel compilation, allocator growth), and NumPy with the host clock
 (CPU work is synchronous). Prints the median and spread of each and the speedup.
-Exits cleanly (status 0, a message) where there is no GPU or no CuPy.
+Exits cleanly (status 0, a message) where there is no GPU or no CuPy. Run from the
+repository root.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from bench.steps import MOMENTUM, host_times, training_step  # noqa: E402
-from tinycnn import backends  # noqa: E402
-from tinycnn.gradcheck import rel_error  # noqa: E402
-from tinycnn.model import paper_net  # noqa: E402
+from bench.steps import MOMENTUM, host_times, training_step
+from tinycnn import backends
+from tinycnn.gradcheck import rel_error
+from tinycnn.model import paper_net
 
 
 def validate(args, x, y) -> float:
@@ -61,7 +59,7 @@ def time_cuda(step, repeats: int, warmup: int) -> list[float]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.bench_step_cuda", description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=20, help="timed CUDA steps")

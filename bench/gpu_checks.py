@@ -5,8 +5,8 @@
 Runs from the repository root, in this order, each with its own time limit:
 
     tests     PYTHONPATH=. python3 -m pytest -m gpu -v        (tests/test_gpu.py)
-    step      python3 bench/bench_step_cuda.py                (paper_net step, batch 64, against numpy)
-    pipeline  python3 bench/bench_data_pipeline.py            (data loading vs a preloaded batch)
+    step      python3 -m bench.bench_step_cuda                (paper_net step, batch 64, against numpy)
+    pipeline  python3 -m bench.bench_data_pipeline            (data loading vs a preloaded batch)
     report    python3 -m bench.report --batch 64 --out DIR    (every op, with the roofline columns)
     variants  python3 -m bench.variants.run --batch 64        (numbered conv2d / SGEMM kernels)
 
@@ -28,18 +28,17 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from bench.steps import git_commit
 
-from bench.steps import git_commit  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name -> (command, time limit in s, regex of the lines worth quoting in the entry). Each
 # limit fits one 10-minute device call; --only splits a session's checks across calls.
 STEPS = {
     "tests": ([sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-p", "no:cacheprovider", "tests"], 540,
               r"PASSED|FAILED|ERROR|SKIPPED|passed|failed"),
-    "step": ([sys.executable, "bench/bench_step_cuda.py"], 540, r"validated|ms/step|speedup|paper_net|skipped"),
-    "pipeline": ([sys.executable, "bench/bench_data_pipeline.py"], 540, r"validated|ms/step|paper_net|skipped"),
+    "step": ([sys.executable, "-m", "bench.bench_step_cuda"], 540, r"validated|ms/step|speedup|paper_net|skipped"),
+    "pipeline": ([sys.executable, "-m", "bench.bench_data_pipeline"], 540, r"validated|ms/step|paper_net|skipped"),
     "report": ([sys.executable, "-m", "bench.report", "--batch", "64"], 540, r"^\||GFLOP|peak|bandwidth|saved"),
     "variants": ([sys.executable, "-m", "bench.variants.run", "--batch", "64"], 540, r"."),
 }

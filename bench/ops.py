@@ -24,22 +24,18 @@ clock around asynchronous launches.
 from __future__ import annotations
 
 import math
-import os
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from bench.steps import training_step  # noqa: E402
-from bench.torch_net import torch_available, torch_mirror  # noqa: E402
-from tinycnn import backends  # noqa: E402
-from tinycnn.gradcheck import OPS, rel_error, run_op, to_backend  # noqa: E402
-from tinycnn.model import Sequential, paper_conv_stack, paper_net  # noqa: E402
+from bench.steps import training_step
+from bench.torch_net import torch_available, torch_mirror
+from tinycnn import backends
+from tinycnn.gradcheck import OPS, rel_error, run_op, to_backend
+from tinycnn.model import Sequential, paper_conv_stack, paper_net
 
 FWD_TOL, GRAD_TOL = 1e-5, 1e-4
 TF32_TOL = 1e-2  # torch-cuda-default: TF32 convolutions keep a 10-bit mantissa

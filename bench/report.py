@@ -29,10 +29,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from bench.steps import cpu_description, git_commit  # noqa: E402
-from bench.ops import CASES, IMPLS, clear_reference, gpu_properties, prepare, summarize  # noqa: E402
+from bench.steps import cpu_description, git_commit
+from bench.ops import CASES, IMPLS, clear_reference, gpu_properties, prepare, summarize
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ORDER = ("numpy", "numba", "cuda", "torch-cpu", "torch-cuda", "torch-cuda-default")

@@ -1,14 +1,9 @@
 """bench.gpu_checks without a GPU: every step still runs (and skips), and the entry
 it writes names the device situation, the commit and each step's exit code."""
 
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from bench import gpu_checks  # noqa: E402
+from bench import gpu_checks
 
 
 def _has_gpu() -> bool:

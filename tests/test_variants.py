@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from bench.variants.run import VARIANT_DIR, VARIANTS, validate_emulated
+from tinycnn import backends
 
-from bench.variants.run import VARIANT_DIR, VARIANTS, validate_emulated  # noqa: E402
-from tinycnn import backends  # noqa: E402
-
-from test_nvcc import NVCC  # noqa: E402
+from test_nvcc import NVCC
 
 
 @pytest.mark.skipif(not backends.available("cuda-emu"), reason="no C++ compiler for the CUDA emulator")
