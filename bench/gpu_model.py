@@ -19,7 +19,8 @@ Inputs, all read here, none typed in:
 
 Per launch (assumptions, stated once; they are the model's, to be calibrated):
 - issue: every warp executes the code outside the main loop once and the loop body
-  once per trip; trips = the reduction length / (TILE_K x FFMA per body / 256);
+  once per trip; trips = the reduction length / (TILE_K x FFMA per body / 256) for
+  the tiled kernels, positions / lanes for the few-taps weight gradient;
   a scheduler issues one warp instruction per clock when it holds >= 2 warps
   (the main loops have 16 independent FMAs per thread), proportionally less below;
 - shared memory: one wavefront (128 bytes) per clock per SM; LDS/STS.32 = 1
@@ -270,6 +271,16 @@ def reduction_steps(kernel: str, args: list) -> int:
     return 0
 
 
+def main_loop_trips(kernel: str, args: list, code: KernelCode) -> float:
+    """Trips of the main loop for one thread (0: no loop model; DRAM-bound)."""
+    if kernel == "conv2d_backward_filter_smallk":  # one trip per SMALLK_LANES positions of the chunk
+        return math.ceil(_i(args, 15) / launch.SMALLK_LANES)
+    steps = reduction_steps(kernel, args)
+    if steps and code.loop.get("FFMA"):
+        return steps / (code.loop["FFMA"] / (16 * launch.TILE_K))  # 4x4 outputs x TILE_K per thread and step
+    return 0
+
+
 def useful_flops(kernel: str, args: list) -> float:
     """2 M N K of the product a tiled kernel computes (its whole grid)."""
     if kernel.startswith("conv2d_") and "igemm" in kernel:
@@ -309,15 +320,13 @@ def predict(lau: Launch, code: KernelCode, dev: Device) -> Prediction:
     clock = dev.clock_ghz * 1e9
     dram = sum(a.nbytes for a in lau.args if isinstance(a, np.ndarray) and a.ndim > 0)
     t = {"DRAM": dram / (dev.dram_tb_s * 1e12)}
-    steps = reduction_steps(lau.kernel, lau.args)
-    if steps and code.loop.get("FFMA"):
+    trips = main_loop_trips(lau.kernel, lau.args, code)
+    if trips:
         # The busiest SM runs ceil(blocks / SMs) blocks, at most per_sm at a time:
         # a partial last wave costs a whole one.
         warps_per_block = math.ceil(threads / 32)
         on_sm = math.ceil(blocks / dev.sms)
         resident = min(per_sm, on_sm) * warps_per_block / dev.schedulers
-        steps_per_trip = code.loop["FFMA"] / (16 * launch.TILE_K)  # 4x4 outputs x TILE_K per thread
-        trips = steps / steps_per_trip
         per_warp = (code.total - code.loop_len) + trips * code.loop_len
         t["issue"] = on_sm * warps_per_block * per_warp / (dev.schedulers * clock * min(1.0, resident / 2))
         wavefronts = sum(n * {"32": 1, "64": 2, "128": 2}[c.split(".")[1]]

@@ -260,3 +260,26 @@ def test_auto_backend_is_cuda_then_numba_then_numpy():
     assert backends.resolve("numpy") == "numpy"
     with pytest.raises(ValueError, match="unknown backend"):
         backends.resolve("tpu")
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba", "cuda-emu"])
+def test_backward_skips_the_input_gradient_unless_asked(name):
+    """The first layer's dx is work nobody uses in training: Sequential.backward returns
+    None and every parameter gradient is the same bit for bit as when the input
+    gradient is asked for (gradient checks and saliency maps ask)."""
+    from helpers import backend_or_skip
+
+    backend_or_skip(name)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((3, 1, 40, 40), dtype=np.float32), np.array([0, 1, 1])
+    grads = []
+    for input_grad in (False, True):
+        net = paper_net(hidden=8, in_size=40, seed=0, backend=name)
+        _, dlogits = net.backend.softmax_cross_entropy(net.forward(x, train=True), y)
+        dx = net.backward(dlogits, input_grad=input_grad)
+        assert (dx is None) == (not input_grad)
+        if input_grad:
+            assert tuple(dx.shape) == x.shape
+        grads.append({k: net.backend.to_numpy(p.grad) for k, p in net.named_parameters()})
+    for k in grads[0]:
+        np.testing.assert_array_equal(grads[0][k], grads[1][k], err_msg=k)

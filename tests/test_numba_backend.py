@@ -1,7 +1,14 @@
-"""The Numba CPU backend against the NumPy reference: every op (forward and backward)
-through tests/helpers.compare_with_reference on random shapes, ceil-mode edges, ties,
-stride and padding; exact dropout masks and optimizer steps; the fused
-conv+ReLU+pool path; and one full training step of paper_net.
+"""The Numba CPU backend: what is specific to it. Op parity against the NumPy reference
+(every op, forward and backward, on the shared cases: strides, padding, ceil-mode edges,
+ties, exact dropout masks) lives in tests/test_parity.py, with the cases and tolerances
+in tests/op_cases.py.
+
+Here: the backend's arrays; im2col chunk boundaries (a shared case rerun with one image
+per chunk); max-pool keeping the reference's window offsets; dense and the loss
+delegated to the reference's code; dropout returning its input when off; Philox
+counters past 32 bits; bit-exact optimizer steps, also on a non-contiguous parameter;
+and two paper_net training steps (the fused conv+ReLU+pool experiment is tested in
+bench/test_numba_fused.py).
 
 Skipped when numba is not installed (pip install -e ".[numba]"). Shapes stay small:
 the first run compiles every kernel once (cached on disk afterwards)."""
@@ -12,9 +19,10 @@ import pytest
 pytest.importorskip("numba")
 
 from helpers import compare_with_reference  # noqa: E402
+from op_cases import case, cases, tolerance  # noqa: E402
 
 from tinycnn import backends  # noqa: E402
-from tinycnn.gradcheck import OPS, rel_error, run_op  # noqa: E402
+from tinycnn.gradcheck import rel_error  # noqa: E402
 from tinycnn.model import paper_net  # noqa: E402
 from tinycnn.optim import SGD, Adam  # noqa: E402
 from tinycnn.philox import philox4x32_10, seed_to_key  # noqa: E402
@@ -37,33 +45,18 @@ def test_registered_and_float32():
 
 
 # ------------------------------------------------------------------ conv2d
-# (N, C, H, W), F, (KH, KW), stride, pad: the direct path (C*KH*KW <= 32) and the
-# im2col path, odd sizes, batch of one, 1x1 and rectangular kernels.
-CONV_CASES = [
-    ((2, 1, 9, 8), 4, (3, 3), 1, 0),     # direct, the first layer's shape
-    ((3, 1, 11, 10), 5, (3, 3), 2, 1),   # direct, stride and pad
-    ((1, 3, 9, 9), 2, (5, 5), 3, 2),     # im2col (75 taps), batch of one
-    ((2, 3, 7, 6), 4, (3, 3), 1, 0),     # direct (27 taps)
-    ((2, 8, 9, 8), 6, (3, 3), 2, 1),     # im2col
-    ((3, 16, 13, 11), 8, (3, 3), 1, 0),  # im2col, several chunks below
-    ((2, 40, 5, 6), 3, (1, 1), 1, 0),    # im2col, 1x1
-    ((2, 5, 8, 10), 7, (2, 4), 2, 1),    # rectangular kernel
-]
-
-
-@pytest.mark.parametrize("shape,f,k,stride,pad", CONV_CASES)
-def test_conv2d(rng, shape, f, k, stride, pad):
-    arrays = {"x": f32(rng, *shape), "w": f32(rng, f, shape[1], *k), "b": f32(rng, f)}
-    compare_with_reference(BE, "conv2d", arrays, stride=stride, pad=pad)
-
-
 def test_conv2d_many_chunks(rng, monkeypatch):
-    """Chunk boundaries: force one image per chunk of columns."""
+    """Chunk boundaries: the shared im2col case over five images, rerun with one image per
+    chunk of columns."""
     from tinycnn.backends import numba_backend
 
+    c = case("conv2d", "five_images_pad1")
+    n, ch, _, _ = c.inputs["x"]
+    _, _, kh, kw = c.inputs["w"]
+    assert ch * kh * kw > numba_backend.DIRECT_MAX_K and n > 1  # im2col, and more than one chunk
     monkeypatch.setattr(numba_backend, "CHUNK_BYTES", 1)
-    arrays = {"x": f32(rng, 5, 6, 9, 7), "w": f32(rng, 4, 6, 3, 3), "b": f32(rng, 4)}
-    compare_with_reference(BE, "conv2d", arrays, stride=1, pad=1)
+    tol = tolerance(BE, c)
+    compare_with_reference(BE, c.spec, c.arrays(rng), fwd_tol=tol.fwd, grad_tol=tol.grad, **c.kw)
 
 
 def test_conv2d_rejects_channel_mismatch(rng):
@@ -71,41 +64,14 @@ def test_conv2d_rejects_channel_mismatch(rng):
         backends.get(BE).conv2d_forward(f32(rng, 1, 2, 5, 5), f32(rng, 1, 3, 3, 3), np.zeros(1, np.float32))
 
 
-# -------------------------------------------------------------------- relu
-def test_relu_exact(rng):
-    x = f32(rng, 3, 4, 5, 6)
-    x[0, 0, 0, :3] = 0.0  # the kink passes no gradient
-    compare_with_reference(BE, "relu", {"x": x}, exact=True)
-
-
 # ----------------------------------------------------------------- maxpool
-@pytest.mark.parametrize("shape,size,stride,ceil", [
-    ((2, 3, 8, 8), 2, 2, True),     # exact fit
-    ((2, 3, 7, 9), 2, 2, True),     # windows hang over the bottom and the right edge
-    ((1, 2, 125, 5), 2, 2, True),   # 125 -> 63
-    ((2, 2, 1, 1), 2, 2, True),     # one pixel
-    ((2, 2, 3, 2), 2, 2, False),    # floor mode drops the last row
-    ((2, 2, 8, 7), 3, 2, True),     # overlapping windows
-    ((1, 3, 10, 11), 3, 3, True),   # 3x3 windows, ragged edge
-    ((2, 2, 9, 7), 2, 3, True),     # stride > size: pixels in no window
-    ((1, 2, 5, 5), 1, 3, True),     # window 1, stride 3
-])
-def test_maxpool(rng, shape, size, stride, ceil):
-    exact = stride >= size  # overlapping windows may add gradients in another order
-    compare_with_reference(BE, "maxpool2d", {"x": f32(rng, *shape)}, exact=exact, size=size, stride=stride,
-                           ceil_mode=ceil)
-
-
-@pytest.mark.parametrize("size,stride", [(2, 2), (3, 2), (3, 3)])
-def test_maxpool_ties_go_to_the_first_maximum(rng, size, stride):
-    """Few distinct values, so most windows have ties; all-equal planes too."""
-    x = rng.integers(0, 3, (2, 3, 9, 11)).astype(np.float32)
-    x[1, 2] = 1.0
-    compare_with_reference(BE, "maxpool2d", {"x": x}, exact=stride >= size, size=size, stride=stride)
-    be = backends.get(BE)
-    ref = backends.get("numpy")
-    _, (_, arg, _, _) = be.maxpool2d_forward(x, size, stride)
-    _, (_, arg_ref, _, _) = ref.maxpool2d_forward(x, size, stride)
+@pytest.mark.parametrize("c", cases("maxpool2d", BE), ids=lambda c: c.name)
+def test_maxpool_keeps_the_reference_window_offsets(rng, c):
+    """The winner of each window (its offset u*size + v in the cache, which the backward
+    pass reads) is the reference's, ties included, for every shared max-pool case."""
+    x = c.arrays(rng)["x"]
+    _, (_, arg, _, _) = backends.get(BE).maxpool2d_forward(x, **c.kw)
+    _, (_, arg_ref, _, _) = backends.get("numpy").maxpool2d_forward(x, **c.kw)
     np.testing.assert_array_equal(arg, arg_ref)
 
 
@@ -123,22 +89,6 @@ def test_dense_and_the_loss_are_the_reference_code(monkeypatch):
 
 
 # ----------------------------------------------------------------- dropout
-@pytest.mark.parametrize("shape,p,seed", [
-    ((40, 60), 0.5, 7),
-    ((3, 1000), 0.1, (12 << 32) | 5),   # a layer's seed: (call counter << 32) | layer seed
-    ((7,), 0.9, 2**64 - 1),
-    ((2, 3, 4, 5), 0.25, 123456789),
-])
-def test_dropout_masks_are_bit_identical(rng, shape, p, seed):
-    # (compare_with_reference's own `seed` argument is the upstream gradient's, so the
-    # op's seed is passed through run_op here.)
-    x, dout = f32(rng, *shape), f32(rng, *shape)
-    ref_out, ref_g = run_op(OPS["dropout"], "numpy", {"x": x}, dout=dout, p=p, seed=seed)
-    out, g = run_op(OPS["dropout"], BE, {"x": x}, dout=dout, p=p, seed=seed)
-    np.testing.assert_array_equal(out, ref_out)
-    np.testing.assert_array_equal(g["x"], ref_g["x"])
-
-
 def test_dropout_identity_when_not_training(rng):
     x = f32(rng, 4, 5)
     out, cache = backends.get(BE).dropout_forward(x, 0.5, 1, train=False)
@@ -193,30 +143,6 @@ def test_sgd_update_on_a_non_contiguous_parameter(rng):
     backends.get("numpy").sgd_update(expected, grad, vel.copy(), 0.1, 0.9, 0.0)
     backends.get(BE).sgd_update(param, grad, vel, 0.1, 0.9, 0.0)
     np.testing.assert_array_equal(param, expected)
-
-
-# ------------------------------------------------ fused conv + ReLU + pool
-@pytest.mark.parametrize("shape,f,k,stride,pad,size,pstride", [
-    ((2, 1, 12, 11), 4, 3, 1, 0, 2, 2),   # direct conv, ceil edge on the right
-    ((2, 6, 11, 9), 5, 3, 1, 0, 2, 2),    # im2col, 9x7 -> 5x4
-    ((1, 4, 10, 10), 3, 3, 2, 1, 3, 2),   # im2col, stride, pad, overlapping pool
-])
-def test_conv_relu_pool_matches_the_three_reference_ops(rng, shape, f, k, stride, pad, size, pstride):
-    ref, be = backends.get("numpy"), backends.get(BE)
-    x, w, b = f32(rng, *shape), f32(rng, f, shape[1], k, k), f32(rng, f)
-    c_out, c_cache = ref.conv2d_forward(x, w, b, stride, pad)
-    r_out, r_cache = ref.relu_forward(c_out)
-    expected, p_cache = ref.maxpool2d_forward(r_out, size, pstride)
-    dout = f32(rng, *expected.shape)
-    ex_dx, ex_dw, ex_db = ref.conv2d_backward(ref.relu_backward(ref.maxpool2d_backward(dout, p_cache), r_cache),
-                                              c_cache)
-    out, cache = be.conv_relu_pool_forward(x, w, b, stride, pad, size, pstride)
-    dx, dw, db = be.conv_relu_pool_backward(dout, cache)
-    assert out.shape == expected.shape
-    assert rel_error(out, expected) <= 1e-5
-    for got, want in ((dx, ex_dx), (dw, ex_dw), (db, ex_db)):
-        assert got.shape == want.shape
-        assert rel_error(got, want) <= 1e-4
 
 
 # ------------------------------------------------- one paper_net training step

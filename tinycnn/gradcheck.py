@@ -148,7 +148,7 @@ def check_model(net, x: np.ndarray, labels: np.ndarray, samples_per_param: int =
 
     rewind()
     _, dlogits = be.softmax_cross_entropy(net.forward(x, train=True), labels)
-    dx = net.backward(dlogits)
+    dx = net.backward(dlogits, input_grad=True)
     rng = np.random.default_rng(seed)
     errors = {}
     targets = [("input", x, dx)] + [(name, p.value, p.grad) for name, p in net.named_parameters()]

@@ -39,7 +39,10 @@ class Parameter:
 
 class Layer:
     """Base class. Subclasses set ``self.params`` (name -> Parameter) and implement
-    ``forward(x, train)``, ``backward(dy)``, ``output_shape(in_shape)`` and ``config()``."""
+    ``forward(x, train)``, ``backward(dy, need_dx)``, ``output_shape(in_shape)`` and ``config()``.
+    ``backward`` fills the parameters' gradients and returns the gradient with respect
+    to the layer's input, or None when need_dx is False (the first layer of a network,
+    whose input gradient nobody uses: it skips that work)."""
 
     def __init__(self):
         self.backend = backends.get("numpy")
@@ -50,7 +53,7 @@ class Layer:
     def forward(self, x, train: bool = False):
         raise NotImplementedError
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         raise NotImplementedError
 
     def output_shape(self, in_shape: tuple) -> tuple:
@@ -112,8 +115,8 @@ class Conv2D(Layer):
         )
         return out
 
-    def backward(self, dy):
-        dx, self.params["w"].grad, self.params["b"].grad = self.backend.conv2d_backward(dy, self.cache)
+    def backward(self, dy, need_dx=True):
+        dx, self.params["w"].grad, self.params["b"].grad = self.backend.conv2d_backward(dy, self.cache, need_dx)
         self.cache = None
         return dx
 
@@ -134,8 +137,8 @@ class ReLU(Layer):
         out, self.cache = self.backend.relu_forward(x)
         return out
 
-    def backward(self, dy):
-        dx = self.backend.relu_backward(dy, self.cache)
+    def backward(self, dy, need_dx=True):
+        dx = self.backend.relu_backward(dy, self.cache) if need_dx else None
         self.cache = None
         return dx
 
@@ -151,8 +154,8 @@ class MaxPool2D(Layer):
         out, self.cache = self.backend.maxpool2d_forward(x, self.size, self.stride, self.ceil_mode)
         return out
 
-    def backward(self, dy):
-        dx = self.backend.maxpool2d_backward(dy, self.cache)
+    def backward(self, dy, need_dx=True):
+        dx = self.backend.maxpool2d_backward(dy, self.cache) if need_dx else None
         self.cache = None
         return dx
 
@@ -172,9 +175,9 @@ class Flatten(Layer):
         self.cache = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx=True):
         shape, self.cache = self.cache, None
-        return dy.reshape(shape)
+        return dy.reshape(shape) if need_dx else None
 
     def output_shape(self, in_shape):
         return (int(np.prod(in_shape)),)
@@ -203,8 +206,8 @@ class Dense(Layer):
         out, self.cache = self.backend.dense_forward(x, self.params["w"].value, self.params["b"].value)
         return out
 
-    def backward(self, dy):
-        dx, self.params["w"].grad, self.params["b"].grad = self.backend.dense_backward(dy, self.cache)
+    def backward(self, dy, need_dx=True):
+        dx, self.params["w"].grad, self.params["b"].grad = self.backend.dense_backward(dy, self.cache, need_dx)
         self.cache = None
         return dx
 
@@ -237,8 +240,8 @@ class Dropout(Layer):
         out, self.cache = self.backend.dropout_forward(x, self.p, op_seed, train=True)
         return out
 
-    def backward(self, dy):
-        dx = self.backend.dropout_backward(dy, self.cache)
+    def backward(self, dy, need_dx=True):
+        dx = self.backend.dropout_backward(dy, self.cache) if need_dx else None
         self.cache = None
         return dx
 

@@ -46,11 +46,13 @@ class Sequential:
             x = layer.forward(x, train=train)
         return x
 
-    def backward(self, dout):
-        """dout: gradient of the loss w.r.t. the logits. Fills every parameter's .grad
-        and returns the gradient w.r.t. the input."""
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+    def backward(self, dout, input_grad: bool = False):
+        """dout: gradient of the loss w.r.t. the logits. Fills every parameter's .grad.
+        Returns the gradient w.r.t. the input (N, *input_shape) when input_grad is True
+        (gradient checks, saliency maps); else None, and the first layer skips
+        computing it (for the paper's first conv, a third of its backward pass)."""
+        for i in reversed(range(len(self.layers))):
+            dout = self.layers[i].backward(dout, need_dx=input_grad or i > 0)
         return dout
 
     __call__ = forward

@@ -21,6 +21,7 @@ import argparse
 import ctypes
 import hashlib
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -30,12 +31,9 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-
-from tinycnn.backends import launch  # noqa: E402
-from tinycnn.gradcheck import rel_error  # noqa: E402
-from tinycnn.shapes import conv_out_size  # noqa: E402
+from tinycnn.backends import launch
+from tinycnn.gradcheck import rel_error
+from tinycnn.shapes import conv_out_size
 
 VARIANT_DIR = os.path.dirname(os.path.abspath(__file__))
 CONV_TOL = 1e-5   # K = C*KH*KW <= 1152: the forward tolerance of the suite
@@ -107,12 +105,15 @@ def conv_v2(variant, run, a, shape, empty):
 
 
 def conv_igemm(variant, run, a, shape, empty):
-    """As tinycnn/backends/launch.py launches the forward pass (v4), or always 64x64 (v3)."""
+    """As tinycnn/backends/launch.py launches the forward pass: the shortest of the
+    variant's own tile shapes (its conv2d_forward_igemm_BMxBN kernels) that covers F."""
     g = _conv_geometry(shape)
     n, f, oh, ow = g.n, g.f, g.oh, g.ow
     out = empty((n, f, oh, ow))
-    bm, bn, tile = launch.conv_tile(f) if variant.number >= 4 else (64, 64, "_64x64")
-    run("conv2d_forward_igemm" + tile, (launch.cdiv(n * oh * ow, bn), launch.cdiv(f, bm), 1), (256, 1, 1),
+    tiles = sorted({(int(m.group(1)), int(m.group(2))) for name in kernel_names(variant)
+                    if (m := re.fullmatch(r"conv2d_forward_igemm_(\d+)x(\d+)", name))})
+    bm, bn = launch.pick_tile(tiles, f)
+    run(f"conv2d_forward_igemm_{bm}x{bn}", (launch.cdiv(n * oh * ow, bn), launch.cdiv(f, bm), 1), (256, 1, 1),
         _conv_args(out, a, g))
     return out
 
@@ -151,9 +152,11 @@ VARIANTS = [
     Variant("conv2d_forward", 2, "conv2d_forward_v2_smem.cu", "conv2d_forward_v2_smem", conv_v2, _stride1_small),
     Variant("conv2d_forward", 3, "conv2d_forward_v3_igemm_64x64.cu", "conv2d_forward_igemm_64x64", conv_igemm),
     Variant("conv2d_forward", 4, "conv2d_forward_v4_igemm_16x256.cu", "conv2d_forward_igemm_16x256", conv_igemm),
+    Variant("conv2d_forward", 5, "conv2d_forward_v5_igemm_blocked.cu", "conv2d_forward_igemm_32x128", conv_igemm),
     Variant("sgemm", 1, "sgemm_v1_naive.cu", "sgemm_v1_naive", gemm_simple),
     Variant("sgemm", 2, "sgemm_v2_smem.cu", "sgemm_v2_smem", gemm_simple),
     Variant("sgemm", 3, "sgemm_v3_regblock.cu", "sgemm_strided", gemm_v3),
+    Variant("sgemm", 4, "sgemm_v4_double_buffer.cu", "sgemm_strided", gemm_v3),
 ]
 
 
@@ -281,11 +284,9 @@ def emu_runner(variant: Variant, names: list[str]):
 
 
 def kernel_names(variant: Variant) -> list[str]:
-    if variant.entry == "sgemm_strided":
-        return ["sgemm_strided", "split_k_reduce"]
-    if variant.entry.startswith("conv2d_forward_igemm"):
-        return ["conv2d_forward_igemm_64x64", "conv2d_forward_igemm_16x256"]
-    return [variant.entry]
+    """Every kernel the variant's file defines, its local #includes followed."""
+    source = launch._inline_includes(os.path.join(VARIANT_DIR, variant.file), set())
+    return launch._KERNEL_RE.findall(source)
 
 
 # --------------------------------------------------------------- validation

@@ -64,6 +64,8 @@ def _defines(*files: str) -> dict:
 _C = _defines("gemm_tile.cuh", "conv2d.cu", "softmax_ce.cu")
 TILE_M, TILE_N, TILE_K, TILE_THREADS = _C["TILE_M"], _C["TILE_N"], _C["TILE_K"], _C["TILE_THREADS"]
 BIAS_THREADS = _C["BIAS_THREADS"]  # conv2d bias gradient (kernels/conv2d.cu)
+# conv2d weight gradient for few taps (kernels/conv2d.cu: conv2d_backward_filter_smallk)
+SMALLK_TAPS, SMALLK_BLOCK_FILTERS, SMALLK_LANES = _C["SMALLK_TAPS"], _C["SMALLK_BLOCK_FILTERS"], _C["SMALLK_LANES"]
 XENT_THREADS = _C["XENT_THREADS"]  # kernels/softmax_ce.cu
 # Numbers of the launch alone (the kernels take them as arguments or loop over any grid):
 # element-wise kernels: 256 threads, grid-stride loops over at most this many blocks.
@@ -73,6 +75,7 @@ ELEMENTWISE_THREADS, MAX_BLOCKS = 256, 4096
 # the order of every addition, depends on the shapes alone.
 SPLIT_TARGET_BLOCKS, SPLIT_MIN_K = 264, 256
 BIAS_CHUNK = 8192  # output positions per conv2d bias-gradient block
+SMALLK_TARGET_BLOCKS = 528  # the few-taps weight gradient: about four blocks per SM of an H100
 
 _KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
@@ -153,13 +156,16 @@ def _conv_tiles() -> list:
     return sorted(shapes)
 
 
-def conv_tile(m: int) -> tuple[int, int, str]:
-    """(BM, BN, kernel-name suffix) of the convolution tile for a product with m rows:
-    the shortest tile that covers m rows (few channels leave no rows idle), else the
-    tallest."""
-    tiles = _conv_tiles()
+def pick_tile(tiles: list, m: int) -> tuple[int, int]:
+    """Of (BM, BN) tile shapes, the shortest that covers m rows (few channels leave no
+    rows idle), else the tallest."""
     covering = [t for t in tiles if t[0] >= m]
-    bm, bn = min(covering) if covering else max(tiles)
+    return min(covering) if covering else max(tiles)
+
+
+def conv_tile(m: int) -> tuple[int, int, str]:
+    """(BM, BN, kernel-name suffix) of the convolution tile for a product with m rows."""
+    bm, bn = pick_tile(_conv_tiles(), m)
     return bm, bn, f"_{bm}x{bn}"
 
 
@@ -271,8 +277,8 @@ class KernelBackend:
                           i32(stride), i32(pad)])
         return out, (x, w, stride, pad)
 
-    def conv2d_backward(self, dout, cache):
-        """dout (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
+    def conv2d_backward(self, dout, cache, need_dx: bool = True):
+        """dout (N, F, OH, OW) -> dx (N, C, H, W) (None unless need_dx), dw (F, C, KH, KW), db (F,)."""
         x, w, stride, pad = cache
         dout = self._f32(dout)
         n, c, h, wd = x.shape
@@ -284,14 +290,16 @@ class KernelBackend:
         geometry = [i32(n), i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(oh), i32(ow), i32(stride),
                     i32(pad)]
 
-        dx = self._empty(x.shape)
-        if dx.size:
+        dx = self._empty(x.shape) if need_dx else None
+        if need_dx and dx.size:
             bm, bn, tile = conv_tile(c)
             grid = (cdiv(n * h * wd, bn), cdiv(c, bm), 1)
             self._launch("conv2d_backward_data_igemm" + tile, grid, (TILE_THREADS, 1, 1), [dx, dout, w] + geometry)
 
-        dw = self._empty(w.shape)
         kk, p = c * kh * kw, n * oh * ow
+        if kk <= SMALLK_TAPS:
+            return dx, *self._conv_filter_grad_smallk(dout, x, w.shape, geometry, p)
+        dw = self._empty(w.shape)
         bm, bn, tile = conv_tile(f)
         grid_xy = (cdiv(kk, bn), cdiv(f, bm))
         splits, k_chunk = split_k(grid_xy[0] * grid_xy[1], p)
@@ -310,6 +318,26 @@ class KernelBackend:
         if chunks > 1:
             self._reduce_splits(db, part, chunks, f)
         return dx, dw, db
+
+    def _conv_filter_grad_smallk(self, dout, x, w_shape, geometry, p: int):
+        """dw, db of a convolution with at most SMALLK_TAPS taps (C*KH*KW), in one pass
+        over dout: position chunks of a fixed size (the shapes alone decide it), each
+        block's partial sums added in chunk order by split_k_reduce."""
+        f, kk = w_shape[0], w_shape[1] * w_shape[2] * w_shape[3]
+        fblocks = cdiv(f, SMALLK_BLOCK_FILTERS)
+        target = max(1, SMALLK_TARGET_BLOCKS // fblocks)
+        chunk = max(SMALLK_LANES, cdiv(cdiv(max(p, 1), target), SMALLK_LANES) * SMALLK_LANES)
+        chunks = cdiv(max(p, 1), chunk)
+        dw, db = self._empty(w_shape), self._empty((f,))
+        part_w = dw if chunks == 1 else self._empty((chunks, f * kk))
+        part_b = db if chunks == 1 else self._empty((chunks, f))
+        _check_size(part_w.size)
+        self._launch("conv2d_backward_filter_smallk", (chunks, fblocks, 1), (256, 1, 1),
+                     [part_w, part_b, dout, x] + geometry + [i32(chunk)])
+        if chunks > 1:
+            self._reduce_splits(dw, part_w, chunks, dw.size)
+            self._reduce_splits(db, part_b, chunks, f)
+        return dw, db
 
     # -------------------------------------------------------------------- relu
     def relu_forward(self, x):
@@ -364,16 +392,19 @@ class KernelBackend:
         self._gemm(y, x, w, n, m, d, sam=d, sak=1, sbk=m, sbn=1, bias=b)
         return y, (x, w)
 
-    def dense_backward(self, dout, cache):
-        """dout (N, M) -> dx = dout @ w.T (N, D), dw = x.T @ dout (D, M), db = sum_n dout (M,)."""
+    def dense_backward(self, dout, cache, need_dx: bool = True):
+        """dout (N, M) -> dx = dout @ w.T (N, D) (None unless need_dx), dw = x.T @ dout (D, M),
+        db = sum_n dout (M,)."""
         x, w = cache
         dout = self._f32(dout)
         n, d = x.shape
         m = w.shape[1]
         if dout.shape != (n, m):
             raise ValueError(f"dense_backward: dout of shape {dout.shape}, expected {(n, m)}")
-        dx = self._empty((n, d))
-        self._gemm(dx, dout, w, n, d, m, sam=m, sak=1, sbk=1, sbn=m)      # B[j, i] = w[i, j]
+        dx = None
+        if need_dx:
+            dx = self._empty((n, d))
+            self._gemm(dx, dout, w, n, d, m, sam=m, sak=1, sbk=1, sbn=m)  # B[j, i] = w[i, j]
         dw = self._empty((d, m))
         self._gemm(dw, x, dout, d, m, n, sam=1, sak=d, sbk=m, sbn=1)      # A[i, r] = x[r, i]
         db = self._empty((m,))

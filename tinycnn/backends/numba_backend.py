@@ -17,12 +17,10 @@ done:
 - relu, max-pool, dropout (Philox4x32-10, bit-identical masks), SGD and Adam: one
   parallel Numba pass each, parallel over (image, channel) planes or flat elements.
 - dense and the loss: BLAS / the reference code (tiny, or already BLAS-bound).
-- conv_relu_pool_forward/backward: an optional fused path (conv + bias + ReLU +
-  max-pool in one op) that never stores the full-resolution conv output or its
-  gradient (at most one chunk of it). No library layer calls it: over a whole step it
-  has not measured faster than the three ops (bench/RESULTS.md), so it stays an
-  experiment, timed by bench/bench_step_cpu.py's fused layer and checked by the tests;
-  its docstring says how a layer would use it.
+
+Only the op contract lives here. A fused conv + ReLU + max-pool experiment built on
+these helpers (it did not make the whole step faster: bench/RESULTS.md) lives in
+bench/numba_fused.py.
 
 Parity: max-pool, relu, dropout, SGD and Adam match the reference bit for bit (same
 float32 operations in the same order; no fastmath in them). conv2d and dense match to
@@ -254,12 +252,10 @@ def _relu_backward(dout, out, dx):
 
 # ==================================================================== maxpool
 @njit(cache=True)
-def _pool_plane(xpl, size, stride, relu, opl, apl):
+def _pool_plane(xpl, size, stride, opl, apl):
     """Max over each size x size window of one plane (clipped at the bottom/right edge:
     ceil mode), and the offset u*size + v of its FIRST maximum in row-major order (a
-    later value wins only if strictly larger). relu=True clamps the maxima at 0,
-    which is maxpool(relu(x)) since relu is monotone; such a window passes gradient
-    only when its maximum is > 0, so the offset kept does not matter otherwise."""
+    later value wins only if strictly larger)."""
     h, w = xpl.shape
     oh, ow = opl.shape
     if size == 2 and stride == 2:
@@ -324,88 +320,46 @@ def _pool_plane(xpl, size, stride, relu, opl, apl):
                             k = u * size + v
                 opl[i, j] = best
                 apl[i, j] = k
-    if relu:
-        for i in range(oh):
-            for j in range(ow):
-                if opl[i, j] < 0:
-                    opl[i, j] = 0
 
 
 @njit(cache=True)
-def _unpool_plane(gpl, apl, size, stride, gate, gated, dpl):
+def _unpool_plane(gpl, apl, size, stride, dpl):
     """dpl = zeros, then each window's gradient gpl[i, j] added to the pixel that won
-    it (where gate[i, j] > 0 when gated: the fused ReLU). Non-overlapping windows
-    (stride >= size) give one term per pixel: exactly the reference's sums."""
+    it. Non-overlapping windows (stride >= size) give one term per pixel: exactly the
+    reference's sums."""
     oh, ow = gpl.shape
     dpl[:, :] = 0
     if size == 2 and stride == 2:
         for i in range(oh):
             for j in range(ow):
-                if gated and not gate[i, j] > 0:
-                    continue
                 k = apl[i, j]
                 dpl[2 * i + (k >> 1), 2 * j + (k & 1)] += gpl[i, j]
     else:
         for i in range(oh):
             for j in range(ow):
-                if gated and not gate[i, j] > 0:
-                    continue
                 k = apl[i, j]
                 dpl[i * stride + k // size, j * stride + k % size] += gpl[i, j]
 
 
 @njit(parallel=True, cache=True)
-def _maxpool_forward(x, size, stride, relu, n0, out, arg):
-    """out[n0 + b], arg[n0 + b] = _pool_plane of every (b, c) plane of x, one task each."""
-    nb, c = x.shape[0], x.shape[1]
-    for t in prange(nb * c):
-        b = t // c
+def _maxpool_forward(x, size, stride, out, arg):
+    """out[n, c], arg[n, c] = _pool_plane of x[n, c], one task per (n, c) plane."""
+    n, c = x.shape[0], x.shape[1]
+    for t in prange(n * c):
+        ni = t // c
         ci = t % c
-        _pool_plane(x[b, ci], size, stride, relu, out[n0 + b, ci], arg[n0 + b, ci])
+        _pool_plane(x[ni, ci], size, stride, out[ni, ci], arg[ni, ci])
 
 
 @njit(parallel=True, cache=True)
-def _maxpool_backward(dout, arg, size, stride, gate, gated, n0, dx):
-    """dx[b] = _unpool_plane of images n0 + b of dout/arg/gate; dx is overwritten."""
-    nb, c = dx.shape[0], dx.shape[1]
-    for t in prange(nb * c):
-        b = t // c
+def _maxpool_backward(dout, arg, size, stride, dx):
+    """dx[n, c] = _unpool_plane of dout[n, c] and arg[n, c], one task per plane; dx is
+    overwritten."""
+    n, c = dx.shape[0], dx.shape[1]
+    for t in prange(n * c):
+        ni = t // c
         ci = t % c
-        _unpool_plane(dout[n0 + b, ci], arg[n0 + b, ci], size, stride, gate[n0 + b, ci], gated, dx[b, ci])
-
-
-# ============================================== fused conv + ReLU + max-pool
-@njit(parallel=True, cache=True)
-def _conv_direct_relu_pool_forward(xp, w, b, stride, oh, ow, size, pstride, out, arg):
-    """maxpool(relu(direct conv)) one (image, filter) plane at a time: the conv plane
-    lives in a per-task buffer (in L2) and is pooled at once, never stored whole."""
-    n, f = out.shape[0], out.shape[1]
-    for t in prange(n * f):
-        ni = t // f
-        fi = t % f
-        plane = np.empty((oh, ow), dtype=xp.dtype)
-        _conv_plane(xp[ni], w[fi], b[fi], stride, plane)
-        _pool_plane(plane, size, pstride, True, out[ni, fi], arg[ni, fi])
-
-
-@njit(parallel=True, cache=True)
-def _conv_direct_relu_pool_backward(xp, w, stride, dout, pooled, arg, size, pstride, oh, ow, part, dxp):
-    """The fused op's backward pass on the direct path, one task per image: rebuild
-    that image's conv-output gradient (F, OH, OW) from the pooled output and the
-    winners, then its [dW | db] partial (part[n], float64) and its input gradient
-    dxp[n] (overwritten)."""
-    n, f = dout.shape[0], dout.shape[1]
-    c = dxp.shape[1]
-    kh, kw = w.shape[2], w.shape[3]
-    for ni in prange(n):
-        dconv = np.empty((f, oh, ow), dtype=xp.dtype)
-        for fi in range(f):
-            _unpool_plane(dout[ni, fi], arg[ni, fi], size, pstride, pooled[ni, fi], True, dconv[fi])
-            part[ni, fi, :] = 0
-            _conv_plane_dw(xp[ni], dconv[fi], kh, kw, stride, part[ni, fi])
-        for ci in range(c):
-            dxp[ni, ci, :, :] = 0
-            _conv_plane_dx(dconv, w[:, ci], stride, dxp[ni, ci])
+        _unpool_plane(dout[ni, ci], arg[ni, ci], size, stride, dx[ni, ci])
 
 
 # ==================================================================== dropout
@@ -553,8 +507,8 @@ class NumbaBackend(HostArrays):
                 np.matmul(wmat, cols, out=out[n0 : n0 + nb].reshape(nb, f, oh * ow))
         return out, (x.shape, xp, w, stride, pad)
 
-    def conv2d_backward(self, dout, cache):
-        """dout (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,).
+    def conv2d_backward(self, dout, cache, need_dx: bool = True):
+        """dout (N, F, OH, OW) -> dx (N, C, H, W) (None unless need_dx), dw (F, C, KH, KW), db (F,).
 
         im2col path, per chunk: [dW | db] += dout[n] @ [cols[n]; 1].T and
         dcols = W.T @ dout[n], scattered back onto the input by col2im."""
@@ -562,21 +516,23 @@ class NumbaBackend(HostArrays):
         dout = np.ascontiguousarray(dout, dtype=xp.dtype)
         f, oh, ow = dout.shape[1], dout.shape[2], dout.shape[3]
         return self._conv_backward(x_shape, xp, w, stride, pad, oh, ow,
-                                   lambda n0, nb: dout[n0 : n0 + nb].reshape(nb, f, oh * ow))
+                                   lambda n0, nb: dout[n0 : n0 + nb].reshape(nb, f, oh * ow), need_dx)
 
-    def _conv_backward(self, x_shape, xp, w, stride, pad, oh, ow, dout_chunk):
+    def _conv_backward(self, x_shape, xp, w, stride, pad, oh, ow, dout_chunk, need_dx: bool = True):
         """conv2d's backward pass, with the output gradient of images n0 .. n0+nb-1 as
-        dout_chunk(n0, nb) -> (nb, F, OH*OW) (all images at once on the direct path),
-        so that the fused op can build it chunk by chunk."""
+        dout_chunk(n0, nb) -> (nb, F, OH*OW) (all images at once on the direct path), so
+        that a caller can build it chunk by chunk rather than whole (bench/numba_fused.py
+        does)."""
         n, c, h, wd = x_shape
         f, _, kh, kw = w.shape
         k = c * kh * kw
-        dxp = np.empty(xp.shape, dtype=xp.dtype)
+        dxp = np.empty(xp.shape, dtype=xp.dtype) if need_dx else None
         if k <= DIRECT_MAX_K:
             dout = dout_chunk(0, n).reshape(n, f, oh, ow)
             part = np.empty((n, f, k + 1), dtype=np.float64)
             _conv_direct_dw(xp, dout, kh, kw, stride, part)
-            _conv_direct_dx(dout, w, stride, dxp)
+            if need_dx:
+                _conv_direct_dx(dout, w, stride, dxp)
             grad = part.sum(axis=0)
         else:
             grad = np.zeros((f, k + 1), dtype=np.float64)
@@ -585,12 +541,16 @@ class NumbaBackend(HostArrays):
             for n0, nb, cols in self._conv_col_chunks(xp, kh, kw, stride, oh, ow):
                 d = dout_chunk(n0, nb)
                 grad += np.matmul(d, cols.transpose(0, 2, 1)).sum(axis=0)  # [dW | db]: the ones row gives db
+                if not need_dx:
+                    continue
                 if dcols is None:
                     dcols = np.empty((cols.shape[0], k, oh * ow), dtype=xp.dtype)
                 np.matmul(wmat_t, d, out=dcols[:nb])
                 _col2im(dcols[:nb], kh, kw, stride, oh, ow, dxp[n0 : n0 + nb])
         dw = grad[:, :k].reshape(f, c, kh, kw).astype(xp.dtype)
         db = grad[:, k].astype(xp.dtype)
+        if not need_dx:
+            return None, dw, db
         dx = np.ascontiguousarray(dxp[:, :, pad : pad + h, pad : pad + wd]) if pad else dxp
         return dx, dw, db
 
@@ -620,7 +580,7 @@ class NumbaBackend(HostArrays):
         oh, ow = pool_out_size(h, size, stride, ceil_mode), pool_out_size(wd, size, stride, ceil_mode)
         out = np.empty((n, c, oh, ow), dtype=x.dtype)
         arg = np.empty((n, c, oh, ow), dtype=_arg_dtype(size))
-        _maxpool_forward(x, size, stride, False, 0, out, arg)
+        _maxpool_forward(x, size, stride, out, arg)
         return out, (x.shape, arg, size, stride)
 
     def maxpool2d_backward(self, dout, cache):
@@ -629,7 +589,7 @@ class NumbaBackend(HostArrays):
         x_shape, arg, size, stride = cache
         dout = np.ascontiguousarray(dout)
         dx = np.empty(x_shape, dtype=dout.dtype)
-        _maxpool_backward(dout, arg, size, stride, dout, False, 0, dx)
+        _maxpool_backward(dout, arg, size, stride, dx)
         return dx
 
     # ------------------------------------------------------------------- dense
@@ -638,9 +598,10 @@ class NumbaBackend(HostArrays):
         code: it is one BLAS product already, nothing for Numba to add."""
         return self._ref.dense_forward(x, w, b)
 
-    def dense_backward(self, dout, cache):
-        """dout: (N, M) -> dx = dout @ w.T, dw = x.T @ dout, db = sum_n dout (the reference's)."""
-        return self._ref.dense_backward(dout, cache)
+    def dense_backward(self, dout, cache, need_dx: bool = True):
+        """dout: (N, M) -> dx = dout @ w.T (None unless need_dx), dw = x.T @ dout, db = sum_n dout
+        (the reference's)."""
+        return self._ref.dense_backward(dout, cache, need_dx)
 
     # ----------------------------------------------------------------- dropout
     def dropout_forward(self, x, p: float, seed: int, train: bool = True):
@@ -705,66 +666,3 @@ class NumbaBackend(HostArrays):
         t = param.dtype.type
         _adam_update(*flat, t(lr), t(beta1), t(1 - beta1), t(beta2), t(1 - beta2), t(1 - beta1**step),
                      t(1 - beta2**step), t(eps), t(weight_decay))
-
-    # ------------------------------------------------ fused conv + ReLU + pool
-    def conv_relu_pool_forward(self, x, w, b, stride: int = 1, pad: int = 0, pool_size: int = 2,
-                               pool_stride: int = 2, ceil_mode: bool = True):
-        """maxpool2d(relu(conv2d(x, w, b))) in one op, without storing the conv output.
-
-        x: (N, C, H, W) -> out: (N, F, PH, PW). Same values as the three ops in turn.
-        Direct convolutions pool each (image, filter) plane as soon as it is computed;
-        im2col convolutions run chunk by chunk and pool each chunk while it is still in
-        cache. The cache keeps the padded input, the pooled output and the window
-        winners: the conv output's gradient is rebuilt from them in backward.
-
-        A layer would call it as ``out, cache = be.conv_relu_pool_forward(x, w, b,
-        stride, pad, size, pool_stride, ceil_mode)`` and, in backward,
-        ``dx, dw, db = be.conv_relu_pool_backward(dout, cache)``, when the backend has
-        these methods (``hasattr``); else it calls conv2d, relu and maxpool2d.
-        """
-        stride, pad, pool_size, pool_stride = int(stride), int(pad), int(pool_size), int(pool_stride)
-        x, w, b, oh, ow = self._conv_prepare(x, w, b, stride, pad)
-        n, f = x.shape[0], w.shape[0]
-        ph, pw = pool_out_size(oh, pool_size, pool_stride, ceil_mode), pool_out_size(ow, pool_size, pool_stride,
-                                                                                   ceil_mode)
-        xp = np.ascontiguousarray(_pad(x, pad))
-        out = np.empty((n, f, ph, pw), dtype=x.dtype)
-        arg = np.empty((n, f, ph, pw), dtype=_arg_dtype(pool_size))
-        if w[0].size <= DIRECT_MAX_K:
-            _conv_direct_relu_pool_forward(xp, w, b, stride, oh, ow, pool_size, pool_stride, out, arg)
-        else:
-            conv, wmat = None, self._wmat(w, b)
-            for n0, nb, cols in self._conv_col_chunks(xp, *w.shape[2:], stride, oh, ow):
-                if conv is None:
-                    conv = np.empty((cols.shape[0], f, oh, ow), dtype=x.dtype)
-                np.matmul(wmat, cols, out=conv[:nb].reshape(nb, f, oh * ow))
-                _maxpool_forward(conv[:nb], pool_size, pool_stride, True, n0, out, arg)
-        return out, (x.shape, xp, w, stride, pad, out, arg, pool_size, pool_stride, (oh, ow))
-
-    def conv_relu_pool_backward(self, dout, cache):
-        """dout: (N, F, PH, PW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,).
-        The conv output's gradient is rebuilt chunk by chunk from the pooled output and
-        the window winners (a window whose maximum was <= 0 passes nothing: the ReLU)."""
-        x_shape, xp, w, stride, pad, pooled, arg, pool_size, pool_stride, (oh, ow) = cache
-        dout = np.ascontiguousarray(dout, dtype=xp.dtype)
-        f = w.shape[0]
-        if w[0].size <= DIRECT_MAX_K:
-            n, c, h, wd = x_shape
-            k = w[0].size
-            part = np.empty((n, f, k + 1), dtype=np.float64)
-            dxp = np.empty(xp.shape, dtype=xp.dtype)
-            _conv_direct_relu_pool_backward(xp, w, stride, dout, pooled, arg, pool_size, pool_stride, oh, ow, part,
-                                            dxp)
-            grad = part.sum(axis=0)
-            dx = np.ascontiguousarray(dxp[:, :, pad : pad + h, pad : pad + wd]) if pad else dxp
-            return dx, grad[:, :k].reshape(w.shape).astype(xp.dtype), grad[:, k].astype(xp.dtype)
-        scratch = []
-
-        def dconv_chunk(n0, nb):
-            if not scratch:  # sized by the first (largest) chunk
-                scratch.append(np.empty((nb, f, oh, ow), dtype=xp.dtype))
-            dconv = scratch[0][:nb]
-            _maxpool_backward(dout, arg, pool_size, pool_stride, pooled, True, n0, dconv)
-            return dconv.reshape(nb, f, oh * ow)
-
-        return self._conv_backward(x_shape, xp, w, stride, pad, oh, ow, dconv_chunk)

@@ -97,10 +97,12 @@ class NumpyBackend(HostArrays):
         cache = (x.shape, w, cols, stride, pad)
         return np.ascontiguousarray(out), cache
 
-    def conv2d_backward(self, dout, cache):
+    def conv2d_backward(self, dout, cache, need_dx: bool = True):
         """Gradients of conv2d.
 
-        dout: (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)
+        dout: (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,); dx is
+        None when need_dx is False (a network's first layer: nothing uses the
+        gradient with respect to its input, and it is a third of the layer's work).
 
         With out = cols @ wmat.T + b and dout as the matrix d (N*OH*OW, F):
         dw = d.T @ cols (as (F, KH, KW, C), then back to (F, C, KH, KW)),
@@ -116,6 +118,8 @@ class NumpyBackend(HostArrays):
         wmat = w.transpose(0, 2, 3, 1).reshape(f, kh * kw * c)          # (F, KH*KW*C)
         dw = (d.T @ cols).reshape(f, kh, kw, c).transpose(0, 3, 1, 2)   # (F, C, KH, KW)
         db = d.sum(axis=0)                                              # (F,)
+        if not need_dx:
+            return None, np.ascontiguousarray(dw), db
         dcols = (d @ wmat).reshape(n, oh, ow, kh, kw, c)                # (N, OH, OW, KH, KW, C)
         # col2im, in NHWC: loop over the KH*KW kernel offsets (not over pixels); each
         # slice below touches distinct pixels, so += is an exact scatter-add.
@@ -192,10 +196,11 @@ class NumpyBackend(HostArrays):
         check_dense(x.shape, w.shape)
         return x @ w + b, (x, w)
 
-    def dense_backward(self, dout, cache):
-        """dout: (N, M) -> dx = dout @ w.T (N, D), dw = x.T @ dout (D, M), db = sum_n dout (M,)."""
+    def dense_backward(self, dout, cache, need_dx: bool = True):
+        """dout: (N, M) -> dx = dout @ w.T (N, D) (None unless need_dx), dw = x.T @ dout (D, M),
+        db = sum_n dout (M,)."""
         x, w = cache
-        return dout @ w.T, x.T @ dout, dout.sum(axis=0)
+        return (dout @ w.T if need_dx else None), x.T @ dout, dout.sum(axis=0)
 
     # ----------------------------------------------------------------- dropout
     def dropout_forward(self, x, p: float, seed: int, train: bool = True):
