@@ -10,7 +10,7 @@ Inputs, all read here, none typed in:
 - registers, shared memory and spills of every kernel: ``nvcc -arch=sm_90 -cubin
   -Xptxas -v`` on kernels/*.cu (the sources the backend loads);
 - the instruction mix of each kernel's main loop: the SASS (``cuobjdump -sass``,
-  pip install nvidia-cuda-cuobjdump), the loop being the backward branch whose body
+  pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm), the loop being the backward branch whose body
   holds the most FFMA; the body's static instructions are counted once per trip;
 - the launch list of one real training step at the requested shapes: the step runs on
   a recording backend (tinycnn.backends.launch.KernelBackend with host arrays that
@@ -92,7 +92,7 @@ class KernelCode:
 
 
 def tool(name: str) -> str | None:
-    """nvcc / cuobjdump: on PATH, or from the nvidia-cuda-* wheels of this Python."""
+    """nvcc / cuobjdump / nvdisasm: on PATH, or from the nvidia-cuda-* wheels of this Python."""
     found = shutil.which(name)
     if found:
         return found
@@ -152,9 +152,12 @@ def main_loop(instructions: list) -> tuple[int, dict]:
 
 def compile_kernels(arch: str = "sm_90") -> dict:
     """{kernel name: KernelCode} for every kernel of kernels/*.cu."""
-    nvcc, cuobjdump = tool("nvcc"), tool("cuobjdump")
-    if not nvcc or not cuobjdump:
-        raise SystemExit("bench.gpu_model needs nvcc and cuobjdump (pip install nvidia-cuda-cuobjdump)")
+    nvcc, cuobjdump, nvdisasm = tool("nvcc"), tool("cuobjdump"), tool("nvdisasm")
+    if not (nvcc and cuobjdump and nvdisasm):
+        raise SystemExit("bench.gpu_model needs nvcc, cuobjdump and nvdisasm "
+                         "(pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
+    # cuobjdump -sass runs nvdisasm, which it looks for on PATH
+    env = dict(os.environ, PATH=os.path.dirname(nvdisasm) + os.pathsep + os.environ.get("PATH", ""))
     codes = {}
     with tempfile.TemporaryDirectory() as tmp:
         for fname in sorted(launch.kernel_sources()):
@@ -170,7 +173,8 @@ def compile_kernels(arch: str = "sm_90") -> dict:
                     current.registers, current.smem = int(m.group(1)), int(m.group(2) or 0)
                 elif current and (m := _PTXAS_SPILL.search(line)):
                     current.spills = int(m.group(1)) + int(m.group(2))
-            sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, check=True).stdout
+            sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, check=True,
+                                  env=env).stdout
             for block in sass.split("Function : ")[1:]:
                 name = block.split()[0]
                 instructions = [(int(a, 16), op, rest) for a, op, rest in _SASS_LINE.findall(block)]

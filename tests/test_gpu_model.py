@@ -84,7 +84,8 @@ def test_a_tiled_kernel_is_issue_bound_and_an_elementwise_one_dram_bound():
     assert q.bound == "DRAM" and q.us == pytest.approx(2 * x.nbytes / (dev.dram_tb_s * 1e12) * 1e6)
 
 
-@pytest.mark.skipif(not (gpu_model.tool("nvcc") and gpu_model.tool("cuobjdump")), reason="needs nvcc and cuobjdump")
+@pytest.mark.skipif(not all(gpu_model.tool(t) for t in ("nvcc", "cuobjdump", "nvdisasm")),
+                    reason="needs nvcc, cuobjdump and nvdisasm")
 def test_the_model_runs_on_the_compilers_output(capsys):
     assert gpu_model.main(["--batch", "8", "--size", "64", "--hidden", "32"]) == 0
     out = capsys.readouterr().out
