@@ -76,8 +76,8 @@ def test_out_is_never_silently_replaced(run, tmp_path, capsys):
     assert "is a file, not a folder" in usage_error(train_ddsm.parse_args, ["--out", str(tmp_path / "afile")], capsys)
     assert run("--synthetic-count", "8", "--no-baseline")[0] == 0
     before = (tmp_path / "run" / "last.npz").read_bytes()
-    err = usage_error(train_ddsm.main, [*TINY, "--out", str(tmp_path / "run")], capsys)
-    assert "already holds a run: --resume continues it, --overwrite replaces it" in err
+    rc, _, err = run("--synthetic-count", "8", "--no-baseline")  # checked under the run folder's lock
+    assert rc == 2 and "already holds a run: --resume continues it, --overwrite replaces it" in err
     assert (tmp_path / "run" / "last.npz").read_bytes() == before
     rc, out, err = run("--synthetic-count", "8", "--no-baseline", "--overwrite", "--seed", "1")
     assert rc == 0, err

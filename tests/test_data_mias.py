@@ -115,10 +115,12 @@ def test_real_mias_films(real_mias, tmp_path):
 
 def test_a_film_too_small_to_crop_is_skipped_and_named(fake_mias, tmp_path):
     Image.fromarray(np.full((1, 128), 20, np.uint8)).save(fake_mias / "mdb006.pgm")  # a 1-row film
+    info = INFO.replace("mdb006 F CIRC B 20 20 5", "mdb006 F CIRC B 20 1 5")  # its centre on that row
+    (fake_mias / "Info.txt").write_text(info)
     with pytest.warns(UserWarning, match="skipped"):
         rois = load_dataset("mias", fake_mias, image_size=16, cache_dir=tmp_path / "c")
-    assert len(rois) == 3 and "mdb006:CIRC:20,20,r5" not in rois.ids
-    assert any(s.startswith("mdb006:CIRC:20,20,r5: ") and "too small" in s for s in rois.skipped)
-    (fake_mias / "Info.txt").write_text(INFO.replace("mdb007 F CIRC B 64 64 4\n", ""))  # only mdb006 is bad
-    with pytest.raises(UnreadableImage, match=r"mias: mdb006:CIRC:20,20,r5: image is 1x1 pixels, too small"):
+    assert len(rois) == 3 and "mdb006:CIRC:20,1,r5" not in rois.ids
+    assert any(s.startswith("mdb006:CIRC:20,1,r5: ") and "too small" in s for s in rois.skipped)
+    (fake_mias / "Info.txt").write_text(info.replace("mdb007 F CIRC B 64 64 4\n", ""))  # only mdb006 is bad
+    with pytest.raises(UnreadableImage, match=r"mias: mdb006:CIRC:20,1,r5: image is 1x1 pixels, too small"):
         load_dataset("mias", fake_mias, image_size=16, cache_dir=tmp_path / "c2", strict=True)

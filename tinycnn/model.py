@@ -9,14 +9,17 @@ parameters, and ``extra.{key}`` whatever the caller adds (optimizer state, ...).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import backends
 from .layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU, layer_from_config
+from .shapes import conv_out_size, pool_out_size
 
 CHECKPOINT_FORMAT = "tinycnn-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -153,24 +156,29 @@ class Sequential:
         differs, if the checkpoint holds another architecture. Returns
         {"meta": ..., "extra": {...}} for the caller."""
         ckpt = read_checkpoint(path)
+        architecture_shapes(ckpt["arch"], path)  # a malformed record is named before it is compared
         check_architecture(ckpt["arch"], self.architecture(), path)
+        expected = {name: p.shape for name, p in self.named_parameters()}
+        check_parameters(ckpt["params"], expected, path)  # all of them, before any is replaced
+        states = [_layer_state(ckpt["state"], i, path) for i in range(len(self.layers))]
         for name, p in self.named_parameters():
-            value = ckpt["params"][name]
-            if value.shape != p.shape:
-                raise CheckpointError(f"{path}: {name} has shape {value.shape}, the model expects {p.shape}")
-            p.value = self.backend.asarray(value)
+            p.value = self.backend.asarray(ckpt["params"][name])
             p.grad = None
-        for i, layer in enumerate(self.layers):
-            layer.load_state(ckpt["state"].get(str(i), {}))
+        for layer, state in zip(self.layers, states):
+            layer.load_state(state)
         return {"meta": ckpt["meta"], "extra": ckpt["extra"]}
 
 
 def load_model(path, backend="numpy") -> tuple[Sequential, dict]:
     """Rebuild the model a checkpoint describes and load its weights."""
     ckpt = read_checkpoint(path)
+    # Checked from the records alone, before any layer allocates: a hand-edited record
+    # that claims a huge layer must not get to allocate it.
+    declared = architecture_shapes(ckpt["arch"], path)
+    check_parameters(ckpt["params"], declared.params, path)
     try:
         net = Sequential.from_architecture(ckpt["arch"], backend=backend)
-    except (KeyError, TypeError, ValueError) as e:  # unknown layer type, bad arguments, misfit shapes
+    except (KeyError, TypeError, ValueError) as e:  # what architecture_shapes does not foresee
         raise CheckpointError(f"{path}: its architecture record cannot be built ({e})") from e
     info = net.load(path)
     return net, info
@@ -193,15 +201,49 @@ def read_checkpoint(path) -> dict:
     if not isinstance(arch, dict) or arch.get("format") != CHECKPOINT_FORMAT:
         found = arch.get("format") if isinstance(arch, dict) else type(arch).__name__
         raise CheckpointError(f"{path} is not a tinycnn checkpoint (format {found!r})")
-    if not isinstance(arch.get("layers"), list) or not isinstance(arch.get("input_shape"), list):
-        raise CheckpointError(f"{path}: damaged architecture record (no layer list or input shape)")
+    _check_arch_header(arch, path)
     return {
         "arch": arch,
-        "state": _json_record(files, "__state__", path),
-        "meta": _json_record(files, "__meta__", path),
+        "state": _json_object(files, "__state__", path),
+        "meta": _json_object(files, "__meta__", path),
         "params": {k: v for k, v in files.items() if k.startswith("layer")},
         "extra": {k[len("extra."):]: v for k, v in files.items() if k.startswith("extra.")},
     }
+
+
+def read_checkpoint_records(path) -> dict:
+    """{"arch": ..., "meta": ...} of a checkpoint without reading its arrays: cheap, for
+    checks made before a long job starts (e.g. that --resume has something that fits)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a tinycnn checkpoint (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as z:  # an NpzFile reads a member only when asked
+            files = {k: z[k] for k in ("__arch__", "__meta__") if k in z.files}
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable tinycnn checkpoint ({e})") from e
+    if "__arch__" not in files:
+        raise CheckpointError(f"{path} is not a tinycnn checkpoint (no architecture record)")
+    arch = _json_record(files, "__arch__", path)
+    if not isinstance(arch, dict) or arch.get("format") != CHECKPOINT_FORMAT:
+        found = arch.get("format") if isinstance(arch, dict) else type(arch).__name__
+        raise CheckpointError(f"{path} is not a tinycnn checkpoint (format {found!r})")
+    _check_arch_header(arch, path)
+    return {"arch": arch, "meta": _json_object(files, "__meta__", path)}
+
+
+def _check_arch_header(arch: dict, path) -> None:
+    if not isinstance(arch.get("layers"), list) or not isinstance(arch.get("input_shape"), list):
+        raise CheckpointError(f"{path}: damaged architecture record (no layer list or input shape)")
+    version = arch.get("version")
+    if not _is_int(version) or version < 1:
+        raise CheckpointError(f"{path}: architecture record field 'version' should be a positive whole number, "
+                              f"found {_short(version)}")
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version} is newer than this tinycnn reads "
+                              f"({CHECKPOINT_VERSION}): update tinycnn")
 
 
 def _json_record(files: dict, key: str, path):
@@ -209,6 +251,174 @@ def _json_record(files: dict, key: str, path):
         return json.loads(str(files.get(key, "{}")))
     except ValueError as e:
         raise CheckpointError(f"{path}: damaged {key} record ({e})") from e
+
+
+def _json_object(files: dict, key: str, path) -> dict:
+    """A record that must be a JSON object (a dict): hand edits that leave a list or a
+    number there are named here, not met later as an AttributeError."""
+    record = _json_record(files, key, path)
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{path}: damaged {key} record (a JSON object expected, found {_json_type(record)})")
+    return record
+
+
+# ------------------------------------------------------------- validating records
+# A checkpoint is input like any other: the fields below are checked by type and
+# range, so a hand-edited or foreign file fails with a CheckpointError that names the
+# field, never an IndexError, a TypeError or a huge allocation.
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null",
+             int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _short(value, limit: int = 60) -> str:
+    text = json.dumps(value) if isinstance(value, (dict, list, str, bool, type(None))) else repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_POSITIVE = ("a positive whole number", lambda v: _is_int(v) and v >= 1)
+_NON_NEGATIVE = ("a whole number >= 0", lambda v: _is_int(v) and v >= 0)
+_BOOL = ("true or false", lambda v: isinstance(v, bool))
+_PROBABILITY = ("a number in [0, 1)", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                and math.isfinite(v) and 0 <= v < 1)
+
+# Every field each layer's config() writes, with what it must hold.
+LAYER_FIELDS = {
+    "Conv2D": {"in_channels": _POSITIVE, "out_channels": _POSITIVE, "kernel_size": _POSITIVE,
+               "stride": _POSITIVE, "pad": _NON_NEGATIVE},
+    "MaxPool2D": {"size": _POSITIVE, "stride": _POSITIVE, "ceil_mode": _BOOL},
+    "Dense": {"in_features": _POSITIVE, "out_features": _POSITIVE},
+    "Dropout": {"p": _PROBABILITY},
+    "ReLU": {},
+    "Flatten": {},
+}
+
+
+@dataclass(frozen=True)
+class ArchitectureShapes:
+    """What an architecture record declares: each parameter's shape by checkpoint name
+    (layer{i}.w, ...) and one sample's output shape after each layer."""
+
+    params: dict
+    outputs: list
+
+    def num_parameters(self) -> int:
+        return sum(math.prod(s) for s in self.params.values())
+
+    def activations(self) -> int:
+        """Floats of every layer's output for one sample (what memory_estimate counts)."""
+        return sum(math.prod(s) for s in self.outputs)
+
+
+def architecture_shapes(arch: dict, path="architecture") -> ArchitectureShapes:
+    """Validate an architecture record field by field and work out its parameter and
+    output shapes by arithmetic alone (nothing is allocated, so a record that claims a
+    layer of 10^16 weights costs nothing). CheckpointError names the layer and field."""
+    where = f"{path}: its architecture record cannot be built"
+    shape = arch.get("input_shape")
+    if not isinstance(shape, list) or not shape or not all(_is_int(s) and s >= 1 for s in shape):
+        raise CheckpointError(f"{where} (field 'input_shape' should be a list of positive whole numbers, "
+                              f"found {_short(shape)})")
+    shape = tuple(shape)
+    params, outputs = {}, []
+    for i, cfg in enumerate(arch["layers"]):
+        kind = _check_layer_config(cfg, i, where)
+        try:
+            shape, layer_params = _layer_shapes(kind, cfg, shape)
+        except ValueError as e:
+            raise CheckpointError(f"{where} (layer {i} {kind}: {e})") from e
+        params.update({f"layer{i}.{name}": s for name, s in layer_params.items()})
+        outputs.append(shape)
+    return ArchitectureShapes(params, outputs)
+
+
+def _check_layer_config(cfg, i: int, where: str) -> str:
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{where} (layer {i}: an object expected, found {_json_type(cfg)})")
+    kind = cfg.get("type")
+    if kind not in LAYER_FIELDS:
+        raise CheckpointError(f"{where} (layer {i}: unknown layer type {_short(kind)}; "
+                              f"known: {', '.join(LAYER_FIELDS)})")
+    fields = LAYER_FIELDS[kind]
+    unknown = sorted(set(cfg) - set(fields) - {"type"})
+    if unknown:
+        raise CheckpointError(f"{where} (layer {i} {kind}: unknown field {unknown[0]!r})")
+    for name, (rule, ok) in fields.items():
+        if name not in cfg:
+            raise CheckpointError(f"{where} (layer {i} {kind}: field {name!r} is missing)")
+        if not ok(cfg[name]):
+            raise CheckpointError(f"{where} (layer {i} {kind}: field {name!r} should be {rule}, "
+                                  f"found {_short(cfg[name])})")
+    return kind
+
+
+def _layer_shapes(kind: str, cfg: dict, shape: tuple) -> tuple[tuple, dict]:
+    """(output shape, {param name: shape}) of one validated layer config; ValueError
+    when the layer does not fit its input. The same arithmetic as the layers'
+    output_shape (tinycnn.shapes), held to it by the tests."""
+    if kind == "Conv2D":
+        c, h, w = _image_shape(shape, kind)
+        if c != cfg["in_channels"]:
+            raise ValueError(f"expects {cfg['in_channels']} input channels, gets {c}")
+        k, s, p, f = cfg["kernel_size"], cfg["stride"], cfg["pad"], cfg["out_channels"]
+        out = (f, conv_out_size(h, k, s, p), conv_out_size(w, k, s, p))
+        return out, {"w": (f, c, k, k), "b": (f,)}
+    if kind == "MaxPool2D":
+        c, h, w = _image_shape(shape, kind)
+        args = (cfg["size"], cfg["stride"], cfg["ceil_mode"])
+        return (c, pool_out_size(h, *args), pool_out_size(w, *args)), {}
+    if kind == "Flatten":
+        return (math.prod(shape),), {}
+    if kind == "Dense":
+        if shape != (cfg["in_features"],):
+            raise ValueError(f"expects {cfg['in_features']} features, gets shape {shape}")
+        m = cfg["out_features"]
+        return (m,), {"w": (cfg["in_features"], m), "b": (m,)}
+    return shape, {}  # ReLU, Dropout
+
+
+def _image_shape(shape: tuple, kind: str) -> tuple:
+    if len(shape) != 3:
+        raise ValueError(f"needs a (channels, height, width) input, gets shape {shape}")
+    return shape
+
+
+def check_parameters(found: dict, expected: dict, path="checkpoint") -> None:
+    """Every expected parameter is in the file with its shape, as finite floats; no
+    other parameter is. CheckpointError names the first that is not."""
+    for name, shape in expected.items():
+        if name not in found:
+            raise CheckpointError(f"{path}: parameter {name} is missing")
+        value = found[name]
+        if tuple(value.shape) != tuple(shape):
+            raise CheckpointError(f"{path}: {name} has shape {tuple(value.shape)}, the model expects {tuple(shape)}")
+        if value.dtype.kind != "f":
+            raise CheckpointError(f"{path}: {name} holds {value.dtype} values, not floating point")
+        bad = value.size - int(np.count_nonzero(np.isfinite(value)))
+        if bad:
+            raise CheckpointError(f"{path}: {name} holds {bad} NaN or infinite value(s): the run that wrote it "
+                                  "diverged; use an earlier checkpoint")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise CheckpointError(f"{path}: parameter {extra[0]} is not part of the architecture record")
+
+
+def _layer_state(state: dict, i: int, path) -> dict:
+    """Layer i's entry of the __state__ record: an object of whole numbers."""
+    entry = state.get(str(i), {})
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{path}: __state__ record, layer {i}: an object expected, found {_json_type(entry)}")
+    for key, value in entry.items():
+        if not _is_int(value):
+            raise CheckpointError(f"{path}: __state__ record, layer {i}: field {key!r} should be a whole number, "
+                                  f"found {_short(value)}")
+    return entry
 
 
 def check_architecture(found: dict, expected: dict, path="checkpoint") -> None:

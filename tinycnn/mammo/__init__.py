@@ -7,6 +7,10 @@ regions of interest.
     metrics.py  accuracy, ROC/AUC with bootstrap intervals, the pixel baseline
     report.py   metrics.json, plots, the summary table
     progress.py progress bars
+    runfolder.py  a run folder's lock, --overwrite without loss, leftovers of killed saves
+    memory.py   memory estimates made before allocating, and what the machine has
+    cli.py      what both apps share against hostile input (finite floats, printable
+                names, SIGTERM as Ctrl-C)
 
 It imports the engine (tinycnn.model, tinycnn.optim, tinycnn.backends); the engine
 never imports it. Its dependencies are the ``app`` extra: pip install 'tinycnn[app]'.

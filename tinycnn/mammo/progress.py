@@ -14,7 +14,9 @@ def bar(total: int, desc: str, enabled: bool = True, initial: int = 0, unit: str
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False, dynamic_ncols=True,
+    from .cli import printable  # a folder name that is not UTF-8 must not break the bar
+
+    return tqdm(total=total, initial=initial, desc=printable(desc), unit=unit, leave=False, dynamic_ncols=True,
                 file=sys.stderr)
 
 

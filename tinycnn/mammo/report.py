@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+# What plot_curves, plot_roc and plot_confusion write into a run folder (no prefix).
+PLOT_FILES = ("accuracy.png", "loss.png", "roc.png", "confusion_matrix.png")
 PAPER_ROW = {"method": "CNN (paper, Table III, as published)", "data": "DDSM ROIs, augment-then-split",
              "accuracy": 0.9525, "auc": 0.98}
 

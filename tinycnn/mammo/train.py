@@ -1,13 +1,15 @@
 """The training loop: epochs of shuffled, augmented batches, evaluation on the held-out
 side after every epoch, last and best checkpoints, exact resume, NaN detection and a
-clean stop on Ctrl-C.
+clean stop on Ctrl-C (or SIGTERM, what `timeout` and batch schedulers send).
 
 Reproducibility: the order of epoch e is a permutation drawn from (seed, e) alone,
 dropout masks come from counters kept in the model, the learning rate is a function
 of the global step, and a checkpoint stores the optimizer buffers, the position
 (epoch, batch) and the running sums of the current epoch. So a run stopped anywhere
 and resumed reaches bit for bit the weights of an uninterrupted run (on the NumPy
-backend, whose arithmetic is deterministic).
+backend, whose arithmetic is deterministic). A checkpoint also records a fingerprint
+of the data (the preprocessed images and labels), so --resume on other data is
+refused instead of mixing two datasets in one history.
 """
 
 from __future__ import annotations
@@ -84,6 +86,53 @@ def samples_digest(samples: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(samples, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
+def data_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """A fingerprint of the preprocessed data: its shape, pixels and labels. It follows
+    the content, not the paths, so the same files copied elsewhere still resume, while
+    another folder, changed files or another preprocessing do not."""
+    h = hashlib.sha256(repr((images.shape, str(images.dtype))).encode())
+    h.update(memoryview(np.ascontiguousarray(images)).cast("B"))  # no copy: ~1 s per GB
+    h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def config_identity(config: "TrainConfig") -> dict:
+    """The settings a checkpoint must share with a run to continue it."""
+    c = config
+    return {"seed": c.seed, "batch_size": c.batch_size, "optimizer": c.optimizer, "lr": c.lr,
+            "lr_schedule": c.lr_schedule}
+
+
+def identity_differences(found: dict, expected: dict) -> str:
+    """'key: checkpoint X, now Y' for each key of expected that the checkpoint's identity
+    record holds differently; empty when none does."""
+    return ", ".join(f"{k}: checkpoint {found.get(k)!r}, now {v!r}" for k, v in expected.items() if found.get(k) != v)
+
+
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_auc", "lr", "steps")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _meta_field(meta: dict, name: str, ok, rule: str, path, default):
+    """meta[name] if it passes ok(), the default if absent; else a CheckpointError that
+    names the field (hand-edited and foreign checkpoints land here)."""
+    if name not in meta:
+        return default
+    value = meta[name]
+    if not ok(value):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise CheckpointError(f"{path}: meta field {name!r} should be {rule}, found {shown}")
+    return value
+
+
+def _history_ok(history) -> bool:
+    return isinstance(history, list) and all(
+        isinstance(h, dict) and all(_is_number(h.get(k)) for k in HISTORY_KEYS) for h in history)
+
+
 def device_copier(backend):
     """Host batch -> backend arrays, run on the loader's worker thread. On CUDA the copy
     goes on a non-blocking stream of the worker's own, so it overlaps the kernels of the
@@ -154,36 +203,43 @@ class BatchLoader:
 
 class _StopFlag:
     """First Ctrl-C asks the loop to stop after the current step (and save); a second
-    one interrupts at once."""
+    one interrupts at once. SIGTERM (what `timeout`, `kill` and batch schedulers send)
+    counts as Ctrl-C, so a run stopped that way saves too."""
+
+    SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self._previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
+        name = self.SIGNALS.get(signum, "signal")
+        print(f"\n{name}: stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
               file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 class Trainer:
     """Trains `net` with `optimizer` on images[train samples], evaluating on the test
     samples. `meta` (JSON-able: preprocessing settings, configuration, dataset) is
-    stored in every checkpoint."""
+    stored in every checkpoint; on_save(path) is called after each checkpoint is on
+    disk (the app lets an --overwrite'd run go once the new run has one)."""
 
     def __init__(self, net, optimizer, images, labels, train_samples, test_samples, config: TrainConfig,
-                 out_dir, meta: dict | None = None, progress: bool = True, log=print):
+                 out_dir, meta: dict | None = None, progress: bool = True, log=print, on_save=None):
         self.net, self.opt, self.config = net, optimizer, config
         self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
         self.train_samples, self.test_samples = np.asarray(train_samples), np.asarray(test_samples)
@@ -194,14 +250,16 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.train_samples) / config.batch_size)
         self.lr_at = config.schedule(self.steps_per_epoch)
         self.stop_after_steps: int | None = None  # tests: act as if Ctrl-C came after this global step
+        self.on_save = on_save  # called with each checkpoint's path once it is on disk
+        self._data_digest: str | None = None  # computed once, when first needed
 
     # ------------------------------------------------------------ checkpoints
     def _identity(self) -> dict:
         """What must match for a checkpoint to continue this run."""
-        c = self.config
-        return {"seed": c.seed, "batch_size": c.batch_size, "optimizer": c.optimizer, "lr": c.lr,
-                "lr_schedule": c.lr_schedule, "train_samples": samples_digest(self.train_samples),
-                "test_samples": samples_digest(self.test_samples)}
+        if self._data_digest is None:
+            self._data_digest = data_digest(self.images, self.labels)
+        return dict(config_identity(self.config), train_samples=samples_digest(self.train_samples),
+                    test_samples=samples_digest(self.test_samples), data=self._data_digest)
 
     def save(self, path: Path) -> None:
         extra = {f"opt.{k}": v for k, v in self.opt.state_arrays().items()}
@@ -211,6 +269,8 @@ class Trainer:
         meta = dict(self.meta, identity=self._identity(), train_config=asdict(self.config),
                     history=s.history, best_auc=s.best_auc, best_epoch=s.best_epoch)
         self.net.save(path, extra=extra, meta=meta)
+        if self.on_save is not None:
+            self.on_save(path)
 
     def resume(self, path) -> None:
         """Continue from a checkpoint written by save(): weights, optimizer, position."""
@@ -221,23 +281,65 @@ class Trainer:
         meta, extra = info["meta"], info["extra"]
         if "position" not in extra:
             raise ResumeError(f"{path} holds weights only (no training position): cannot resume from it")
-        found, expected = meta.get("identity", {}), self._identity()
-        diffs = [k for k in expected if found.get(k) != expected[k]]
-        if diffs:
-            details = ", ".join(f"{k}: checkpoint {found.get(k)!r}, now {expected[k]!r}" for k in diffs)
-            raise ResumeError(f"cannot resume from {path}: this run differs in {details}")
-        opt_state = {k[len("opt."):]: v for k, v in extra.items() if k.startswith("opt.")}
-        self.opt.load_state_arrays(opt_state)
-        epoch, batch, step, correct, seen = (int(v) for v in extra["position"])
-        self.state = TrainState(epoch, batch, step, float(extra["loss_sum"]), correct, seen,
-                                list(meta.get("history", [])), float(meta.get("best_auc", -1.0)),
-                                int(meta.get("best_epoch", 0)))
+        self._check_identity(meta, path)
+        self._load_optimizer(extra, path)
+        epoch, batch, step, correct, seen = self._position(extra, path)
+        loss_sum = extra.get("loss_sum")
+        if loss_sum is None or loss_sum.shape != () or loss_sum.dtype.kind != "f" or not np.isfinite(loss_sum):
+            raise CheckpointError(f"{path}: field extra.loss_sum should be one finite number, found {loss_sum!r}")
+        history = _meta_field(meta, "history", _history_ok, f"a list of epoch records with {', '.join(HISTORY_KEYS)}",
+                              path, [])
+        best_auc = _meta_field(meta, "best_auc", _is_number, "a number", path, -1.0)
+        best_epoch = _meta_field(meta, "best_epoch", lambda v: isinstance(v, int) and not isinstance(v, bool)
+                                 and 0 <= v <= len(history), "an epoch number of the history", path, 0)
+        train_config = _meta_field(meta, "train_config", lambda v: isinstance(v, dict), "an object", path, {})
+        self.state = TrainState(epoch, batch, step, float(loss_sum), correct, seen, list(history),
+                                float(best_auc), best_epoch)
         self.log(f"resumed from {path}: epoch {epoch + 1}, batch {batch}, step {step}")
-        before = meta.get("train_config", {}).get("epochs")
+        before = train_config.get("epochs")
         if before is not None and before != self.config.epochs and self.config.lr_schedule != "constant":
             self.log(f"note: the run was planned for {before} epochs and now for {self.config.epochs}; the "
                      f"{self.config.lr_schedule} learning-rate schedule spans the new length from here on, so the "
                      f"weights will differ from an uninterrupted {self.config.epochs}-epoch run")
+
+    def _check_identity(self, meta: dict, path) -> None:
+        """Refuse a checkpoint of another run: other settings, split or data."""
+        found = _meta_field(meta, "identity", lambda v: isinstance(v, dict), "an object", path, {})
+        expected = self._identity()
+        if "data" not in found:  # written before data fingerprints: cannot tell, so say so
+            self.log(f"note: {path} predates data fingerprints; cannot check that it was trained on this data")
+            expected.pop("data")
+        if "data" in expected and found.get("data") != expected["data"]:
+            raise ResumeError(f"cannot resume from {path}: it was trained on other data (its data fingerprint is "
+                              f"{found.get('data')!r}, this run's {expected['data']!r}: another --data-dir, changed "
+                              "files or other preprocessing); resume with the same data or start a new --out")
+        diffs = identity_differences(found, expected)
+        if diffs:
+            raise ResumeError(f"cannot resume from {path}: this run differs in {diffs}")
+
+    def _load_optimizer(self, extra: dict, path) -> None:
+        opt_state = {k[len("opt."):]: v for k, v in extra.items() if k.startswith("opt.")}
+        for key, value in opt_state.items():
+            if value.dtype.kind not in "fiu" or not np.isfinite(value).all():
+                raise CheckpointError(f"{path}: optimizer state extra.opt.{key} holds NaN, infinite or "
+                                      "non-numeric values")
+        try:
+            self.opt.load_state_arrays(opt_state)
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{path}: optimizer state does not fit this run's {self.config.optimizer} "
+                                  f"optimizer ({e})") from e
+
+    def _position(self, extra: dict, path) -> tuple[int, ...]:
+        """(epoch, batch, global step, correct, seen) from extra.position, checked."""
+        pos = extra["position"]
+        if pos.shape != (5,) or pos.dtype.kind not in "iu" or (pos < 0).any():
+            raise CheckpointError(f"{path}: field extra.position should be 5 whole numbers >= 0 (epoch, batch, "
+                                  f"step, correct, seen), found {pos.tolist()!r}")
+        epoch, batch, step, correct, seen = (int(v) for v in pos)
+        if batch > self.steps_per_epoch or correct > seen:
+            raise CheckpointError(f"{path}: field extra.position {pos.tolist()} does not fit this run "
+                                  f"({self.steps_per_epoch} batches per epoch)")
+        return epoch, batch, step, correct, seen
 
     # ------------------------------------------------------------ evaluation
     def predict(self, samples=None) -> np.ndarray:
@@ -252,6 +354,9 @@ class Trainer:
 
     def evaluate(self) -> dict:
         probs = self.predict()
+        if not np.isfinite(probs).all():  # weights blown up by the last steps: never saved
+            raise NonFiniteLoss(f"the network's held-out outputs are NaN or infinite at the end of epoch "
+                                f"{self.state.epoch + 1}: the weights diverged; {self._kept()}. Try a lower --lr.")
         y = self.labels[self.test_samples[:, 0]]
         p = np.clip(probs, 1e-7, 1 - 1e-7)
         return {"test_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
@@ -306,12 +411,10 @@ class Trainer:
         loss, dlogits = be.softmax_cross_entropy(logits, y)
         loss_value = float(be.to_numpy(loss))
         if not math.isfinite(loss_value):
-            last = self.out_dir / LAST
             where = (f"epoch {s.epoch + 1}, batch {s.batch + 1}/{self.steps_per_epoch} "
                      f"(global step {s.global_step + 1})")
-            kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
             raise NonFiniteLoss(f"loss is {loss_value} at {where}; stopped before applying that "
-                                f"step; {kept}. Try a lower --lr.")
+                                f"step; {self._kept()}. Try a lower --lr.")
         self.net.backward(dlogits)
         self.opt.lr = float(self.lr_at(s.global_step))
         self.opt.step()
@@ -321,6 +424,10 @@ class Trainer:
         s.seen += len(y_host)
         s.batch += 1
         s.global_step += 1
+
+    def _kept(self) -> str:
+        last = self.out_dir / LAST
+        return f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
 
     def _run_epoch(self, flag: _StopFlag) -> bool:
         """Train the rest of the current epoch. True if asked to stop part-way."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import memory
 from . import cache
 from .preprocess import DataError, UnreadableImage, settings as preprocess_settings
 
@@ -91,11 +92,14 @@ def default_image_size(name: str) -> int:
 
 
 def load_dataset(name: str, data_dir=None, image_size: int | None = None, strict: bool = False,
-                 cache_dir=None, use_cache: bool = True, progress: bool = False, **options) -> RoiSet:
+                 cache_dir=None, use_cache: bool = True, progress: bool = False,
+                 memory_available: int | None = None, **options) -> RoiSet:
     """Read (or fetch from the cache) the dataset `name` preprocessed at image_size.
 
     strict: stop at the first unreadable image instead of skipping and counting it.
-    progress: a progress bar while reading (not while loading from the cache)."""
+    progress: a progress bar while reading (not while loading from the cache).
+    memory_available: bytes the set may take; NotEnoughMemory before reading anything
+    if it would take more (None: no check)."""
     readers = _readers()
     if name not in readers:
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
@@ -107,10 +111,16 @@ def load_dataset(name: str, data_dir=None, image_size: int | None = None, strict
         if data_dir is None:
             raise DataError(f"--dataset {name} needs --data-dir")
         data_dir = Path(data_dir)
+        if data_dir.exists() and not data_dir.is_dir():
+            raise DataError(f"{name}: --data-dir {data_dir} is a file, not a folder")
         if not data_dir.is_dir():
             raise DataError(f"{name}: data directory not found: {data_dir}")
     parts = {"reader": name, "version": reader.VERSION, "settings": preprocess_settings(image_size),
              "options": options, "source": reader.fingerprint(data_dir, **options)}
+    n_rois = reader.count(data_dir, **options)
+    memory.require(memory.dataset_bytes(n_rois, image_size), memory_available,
+                   f"{name}: reading {n_rois} ROIs at {image_size}x{image_size} pixels",
+                   "lower --image-size" + (" or --synthetic-count" if name == "synthetic" else " or use fewer images"))
     path = cache.cache_path(cache_dir or cache.default_cache_dir(), name, cache.cache_key(parts))
     cached = cache.load(path) if use_cache else None
     stored = True  # the arrays are in the cache file (read from it, or written to it)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +55,33 @@ def load(path) -> dict | None:
         return None
 
 
+STALE_AFTER_S = 3600  # a temporary file untouched this long belongs to a write that was killed
+
+
+def remove_stale_temporaries(folder, now: float | None = None) -> int:
+    """Delete temporary files (atomic_savez's .tmp-*.npz) that killed writers left in
+    the cache folder. Other processes may be writing there right now, so only files
+    untouched for an hour go: a live write touches its file every moment."""
+    now = time.time() if now is None else now
+    removed = 0
+    for p in Path(folder).glob(".tmp-*.npz"):
+        try:
+            if now - p.stat().st_mtime > STALE_AFTER_S:
+                p.unlink()
+                removed += 1
+        except OSError:
+            pass  # gone already, or not ours to delete
+    return removed
+
+
 def save(path, arrays: dict) -> str | None:
     """Write the arrays; None on success, else why not. A cache folder that cannot be
     written costs speed, never the run."""
     folder = Path(path).parent
     if folder.exists() and not folder.is_dir():  # else the error reads "File exists"
         return f"cache folder {folder} is a file"
+    if folder.is_dir():
+        remove_stale_temporaries(folder)
     try:
         atomic_savez(path, arrays)
     except OSError as e:

@@ -169,6 +169,12 @@ def _roi(resolver: _Resolver, row: dict) -> np.ndarray:
     raise UnreadableImage(f"only a mask, no crop, for {row['cropped image file path']!r}")
 
 
+def count(data_dir, abnormality: str = "both") -> int:
+    """How many ROIs a read can give at most: the tables' rows (for the memory estimate
+    made before reading)."""
+    return sum(len(read_table(path)) for path, _ in _tables(Path(data_dir), abnormality))
+
+
 def fingerprint(data_dir, abnormality: str = "both") -> list:
     root = Path(data_dir)
     tables = [p for p, _ in _tables(root, abnormality)]

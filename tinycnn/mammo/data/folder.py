@@ -14,30 +14,43 @@ from . import cache
 from .csv_rows import read_rows
 from .preprocess import IMAGE_EXTENSIONS, DataError, UnreadableImage, load_preprocessed
 
-VERSION = 2  # 2: patients.csv coverage in the notes and strict_errors
+VERSION = 3  # 2: patients.csv coverage in the notes and strict_errors; 3: files not read are noted
 CLASSES = (("benign", 0), ("malignant", 1))
 PATIENTS_CSV = "patients.csv"
 
 
 def _class_dir(root: Path, name: str) -> Path | None:
-    for child in root.iterdir():
-        if child.is_dir() and child.name.lower() == name:
-            return child
-    return None
+    """The class folder, in any letter case. Two of them (benign/ and Benign/, possible
+    where names are case-sensitive) are refused: reading one would drop the other."""
+    matches = sorted(child for child in root.iterdir() if child.is_dir() and child.name.lower() == name)
+    if len(matches) > 1:
+        names = " and ".join(f"{m.name}/" for m in matches)
+        raise DataError(f"folder dataset: {root} has {names}, which differ only in letter case: merge them "
+                        f"into one {name}/ folder")
+    return matches[0] if matches else None
 
 
-def list_images(root) -> list[tuple[Path, int]]:
-    """(file, label) for every image under benign/ and malignant/."""
-    root = Path(root)
-    found, missing = [], []
+def _scan(root: Path) -> tuple[list[tuple[Path, int]], list[Path], list[str]]:
+    """(image, label) pairs under the class folders, the other (non-hidden) files there,
+    and the class folders that are missing."""
+    found, others, missing = [], [], []
     for name, label in CLASSES:
         folder = _class_dir(root, name)
         if folder is None:
             missing.append(name)
             continue
-        files = sorted(p for p in folder.rglob("*")
-                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
-        found += [(p, label) for p in files]
+        for p in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            if p.suffix.lower() in IMAGE_EXTENSIONS:
+                found.append((p, label))
+            else:
+                others.append(p)
+    return found, others, missing
+
+
+def list_images(root) -> list[tuple[Path, int]]:
+    """(file, label) for every image under benign/ and malignant/."""
+    root = Path(root)
+    found, _, missing = _scan(root)
     if len(missing) == 2:
         raise DataError(f"folder dataset: {root} has neither a benign/ nor a malignant/ subfolder")
     if missing:
@@ -82,6 +95,21 @@ def _patients_coverage(table: dict | None, keys: dict, root: Path) -> tuple[str,
     return note + "; ".join(problems), [f"{root / PATIENTS_CSV}: {'; '.join(problems)}"]
 
 
+def ignored_files_note(root: Path) -> list[str]:
+    """A note naming files in the class folders that are not read (another extension),
+    so an image saved as .bmp or .gif is not dropped without a word."""
+    _, others, _ = _scan(root)
+    if not others:
+        return []
+    return [f"{len(others)} file(s) in the class folders not read: not {', '.join(IMAGE_EXTENSIONS)} "
+            f"(first: {others[0].relative_to(root).as_posix()})"]
+
+
+def count(data_dir, **options) -> int:
+    """How many ROIs a read can give at most (for the memory estimate made before it)."""
+    return len(list_images(data_dir))
+
+
 def fingerprint(data_dir, **options) -> list:
     files = [p for p, _ in list_images(data_dir)]
     extra = [Path(data_dir) / PATIENTS_CSV] if (Path(data_dir) / PATIENTS_CSV).exists() else []
@@ -113,4 +141,4 @@ def read(data_dir, image_size: int, strict: bool = False, progress: bool = False
         raise DataError(f"folder dataset: none of the {len(files)} images under {root} could be read "
                         f"(first: {skipped[0] if skipped else '?'})")
     return RoiSet("folder", np.stack(images), np.array(labels, dtype=np.int64), np.array(patients),
-                  np.array(ids), skipped=skipped, notes=[note], strict_errors=strict_errors)
+                  np.array(ids), skipped=skipped, notes=[note] + ignored_files_note(root), strict_errors=strict_errors)

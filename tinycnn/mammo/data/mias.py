@@ -3,7 +3,8 @@
 Info.txt rows: `mdb001 G CIRC B 535 425 197` (reference, background tissue, class,
 severity, centre x, centre y, radius). One ROI per abnormality: a square crop around
 the centre, 2 * margin * radius on a side (at least MIN_SIDE pixels), shifted to stay
-on the film. The y axis starts at the BOTTOM of the film, so the row is H - y.
+on the film. A centre outside the film (or a radius under 1) is a typo in the table:
+that ROI is skipped and named, never cut from a corner. The y axis starts at the BOTTOM of the film, so the row is H - y.
 Normal films and rows without a centre (spread calcifications, "*NOTE 3*") give no ROI.
 Films mdb(2k-1) and mdb(2k) are the left and right breast of one woman: one patient.
 """
@@ -20,7 +21,7 @@ from ..progress import tracked
 from . import cache
 from .preprocess import DataError, UnreadableImage, preprocess, read_image
 
-VERSION = 1
+VERSION = 2  # 2: centres outside the film and radii under 1 are skipped
 INFO_FILE = "Info.txt"
 MIN_SIDE = 32
 DEFAULT_MARGIN = 1.5
@@ -75,9 +76,14 @@ def patient_of(ref: str) -> str:
 
 
 def crop_box(x: int, y: int, radius: int, height: int, width: int, margin: float = DEFAULT_MARGIN):
-    """(top, left, side) of the square crop around the centre (x, y from the bottom-left)."""
-    side = int(round(max(2 * margin * radius, MIN_SIDE)))
-    side = min(side, height, width)
+    """(top, left, side) of the square crop around the centre (x, y from the bottom-left).
+    UnreadableImage for a centre off the film or a radius under 1 (the table is wrong
+    there, and a crop shifted onto the film would show some other tissue)."""
+    if not (0 <= x < width and 0 < y <= height):
+        raise UnreadableImage(f"centre ({x}, {y}) is outside the {width}x{height} film")
+    if radius < 1:
+        raise UnreadableImage(f"radius {radius} is not a positive number of pixels")
+    side = int(round(min(max(2 * margin * radius, MIN_SIDE), min(height, width))))
     row, col = height - y, x
     top = int(np.clip(row - side // 2, 0, height - side))
     left = int(np.clip(col - side // 2, 0, width - side))
@@ -97,6 +103,11 @@ def _read_film(root: Path, info: Path, ref: str) -> np.ndarray:
     if path is None:
         raise UnreadableImage(f"film {ref}.pgm not found next to {info}")
     return read_image(path)
+
+
+def count(data_dir, margin: float = DEFAULT_MARGIN) -> int:
+    """How many ROIs a read can give at most (for the memory estimate made before it)."""
+    return sum(a.croppable for a in parse_info(find_info(data_dir)))
 
 
 def fingerprint(data_dir, margin: float = DEFAULT_MARGIN) -> list:

@@ -156,6 +156,11 @@ def generate(benign: int = 600, malignant: int = 600, size: int = DEFAULT_SIZE, 
 
 
 # ----------------------------------------------------------------- the registry's reader
+def count(data_dir=None, benign: int = 600, malignant: int = 600, seed: int = 0) -> int:
+    """How many ROIs a read gives (for the memory estimate made before it)."""
+    return benign + malignant
+
+
 def fingerprint(data_dir=None, benign: int = 600, malignant: int = 600, seed: int = 0) -> dict:
     return {"generator": VERSION}
 

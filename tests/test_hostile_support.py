@@ -1,0 +1,142 @@
+"""Shared fixtures and helpers of the hostile-input suite (tests/test_hostile_*.py): the
+apps run in-process on tiny data (numpy backend, 32 px, hidden 8), a trained run
+to classify with and resume from, checkpoints edited by hand, and a fixed amount of
+"available memory". No tests here; the other test_hostile_* files import these."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "apps"))
+
+import classify  # noqa: E402
+import train_ddsm  # noqa: E402
+
+TINY = ["--image-size", "32", "--hidden", "8", "--epochs", "1", "--batch-size", "16", "--backend", "numpy",
+        "--bootstrap", "20", "--no-progress", "--no-baseline", "--synthetic-count", "8"]
+GIB = 1 << 30
+
+
+def one_error(err: str) -> str:
+    """The single `error: ...` line a refusal prints (and no traceback); returns it."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def usage_error(main, argv, capsys) -> str:
+    """The argparse error main(argv) exits with (code 2); its message."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.fixture
+def train(tmp_path, capsys):
+    """train(*args, out="run") -> (exit code, stdout, stderr); --out under tmp_path."""
+    def _train(*args, out="run"):
+        argv = [*TINY, "--cache-dir", str(tmp_path / "cache"), *args]
+        if out is not None:
+            argv += ["--out", str(tmp_path / out)]
+        rc = train_ddsm.main(argv)
+        captured = capsys.readouterr()
+        return rc, captured.out, captured.err
+    return _train
+
+
+@pytest.fixture
+def run_classify(capsys):
+    """run_classify(*args) -> (exit code, stdout, stderr)."""
+    def _classify(*args):
+        rc = classify.main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return rc, captured.out, captured.err
+    return _classify
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A finished tiny synthetic run (last.npz, best.npz, metrics.json, plots), made once
+    per module. Copy it (fresh_run) before changing anything in it."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    rc = train_ddsm.main([*TINY, "--cache-dir", str(out.parent / "cache"), "--out", str(out)])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture
+def fresh_run(trained_run, tmp_path):
+    """A private copy of trained_run at tmp_path / "run"."""
+    return Path(shutil.copytree(trained_run, tmp_path / "run"))
+
+
+def folder_bytes(folder: Path) -> dict:
+    """{relative path: content} of every file under folder (to show nothing changed)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def make_rois(root: Path, n: int = 6, size: int = 40, seed: int = 0) -> Path:
+    """benign/ and malignant/ with n random 8-bit PNGs each."""
+    rng = np.random.default_rng(seed)
+    for cls in ("benign", "malignant"):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray((rng.random((size, size)) * 255).astype(np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+def small_image(path: Path, value: int = 100) -> Path:
+    rng = np.random.default_rng(value)
+    Image.fromarray((rng.random((24, 24)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def read_npz(path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def edit_checkpoint(src, dst, arrays=None, arch=None, meta=None, state=None, drop=()) -> Path:
+    """Copy checkpoint src to dst with records replaced or edited by functions:
+    arch/meta/state: a callable(record) -> record, or a JSON string put in as is;
+    arrays: {name: array} replaced or added; drop: names removed."""
+    z = read_npz(src)
+    for key, edit in (("__arch__", arch), ("__meta__", meta), ("__state__", state)):
+        if isinstance(edit, str):
+            z[key] = np.array(edit)
+        elif edit is not None:
+            z[key] = np.array(json.dumps(edit(json.loads(str(z[key])))))
+    z.update(arrays or {})
+    for name in drop:
+        z.pop(name)
+    np.savez(dst, **z)
+    return Path(dst)
+
+
+@pytest.fixture
+def memory_available(monkeypatch):
+    """memory_available(n): the machine reports n bytes free (None: cannot tell)."""
+    from tinycnn.mammo import memory
+
+    def _set(n):
+        monkeypatch.setattr(memory, "host_available", lambda: n)
+    return _set
+
+
+@pytest.fixture
+def no_data_reading(monkeypatch):
+    """Fail the test if the app starts reading data (argument-only errors come first)."""
+    def refuse(*a, **k):
+        raise AssertionError("the data was read before an argument-only error")
+
+    monkeypatch.setattr(train_ddsm, "load_dataset", refuse)

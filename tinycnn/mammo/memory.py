@@ -1,0 +1,118 @@
+"""Memory estimates made before allocating, and what the machine has.
+
+A network or a dataset that does not fit used to die in the allocator with a
+traceback (or be killed by the kernel) minutes into a run. The apps now estimate
+first, from shapes alone, and refuse with the estimate and what is available.
+The estimates are rough (float32 arrays, no allocator overhead) and lean high.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from tinycnn.model import ArchitectureShapes, Sequential, paper_conv_stack
+
+
+class NotEnoughMemory(Exception):
+    """The work would need more memory than the machine has available."""
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # other Unixes: free pages (no page cache counted: errs low)
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _cgroup_available() -> int | None:
+    """What a container's memory limit (cgroup v2) still allows, if there is one: the
+    kernel kills a process past it whatever /proc/meminfo says."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" else max(int(limit) - used, 0)
+
+
+def host_available() -> int | None:
+    """Bytes of host memory available now, or None where that cannot be told."""
+    known = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
+    return min(known) if known else None
+
+
+def device_available(backend_name: str) -> int | None:
+    """Free bytes where `backend_name` keeps its arrays: the GPU's for cuda, else the host's."""
+    if backend_name != "cuda":
+        return host_available()
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.memGetInfo()[0])
+    except Exception:  # no CuPy or no device: the backend itself reports that
+        return None
+
+
+def require(need: int, available: int | None, what: str, fix: str, where: str = "this machine") -> None:
+    """NotEnoughMemory when `need` bytes exceed `available` (None: unknown, let it try)."""
+    if available is not None and need > available:
+        raise NotEnoughMemory(f"{what} needs about {fmt_bytes(need)} of memory; {where} has "
+                              f"{fmt_bytes(available)} available: {fix}")
+
+
+# ------------------------------------------------------------ what the app allocates
+EVAL_BATCH = 128  # TrainConfig.eval_batch_size's default, the batch evaluation runs at
+
+
+def paper_architecture(hidden: int, in_size: int, in_channels: int = 1, classes: int = 2,
+                       dropout: float = 0.5) -> dict:
+    """paper_net(hidden, in_size).architecture() without building the network (its dense
+    layers may be what does not fit: that is what is being checked). Held equal to
+    paper_net's record by the tests."""
+    conv = Sequential(paper_conv_stack(in_channels), (in_channels, in_size, in_size))  # a few KiB
+    flat = math.prod(conv.shapes()[-1])
+
+    def dense(n_in, n_out):
+        return {"type": "Dense", "in_features": n_in, "out_features": n_out}
+
+    layers = [layer.config() for layer in conv.layers] + [
+        {"type": "Flatten"},
+        dense(flat, hidden), {"type": "ReLU"}, {"type": "Dropout", "p": dropout},
+        dense(hidden, hidden), {"type": "ReLU"}, {"type": "Dropout", "p": dropout},
+        dense(hidden, classes),
+    ]
+    return {"format": "tinycnn-checkpoint", "version": 1, "input_shape": [in_channels, in_size, in_size],
+            "layers": layers}
+
+
+def training_bytes(shapes: ArchitectureShapes, batch_size: int, eval_batch: int = EVAL_BATCH) -> int:
+    """A training run's peak: parameters, gradients and two optimizer buffers (4x the
+    parameters), plus the larger of a training step's activations and their gradients
+    (2x, as Sequential.memory_estimate counts) and an evaluation batch's activations."""
+    return 4 * (4 * shapes.num_parameters() + shapes.activations() * max(2 * batch_size, eval_batch))
+
+
+def inference_bytes(shapes: ArchitectureShapes, batch_size: int) -> int:
+    """Parameters plus one forward pass's activations at batch_size."""
+    return 4 * (shapes.num_parameters() + shapes.activations() * batch_size)
+
+
+def dataset_bytes(n_rois: int, image_size: int) -> int:
+    """A preprocessed set (float32) while it is read: the ROIs one by one, then stacked."""
+    return 2 * 4 * n_rois * image_size * image_size

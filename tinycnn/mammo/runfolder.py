@@ -1,0 +1,233 @@
+"""A run folder (train_ddsm.py's --out): owned by one training at a time, never left
+with half-written files, and replaced by --overwrite only once the new run has
+something to show.
+
+- RunLock: an exclusive lock on OUT/.lock (flock). The kernel drops it when the
+  process ends, however it ends (kill -9 included), so a crash never leaves a folder
+  locked; a second training with the same --out is refused while the first runs.
+- remove_stale_temporaries: the temporary files of saves that a killed process never
+  finished (an atomic save writes .tmp-*.npz and renames it; metrics.json goes
+  through metrics.json.tmp). Safe only under the lock: nobody else writes there.
+- Replacement: --overwrite moves the old run's files to OUT/.replaced/ and deletes
+  them once the new run has saved its first checkpoint; a new run that ends before
+  that (a NaN at step 2, an error, Ctrl-C twice) gets the old run put back, and a
+  run killed in between is sorted out by the next one to take the lock (recover).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .report import PLOT_FILES
+from .train import BEST, LAST
+
+LOCK_FILE = ".lock"
+REPLACED = ".replaced"  # --overwrite: the previous run, until the new one has saved a checkpoint
+DISCARDED = ".replaced-discarded"  # renamed there first, so a half-done delete is never mistaken for a backup
+COMPLETE = ".complete"  # in REPLACED once every file of the old run is in it
+SUBFOLDERS = ("", "patient", "paper")  # --protocol both keeps each protocol in its own subfolder
+CHECKPOINTS = (LAST, BEST)
+RUN_FILES = CHECKPOINTS + ("metrics.json",) + PLOT_FILES
+STALE_PATTERNS = (".tmp-*.npz", "*.json.tmp")
+
+
+class RunFolderBusy(Exception):
+    """Another live process holds the run folder's lock."""
+
+
+def run_files(folder: Path, names=RUN_FILES) -> list[Path]:
+    """The files of a run (checkpoints, metrics, plots) in folder and its protocol subfolders."""
+    folder = Path(folder)
+    return [folder / sub / name for sub in SUBFOLDERS for name in names if (folder / sub / name).is_file()]
+
+
+def holds_run(folder: Path) -> bool:
+    """Some run's files are in folder: writing a new run there would replace them."""
+    return bool(run_files(folder))
+
+
+# ------------------------------------------------------------ the lock
+try:
+    import fcntl
+
+    def _try_lock(f) -> bool:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:  # BlockingIOError: held by another open file
+            return False
+
+    def _unlock(f) -> None:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+except ImportError:  # Windows
+    import msvcrt
+
+    def _try_lock(f) -> bool:
+        try:
+            f.seek(0)
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+
+    def _unlock(f) -> None:
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+
+
+class RunLock:
+    """with RunLock(folder): ... holds folder for this process (creating it if needed).
+    RunFolderBusy names the process that holds it; OSError when it cannot be created."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self._file = None
+        self._created = False
+
+    def acquire(self) -> "RunLock":
+        created = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        f = open(self.folder / LOCK_FILE, "a+", encoding="utf-8")
+        if not _try_lock(f):
+            f.seek(0)
+            owner = f.read().strip() or "?"
+            f.close()
+            raise RunFolderBusy(f"{self.folder} is in use by another training (process {owner}): wait for it "
+                                "to end, or choose another --out")
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")  # for the message a second process prints
+        f.flush()
+        self._file, self._created = f, created
+        return self
+
+    def release(self) -> None:
+        if self._file is None:
+            return
+        try:
+            # a folder this run created and left empty (it failed before writing) goes too
+            if self._created and [p.name for p in self.folder.iterdir()] == [LOCK_FILE]:
+                (self.folder / LOCK_FILE).unlink()
+                self.folder.rmdir()
+        except OSError:
+            pass
+        finally:
+            _unlock(self._file)
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def in_use(folder) -> bool:
+    """Another process holds folder's lock right now (creates nothing)."""
+    path = Path(folder) / LOCK_FILE
+    if not path.is_file():
+        return False
+    try:
+        with open(path, "a+", encoding="utf-8") as f:
+            if _try_lock(f):
+                _unlock(f)
+                return False
+            return True
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------ tidying (under the lock)
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Delete what interrupted saves left behind; returns what was removed."""
+    removed = []
+    for sub in SUBFOLDERS:
+        d = Path(folder) / sub
+        for pattern in STALE_PATTERNS:
+            for p in sorted(d.glob(pattern)) if d.is_dir() else []:
+                try:
+                    p.unlink()
+                    removed.append(p)
+                except OSError:
+                    pass
+    return removed
+
+
+class Replacement:
+    """--overwrite, in three steps: begin() moves the old run aside, commit() deletes it
+    (call it when the new run has saved a checkpoint), rollback() puts it back (when
+    the new run ended without one). Idempotent, and safe to call in any order after
+    begin()."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.backup = self.folder / REPLACED
+        self.active = False
+
+    def begin(self) -> int:
+        """Move every file of the old run into OUT/.replaced/; returns how many."""
+        moved = 0
+        self.backup.mkdir(exist_ok=True)
+        for path in run_files(self.folder):
+            target = self.backup / path.relative_to(self.folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            moved += 1
+        (self.backup / COMPLETE).touch()  # from here on, a checkpoint in OUT is the new run's
+        self.active = True
+        return moved
+
+    def commit(self, *_) -> None:
+        """The new run has something to show: the old one goes. Called from the
+        training loop's save, so a delete that fails must not stop training: the
+        next run in this folder (recover) finishes it."""
+        if not self.active:
+            return
+        self.active = False
+        try:
+            _discard(self.backup)
+        except OSError:
+            pass
+
+    def rollback(self) -> None:
+        """The new run ended with nothing saved: the old run comes back."""
+        if not self.active:
+            return
+        self.active = False
+        _restore(self.backup, self.folder)
+
+
+def _discard(backup: Path) -> None:
+    if backup.exists():
+        discarded = backup.parent / DISCARDED
+        os.replace(backup, discarded)  # atomic: never a half-deleted backup
+        shutil.rmtree(discarded, ignore_errors=True)
+
+
+def _restore(backup: Path, folder: Path) -> None:
+    (backup / COMPLETE).unlink(missing_ok=True)  # killed mid-way, this reads as "restore the rest"
+    for path in sorted(p for p in backup.rglob("*") if p.is_file()):
+        target = folder / path.relative_to(backup)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def recover(folder) -> str | None:
+    """Finish what a killed --overwrite run left half-done (call it holding the lock).
+    Returns a line for the log, or None if there was nothing to do."""
+    folder = Path(folder)
+    shutil.rmtree(folder / DISCARDED, ignore_errors=True)
+    backup = folder / REPLACED
+    if not backup.is_dir():
+        return None
+    new_checkpoint = bool(run_files(folder, CHECKPOINTS))
+    if (backup / COMPLETE).exists() and new_checkpoint:
+        _discard(backup)
+        return (f"removed {backup}: the earlier --overwrite run that replaced it had saved a checkpoint "
+                "before it was stopped")
+    _restore(backup, folder)
+    return f"restored the run in {folder}: an --overwrite run was stopped before it saved anything"
