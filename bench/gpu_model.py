@@ -228,16 +228,24 @@ class RecordingBackend(launch.KernelBackend):
 
 
 def label_layers(net, backend) -> None:
-    """Make each layer's forward and backward name the launches they issue."""
-    for i, layer in enumerate(net.layers):
-        tag = f"{i}:{type(layer).__name__.lower()}"
-        for method in ("forward", "backward"):
-            original = getattr(layer, method)
+    """Make each step of the network (a layer, or a fused conv block named after its
+    first layer) name the launches its forward and backward issue."""
+    make_steps = net.steps
 
-            def labelled(*a, _original=original, _tag=f"{tag} {method[:3]}", **kw):
-                backend.layer = _tag
-                return _original(*a, **kw)
-            setattr(layer, method, labelled)
+    def labelled_steps():
+        steps = make_steps()
+        for step in steps:
+            first = getattr(step, "conv", step)
+            tag = f"{net.layers.index(first)}:{type(step).__name__.lower()}"
+            for method in ("forward", "backward"):
+                original = getattr(step, method)
+
+                def labelled(*a, _original=original, _tag=f"{tag} {method[:3]}", **kw):
+                    backend.layer = _tag
+                    return _original(*a, **kw)
+                setattr(step, method, labelled)
+        return steps
+    net.steps = labelled_steps
 
 
 def record_step(batch: int, hidden: int, size: int):
@@ -268,6 +276,8 @@ def reduction_steps(kernel: str, args: list) -> int:
     """TILE_K steps of a tiled kernel's main loop for one block (0: not tiled)."""
     if kernel.startswith("conv2d_forward_igemm"):        # K = C KH KW
         return math.ceil(_i(args, 5) * _i(args, 9) * _i(args, 10) / launch.TILE_K)
+    if kernel.startswith("conv2d_relu_maxpool_igemm"):   # the fused block: K = C KH KW
+        return math.ceil(_i(args, 6) * _i(args, 10) * _i(args, 11) / launch.TILE_K)
     if kernel.startswith("conv2d_backward_data_igemm"):  # K = F KH KW
         return math.ceil(_i(args, 7) * _i(args, 8) * _i(args, 9) / launch.TILE_K)
     if kernel.startswith("conv2d_backward_filter_igemm"):  # K = this split's share of N OH OW
@@ -291,8 +301,10 @@ def main_loop_trips(kernel: str, args: list, code: KernelCode) -> float:
 def useful_flops(kernel: str, args: list) -> float:
     """2 M N K of the product a tiled kernel computes (its whole grid)."""
     if kernel.startswith("conv2d_") and "igemm" in kernel:
-        n, c, f, kh, kw, oh, ow = (_i(args, k) for k in (4, 5, 8, 9, 10, 11, 12)) if "forward" in kernel \
-            else (_i(args, k) for k in (3, 4, 7, 8, 9, 10, 11))
+        # argument positions of (N, C, F, KH, KW, OH, OW)
+        where = ((5, 6, 9, 10, 11, 12, 13) if "maxpool" in kernel else (4, 5, 8, 9, 10, 11, 12)
+                 if "forward" in kernel else (3, 4, 7, 8, 9, 10, 11))
+        n, c, f, kh, kw, oh, ow = (_i(args, k) for k in where)
         return 2.0 * n * oh * ow * f * c * kh * kw
     if kernel == "sgemm_strided":
         return 2.0 * _i(args, 4) * _i(args, 5) * _i(args, 6)

@@ -47,17 +47,27 @@
 #include "gemm_tile.cuh"
 
 // out (N, F, OH, OW) = conv(x, w) + b, for the tile (f0, p0) of the (F, N*OH*OW) product.
-template <int BM, int BN>
-__device__ __forceinline__ void conv2d_forward_tile(float *__restrict__ out, const float *__restrict__ x,
-                                                    const float *__restrict__ w, const float *__restrict__ b, int N,
-                                                    int C, int H, int W, int F, int KH, int KW, int OH, int OW,
-                                                    int stride, int pad) {
+//
+// POOLED (the fused block conv + bias + ReLU + 2x2/2 max-pool): the tile's columns
+// enumerate (n, ph, pw, dy, dx) instead of (n, oh, ow), the 2x2 window of pooled
+// output (ph, pw) in four consecutive columns: the 4 columns a thread owns are one
+// window, so the thread pools its 4 x 4 block into 4 outputs in registers and writes
+// only pooled (N, F, PH, PW) and the winner's window offset arg (as maxpool.cu does);
+// the full-size conv output never reaches memory. Columns of a ceil-mode window that
+// hang over the edge (oh >= OH or ow >= OW) are gathered as 0 and left out of the max.
+template <int BM, int BN, bool POOLED>
+__device__ __forceinline__ void conv2d_forward_tile(float *__restrict__ out, int *__restrict__ arg,
+                                                    const float *__restrict__ x, const float *__restrict__ w,
+                                                    const float *__restrict__ b, int N, int C, int H, int W, int F,
+                                                    int KH, int KW, int OH, int OW, int stride, int pad, int PH,
+                                                    int PW) {
     constexpr int A_LOADS = BM * TILE_K / TILE_THREADS;  // weights per thread per step: 4 or 1
     constexpr int B_LOADS = TILE_K * BN / TILE_THREADS;  // im2col elements per thread per step: 4 or 16
     constexpr int B_ROWS = TILE_THREADS / BN;            // tile rows between them: 4 or 1
     __shared__ __align__(16) float As[2][TILE_K][BM + TILE_PAD];  // weights  [k][f]
     __shared__ __align__(16) float Bs[2][TILE_K][BN + TILE_PAD];  // im2col   [k][p]
-    const int KK = C * KH * KW, OHW = OH * OW, P = N * OHW;
+    const int KK = C * KH * KW, OHW = OH * OW, PHW = PH * PW;
+    const int P = POOLED ? N * PHW * 4 : N * OHW;  // columns of the product
     const int tid = threadIdx.x, tx = tid % (BN / 4), ty = tid / (BN / 4);
     const int f0 = blockIdx.y * BM, p0 = blockIdx.x * BN;
 
@@ -67,9 +77,21 @@ __device__ __forceinline__ void conv2d_forward_tile(float *__restrict__ out, con
     // tap (c, u, v) of its first row is kept as digits.
     const int b_col = tid % BN, b_row = tid / BN;
     const int p = p0 + b_col;
-    const bool p_ok = p < P;
-    const int pn = p_ok ? p / OHW : 0, pohw = p_ok ? p % OHW : 0;
-    const int ih0 = (pohw / OW) * stride - pad, iw0 = (pohw % OW) * stride - pad;
+    int pn = 0, poh = 0, pow_ = 0;
+    if (p < P) {
+        if (POOLED) {  // p = ((n * PH + ph) * PW + pw) * 4 + 2 dy + dx
+            const int q = p / 4, win = p % 4;
+            pn = q / PHW;
+            poh = 2 * ((q % PHW) / PW) + win / 2;
+            pow_ = 2 * ((q % PHW) % PW) + win % 2;
+        } else {
+            pn = p / OHW;
+            poh = (p % OHW) / OW;
+            pow_ = (p % OHW) % OW;
+        }
+    }
+    const bool p_ok = p < P && poh < OH && pow_ < OW;
+    const int ih0 = poh * stride - pad, iw0 = pow_ * stride - pad;
     const float *xn = x + (long long)pn * C * H * W;
     Digits tap = digits_of(b_row, KH, KW);
     const Digits row_step = digits_of(B_ROWS, KH, KW), tile_step = digits_of(TILE_K, KH, KW);
@@ -111,15 +133,46 @@ __device__ __forceinline__ void conv2d_forward_tile(float *__restrict__ out, con
         __syncthreads();
     }
 
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        const int pj = p0 + 4 * tx + j;
-        if (pj >= P) continue;
-        const int n = pj / OHW, ohw = pj % OHW;
+    if constexpr (POOLED) {
+        const int q = p0 / 4 + tx;  // this thread's 4 columns: the window of pooled output q
+        if (q >= N * PHW) return;  // after the loop's last barrier: no barrier skipped
+        const int n = q / PHW, ph = (q % PHW) / PW, pw = (q % PHW) % PW;
+        const bool right = 2 * pw + 1 < OW, below = 2 * ph + 1 < OH;  // ceil-mode windows may hang over
+        const bool valid[4] = {true, right, below, right && below};
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const int f = f0 + 4 * ty + i;
-            if (f < F) out[((long long)n * F + f) * OHW + ohw] = acc[i][j] + b[f];
+            if (f >= F) continue;
+            // relu(conv + b), then the FIRST maximum in row-major window order (only a
+            // strictly larger value replaces it): the values and ties of relu_forward
+            // followed by maxpool2d_forward, bit for bit
+            float best = 0.0f;
+            int best_k = 0;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const float v = acc[i][j] + b[f];
+                const float r = v > 0.0f ? v : 0.0f;
+                if (j == 0) best = r;
+                else if (valid[j] && r > best) {
+                    best = r;
+                    best_k = j;
+                }
+            }
+            const long long o = ((long long)n * F + f) * PHW + ph * PW + pw;
+            out[o] = best;
+            arg[o] = best_k;
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int pj = p0 + 4 * tx + j;
+            if (pj >= P) continue;
+            const int n = pj / OHW, ohw = pj % OHW;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int f = f0 + 4 * ty + i;
+                if (f < F) out[((long long)n * F + f) * OHW + ohw] = acc[i][j] + b[f];
+            }
         }
     }
 }
@@ -319,7 +372,16 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_forward_igemm_64x64(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
                               const float *__restrict__ b, int N, int C, int H, int W, int F, int KH, int KW, int OH,
                               int OW, int stride, int pad) {
-    conv2d_forward_tile<64, 64>(out, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+    conv2d_forward_tile<64, 64, false>(out, nullptr, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, 0, 0);
+}
+
+// The fused block: pooled (N, F, PH, PW) = maxpool2x2(relu(conv(x, w) + b)), arg the
+// winners' window offsets (see conv2d_forward_tile, POOLED).
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
+    conv2d_relu_maxpool_igemm_64x64(float *__restrict__ pooled, int *__restrict__ arg, const float *__restrict__ x,
+                                    const float *__restrict__ w, const float *__restrict__ b, int N, int C, int H,
+                                    int W, int F, int KH, int KW, int OH, int OW, int stride, int pad, int PH, int PW) {
+    conv2d_forward_tile<64, 64, true>(pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
 }
 
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
@@ -345,7 +407,16 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_forward_igemm_32x128(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
                               const float *__restrict__ b, int N, int C, int H, int W, int F, int KH, int KW, int OH,
                               int OW, int stride, int pad) {
-    conv2d_forward_tile<32, 128>(out, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+    conv2d_forward_tile<32, 128, false>(out, nullptr, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, 0, 0);
+}
+
+// The fused block: pooled (N, F, PH, PW) = maxpool2x2(relu(conv(x, w) + b)), arg the
+// winners' window offsets (see conv2d_forward_tile, POOLED).
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
+    conv2d_relu_maxpool_igemm_32x128(float *__restrict__ pooled, int *__restrict__ arg, const float *__restrict__ x,
+                                    const float *__restrict__ w, const float *__restrict__ b, int N, int C, int H,
+                                    int W, int F, int KH, int KW, int OH, int OW, int stride, int pad, int PH, int PW) {
+    conv2d_forward_tile<32, 128, true>(pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
 }
 
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
@@ -371,7 +442,16 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_forward_igemm_16x256(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
                               const float *__restrict__ b, int N, int C, int H, int W, int F, int KH, int KW, int OH,
                               int OW, int stride, int pad) {
-    conv2d_forward_tile<16, 256>(out, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+    conv2d_forward_tile<16, 256, false>(out, nullptr, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, 0, 0);
+}
+
+// The fused block: pooled (N, F, PH, PW) = maxpool2x2(relu(conv(x, w) + b)), arg the
+// winners' window offsets (see conv2d_forward_tile, POOLED).
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
+    conv2d_relu_maxpool_igemm_16x256(float *__restrict__ pooled, int *__restrict__ arg, const float *__restrict__ x,
+                                    const float *__restrict__ w, const float *__restrict__ b, int N, int C, int H,
+                                    int W, int F, int KH, int KW, int OH, int OW, int stride, int pad, int PH, int PW) {
+    conv2d_forward_tile<16, 256, true>(pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
 }
 
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
@@ -527,4 +607,58 @@ extern "C" __global__ void __launch_bounds__(BIAS_THREADS)
         __syncthreads();
     }
     if (t == 0) part[(long long)s * F + f] = sums[0];
+}
+
+// The fused block's backward pass up to the convolution, in one pass over its output:
+// max-pool backward (the gradient goes to each 2x2 window's winner), the ReLU mask
+// (it passes where the pooled value is positive: the winner's ReLU output) and the
+// bias gradient's partial sums.
+//
+//   dconv (N, F, OH, OW) = dpooled[n, f, oh/2, ow/2] where (oh, ow) won its window
+//                          and pooled > 0, else 0 (also outside every window)
+//   part[s * F + f]      = sum of dconv[n, f, :, :] over the flat positions of chunk s
+//
+// Block (s, f) and its threads walk the positions exactly as conv2d_bias_grad_partial
+// does (same chunks, same thread stride, same tree), so the bias gradient has the bits
+// of the unfused path; with_bias = 0 skips the sums (the few-taps weight gradient
+// computes them itself). Windows do not overlap (2x2, stride 2), so every dconv element
+// is one window's gradient or 0, as maxpool2d_backward + relu_backward give.
+// Napkin math (conv1 at batch 64): reads dpooled + pooled + arg (3 x 66 MB, each value
+// by 4 threads through L1), writes dconv (264 MB): ~0.14 ms of H100 DRAM, against
+// relu_backward + maxpool2d_backward + the bias pass (~0.36 ms) unfused.
+// (A minimum of 4 blocks per SM: left to itself ptxas picks 32 registers and spills.)
+extern "C" __global__ void __launch_bounds__(BIAS_THREADS, 4)
+    conv2d_relu_maxpool_backward(float *__restrict__ dconv, float *__restrict__ part,
+                                 const float *__restrict__ dpooled, const float *__restrict__ pooled,
+                                 const int *__restrict__ arg, int N, int F, int OH, int OW, int PH, int PW, int chunk,
+                                 int with_bias) {
+    __shared__ float sums[BIAS_THREADS];
+    const int s = blockIdx.x, f = blockIdx.y, t = threadIdx.x;
+    const int OHW = OH * OW, total = N * OHW;
+    const int begin = s * chunk;
+    const int end = total < begin + chunk ? total : begin + chunk;
+    int i = begin + t;
+    Digits pos = digits_of(i < total ? i : 0, OH, OW);  // (n, oh, ow)
+    const Digits step = digits_of(BIAS_THREADS, OH, OW);
+    float acc = 0.0f;
+    for (; i < end; i += BIAS_THREADS) {
+        const int ph = pos.mid / 2, pw = pos.lo / 2;
+        float g = 0.0f;
+        if (ph < PH && pw < PW) {
+            const long long o = ((long long)pos.hi * F + f) * PH * PW + ph * PW + pw;
+            if (arg[o] == 2 * (pos.mid % 2) + pos.lo % 2 && pooled[o] > 0.0f) g = dpooled[o];
+        }
+        dconv[((long long)pos.hi * F + f) * OHW + pos.mid * OW + pos.lo] = g;
+        acc += g;
+        advance(pos, step, OH, OW);
+    }
+    if (with_bias) {  // uniform over the block
+        sums[t] = acc;
+        __syncthreads();
+        for (int half = BIAS_THREADS / 2; half > 0; half /= 2) {
+            if (t < half) sums[t] += sums[t + half];
+            __syncthreads();
+        }
+        if (t == 0) part[(long long)s * F + f] = sums[0];
+    }
 }

@@ -68,6 +68,12 @@ def conv2d(name, x, w, *, why, stride=1, pad=0, backends=PARITY_BACKENDS) -> Cas
     return Case("conv2d", name, {"x": x, "w": w, "b": (w[0],)}, {"stride": stride, "pad": pad}, why, backends)
 
 
+def conv_block(name, x, w, *, why, stride=1, pad=0, ceil_mode=True, backends=PARITY_BACKENDS) -> Case:
+    """The fused block maxpool2x2(relu(conv2d(x, w) + b))."""
+    return Case("conv2d_relu_maxpool", name, {"x": x, "w": w, "b": (w[0],)},
+                {"stride": stride, "pad": pad, "ceil_mode": ceil_mode}, why, backends)
+
+
 def maxpool2d(name, x, size, stride, *, why, ceil_mode=True, backends=PARITY_BACKENDS) -> Case:
     """x: a shape, or a builder (see ties)."""
     inputs = x if callable(x) else {"x": x}
@@ -155,6 +161,17 @@ CASES = [
            why="a paper_net-sized layer: many tiles in every direction"),
     conv2d("130x127_stride2_pad1", (4, 3, 130, 127), (16, 3, 3, 3), stride=2, pad=1, backends=GPU_ONLY,
            why="a large input with stride and padding"),
+
+    # ---- the fused conv block (numba runs the three ops in turn)
+    conv_block("first_layer_ceil", (2, 1, 20, 19), (16, 1, 3, 3),
+               why="the paper's first block: 16x256 tile, 9 taps (few-taps weight gradient), 18x17 output: "
+                   "ceil-mode windows hang over the bottom and right"),
+    conv_block("pad1_32x128", (2, 3, 13, 12), (20, 3, 3, 3), pad=1,
+               why="the 32x128 tile, padding, the bias gradient from the fused backward pass"),
+    conv_block("stride2_floor_64x64", (1, 5, 11, 11), (70, 5, 3, 3), stride=2, ceil_mode=False,
+               why="two 64-row tiles, stride 2, floor mode: the last conv row and column are in no window"),
+    conv_block("paper_block2_batch8", (8, 16, 127, 127), (32, 16, 3, 3), backends=GPU_ONLY,
+               why="paper_net's second block (125 -> 63) at batch 8"),
 
     # ---- relu
     relu("3d", (3, 5, 7), why="a small odd shape"),
@@ -254,6 +271,7 @@ FLOAT32_SUMS = Tol(1e-5, 1e-4)
 TOLERANCES = {
     ("numba", "conv2d"): FLOAT32_SUMS,
     ("numba", "relu"): BIT_EXACT,            # the same comparison per element
+    ("numba", "conv2d_relu_maxpool"): FLOAT32_SUMS,
     ("numba", "maxpool2d"): BIT_EXACT,       # the same comparisons, one term per pixel in dx
     # A pixel that wins several overlapping windows gets their gradients added window by
     # window on numba, offset by offset on the reference: the same terms in another order
@@ -269,6 +287,7 @@ TOLERANCES = {
     # sums absorb, so the two share their numbers.
     ("cuda-emu", "conv2d"): FLOAT32_SUMS,
     ("cuda-emu", "relu"): BIT_EXACT,
+    ("cuda-emu", "conv2d_relu_maxpool"): FLOAT32_SUMS,
     ("cuda-emu", "maxpool2d"): BIT_EXACT,    # dx gathers each pixel's windows in the reference's order
     ("cuda-emu", "dense"): FLOAT32_SUMS,
     ("cuda-emu", "dropout"): BIT_EXACT,
@@ -277,6 +296,7 @@ TOLERANCES = {
 
     ("cuda", "conv2d"): FLOAT32_SUMS,
     ("cuda", "relu"): BIT_EXACT,
+    ("cuda", "conv2d_relu_maxpool"): FLOAT32_SUMS,
     ("cuda", "maxpool2d"): BIT_EXACT,
     ("cuda", "dense"): FLOAT32_SUMS,
     ("cuda", "dropout"): BIT_EXACT,

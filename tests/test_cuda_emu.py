@@ -135,6 +135,43 @@ def test_conv_backward_is_deterministic(emu, rng):
         np.testing.assert_array_equal(a, c)
 
 
+@pytest.mark.parametrize("name", ["first_layer_ceil", "pad1_32x128", "stride2_floor_64x64"])
+def test_the_fused_block_is_the_three_kernels_bit_for_bit(emu, rng, name):
+    """conv2d_relu_maxpool_* (one kernel, pooled output only) and its one-pass backward
+    give exactly what conv2d, relu and maxpool2d give in turn on the same kernels: the
+    same sums in the same order, the same first-maximum ties, the same bias chunks."""
+    from tinycnn.backends.numpy_backend import ComposedBlocks
+
+    c = case("conv2d_relu_maxpool", name)
+    a, kw = c.arrays(rng), c.kw
+    fused, fused_cache = emu.conv2d_relu_maxpool_forward(a["x"], a["w"], a["b"], **kw)
+    three, three_cache = ComposedBlocks.conv2d_relu_maxpool_forward(emu, a["x"], a["w"], a["b"], **kw)
+    np.testing.assert_array_equal(fused, three)
+    dout = normal(rng, fused.shape)
+    for need_dx in (True, False):
+        got = emu.conv2d_relu_maxpool_backward(dout, fused_cache, need_dx)
+        want = ComposedBlocks.conv2d_relu_maxpool_backward(emu, dout, three_cache, need_dx)
+        assert (got[0] is None) == (not need_dx)
+        for g, w in zip(got, want):
+            if w is not None:
+                np.testing.assert_array_equal(g, w)
+
+
+def test_the_fused_block_saves_launches(emu, rng, monkeypatch):
+    """One launch forward (against conv, relu, pool), and the backward pass folds the
+    pool and ReLU backward passes and the bias sums into one."""
+    x, w, b = normal(rng, (2, 3, 13, 12)), normal(rng, (20, 3, 3, 3)), normal(rng, 20)
+    launched = []
+    real = emu._launch
+    monkeypatch.setattr(emu, "_launch", lambda name, *a: (launched.append(name), real(name, *a)))
+    out, cache = emu.conv2d_relu_maxpool_forward(x, w, b)
+    assert launched == ["conv2d_relu_maxpool_igemm_32x128"]
+    launched.clear()
+    emu.conv2d_relu_maxpool_backward(normal(rng, out.shape), cache)
+    assert launched == ["conv2d_relu_maxpool_backward", "conv2d_backward_data_igemm_16x256",
+                        "conv2d_backward_filter_igemm_32x128"]
+
+
 # ------------------------------------------------------------------- a training step
 def test_paper_net_training_step_matches_numpy(rng):
     """paper_net(in_size=64): forward (dropout on), loss, backward, SGD momentum step,

@@ -62,7 +62,7 @@ def test_the_recorded_launch_list_is_the_one_the_kernels_run():
     finally:
         emu._launch = original
     assert ran == [(lau.kernel, lau.grid) for lau in launches]
-    assert allocations > 0 and {lau.layer for lau in launches} > {"0:conv2d for", "0:conv2d bac"}
+    assert allocations > 0 and {lau.layer for lau in launches} > {"0:convblock for", "0:convblock bac", "optimizer"}
 
 
 def test_a_tiled_kernel_is_issue_bound_and_an_elementwise_one_dram_bound():
@@ -92,4 +92,4 @@ def test_the_model_runs_on_the_compilers_output(capsys):
     last = out.strip().splitlines()[-1]
     assert last.startswith("predicted step: ") and last.endswith("(H100 SXM, batch 8, hidden 32)")
     assert float(last.split()[2]) > 0
-    assert "conv2d_forward_igemm_64x64" in out and "static model (not a measurement)" in out
+    assert "conv2d_relu_maxpool_igemm_64x64" in out and "static model (not a measurement)" in out

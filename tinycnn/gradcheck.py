@@ -76,6 +76,12 @@ OPS = {
         "conv2d", ("x", "w", "b"),
         lambda be, a, **kw: be.conv2d_forward(a["x"], a["w"], a["b"], **kw),
         lambda be, d, c: be.conv2d_backward(d, c)),
+    # The paper's conv block (conv, ReLU, 2x2 max-pool) as one op: fused on the kernel
+    # backends, the three ops in turn everywhere else.
+    "conv2d_relu_maxpool": OpSpec(
+        "conv2d_relu_maxpool", ("x", "w", "b"),
+        lambda be, a, **kw: be.conv2d_relu_maxpool_forward(a["x"], a["w"], a["b"], **kw),
+        lambda be, d, c: be.conv2d_relu_maxpool_backward(d, c)),
     "relu": OpSpec(
         "relu", ("x",),
         lambda be, a, **kw: be.relu_forward(a["x"]),

@@ -168,6 +168,38 @@ class MaxPool2D(Layer):
         return {"type": "MaxPool2D", "size": self.size, "stride": self.stride, "ceil_mode": self.ceil_mode}
 
 
+class ConvBlock:
+    """Conv2D, ReLU and MaxPool2D(2, stride 2) of a network run as the backend's fused
+    block (``conv2d_relu_maxpool_forward/backward``): the numbers of the three layers
+    in turn, in one kernel on the kernel backends, where the full-size conv output
+    never reaches memory. Not a layer of its own: the three layers keep their
+    parameters and describe the architecture; ``Sequential`` runs them through this."""
+
+    def __init__(self, conv: "Conv2D", relu: "ReLU", pool: "MaxPool2D"):
+        self.conv, self.relu, self.pool = conv, relu, pool
+        self.cache = None
+
+    @staticmethod
+    def fits(layers) -> bool:
+        """Whether three consecutive layers are such a block."""
+        return (len(layers) == 3 and isinstance(layers[0], Conv2D) and isinstance(layers[1], ReLU)
+                and isinstance(layers[2], MaxPool2D) and layers[2].size == layers[2].stride == 2)
+
+    def forward(self, x, train=False):
+        conv = self.conv
+        out, self.cache = conv.backend.conv2d_relu_maxpool_forward(
+            x, conv.params["w"].value, conv.params["b"].value, stride=conv.stride, pad=conv.pad,
+            ceil_mode=self.pool.ceil_mode)
+        return out
+
+    def backward(self, dy, need_dx=True):
+        conv = self.conv
+        dx, conv.params["w"].grad, conv.params["b"].grad = conv.backend.conv2d_relu_maxpool_backward(
+            dy, self.cache, need_dx)
+        self.cache = None
+        return dx
+
+
 class Flatten(Layer):
     """(N, C, H, W) -> (N, C*H*W), row-major (channel slowest), a view on every backend."""
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backends
-from .layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU, layer_from_config
+from .layers import Conv2D, ConvBlock, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU, layer_from_config
 from .shapes import conv_out_size, pool_out_size
 
 CHECKPOINT_FORMAT = "tinycnn-checkpoint"
@@ -37,6 +37,7 @@ class Sequential:
         self.input_shape = tuple(int(s) for s in input_shape)
         self.backend = backends.get("numpy")
         self.shapes()  # fail now on layers that do not fit together
+        self._steps = self.steps()
         self.to(backend)
 
     # ------------------------------------------------------------- running
@@ -45,8 +46,9 @@ class Sequential:
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"model expects inputs of shape (N, {', '.join(map(str, self.input_shape))}), "
                              f"got {tuple(x.shape)}")
-        for layer in self.layers:
-            x = layer.forward(x, train=train)
+        self._steps = self.steps()
+        for step in self._steps:
+            x = step.forward(x, train=train)
         return x
 
     def backward(self, dout, input_grad: bool = False):
@@ -54,9 +56,22 @@ class Sequential:
         Returns the gradient w.r.t. the input (N, *input_shape) when input_grad is True
         (gradient checks, saliency maps); else None, and the first layer skips
         computing it (for the paper's first conv, a third of its backward pass)."""
-        for i in reversed(range(len(self.layers))):
-            dout = self.layers[i].backward(dout, need_dx=input_grad or i > 0)
+        for i in reversed(range(len(self._steps))):
+            dout = self._steps[i].backward(dout, need_dx=input_grad or i > 0)
         return dout
+
+    def steps(self) -> list:
+        """What forward runs, in order: the layers, with every Conv2D + ReLU +
+        MaxPool2D(2, 2) run as one ConvBlock (the backend's fused block)."""
+        steps, i = [], 0
+        while i < len(self.layers):
+            if ConvBlock.fits(self.layers[i:i + 3]):
+                steps.append(ConvBlock(*self.layers[i:i + 3]))
+                i += 3
+            else:
+                steps.append(self.layers[i])
+                i += 1
+        return steps
 
     __call__ = forward
 

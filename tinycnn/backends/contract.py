@@ -92,6 +92,19 @@ class Backend(Protocol):
         """dx = dout * keep / (1 - p), with the forward pass's mask; dout itself when the
         cache is None."""
 
+    # ------------------------------------------------------- the fused block
+    def conv2d_relu_maxpool_forward(self, x: Array, w: Array, b: Array, stride: int = 1, pad: int = 0,
+                                    ceil_mode: bool = True) -> tuple[Array, Cache]:
+        """maxpool2d(relu(conv2d(x, w, b, stride, pad)), size=2, stride=2, ceil_mode), the
+        paper's conv block, exactly (values, ties and gradients of the three ops in turn):
+        x (N, C, H, W), w (F, C, KH, KW), b (F,) -> out (N, F, PH, PW), cache. The
+        kernel backends run it as one kernel that never stores the full-size conv output."""
+
+    def conv2d_relu_maxpool_backward(self, dout: Array, cache: Cache,
+                                     need_dx: bool = True) -> tuple[Array, Array, Array]:
+        """dout (N, F, PH, PW) -> (dx (N, C, H, W) or None unless need_dx, dw (F, C, KH, KW),
+        db (F,)): maxpool2d_backward, relu_backward and conv2d_backward in turn."""
+
     # -------------------------------------------------------------------- loss
     def softmax_cross_entropy(self, logits: Array, labels) -> tuple[Array, Array]:
         """Mean softmax cross-entropy and its gradient, in one pass (the row max is

@@ -279,8 +279,12 @@ class KernelBackend:
 
     def conv2d_backward(self, dout, cache, need_dx: bool = True):
         """dout (N, F, OH, OW) -> dx (N, C, H, W) (None unless need_dx), dw (F, C, KH, KW), db (F,)."""
+        return self._conv2d_backward(self._f32(dout), cache, need_dx)
+
+    def _conv2d_backward(self, dout, cache, need_dx: bool, db=None):
+        """conv2d_backward on a float32 dout; a given db (the fused block's) skips the
+        bias-gradient pass."""
         x, w, stride, pad = cache
-        dout = self._f32(dout)
         n, c, h, wd = x.shape
         f, _, kh, kw = w.shape
         oh, ow = dout.shape[2], dout.shape[3]
@@ -297,7 +301,7 @@ class KernelBackend:
             self._launch("conv2d_backward_data_igemm" + tile, grid, (TILE_THREADS, 1, 1), [dx, dout, w] + geometry)
 
         kk, p = c * kh * kw, n * oh * ow
-        if kk <= SMALLK_TAPS:
+        if kk <= SMALLK_TAPS:  # its one pass over dout gives db too
             return dx, *self._conv_filter_grad_smallk(dout, x, w.shape, geometry, p)
         dw = self._empty(w.shape)
         bm, bn, tile = conv_tile(f)
@@ -310,14 +314,67 @@ class KernelBackend:
         if splits > 1:
             self._reduce_splits(dw, target, splits, dw.size)
 
-        db = self._empty((f,))
-        chunks = max(1, cdiv(p, BIAS_CHUNK))
-        part = db if chunks == 1 else self._empty((chunks, f))
-        self._launch("conv2d_bias_grad_partial", (chunks, f, 1), (BIAS_THREADS, 1, 1),
-                     [part, dout, i32(n), i32(f), i32(oh * ow), i32(BIAS_CHUNK)])
-        if chunks > 1:
-            self._reduce_splits(db, part, chunks, f)
+        if db is None:
+            db, part, chunks = self._bias_partials(n * oh * ow, f)
+            self._launch("conv2d_bias_grad_partial", (chunks, f, 1), (BIAS_THREADS, 1, 1),
+                         [part, dout, i32(n), i32(f), i32(oh * ow), i32(BIAS_CHUNK)])
+            if chunks > 1:
+                self._reduce_splits(db, part, chunks, f)
         return dx, dw, db
+
+    def _bias_partials(self, positions: int, f: int):
+        """(db, its partial sums, chunks): a conv bias gradient summed in chunks of
+        BIAS_CHUNK positions, one partial per chunk and filter (db itself when one)."""
+        db = self._empty((f,))
+        chunks = max(1, cdiv(positions, BIAS_CHUNK))
+        return db, (db if chunks == 1 else self._empty((chunks, f))), chunks
+
+    # ------------------------------------------------------- the fused block
+    def conv2d_relu_maxpool_forward(self, x, w, b, stride: int = 1, pad: int = 0, ceil_mode: bool = True):
+        """x (N, C, H, W) -> maxpool2d(relu(conv2d(x, w, b)), 2, 2, ceil_mode) (N, F, PH, PW)
+        in one kernel (kernels/conv2d.cu: conv2d_relu_maxpool_igemm_*): the full-size conv
+        output is never stored; the cache keeps the pooled output and each window's winner."""
+        x, w, b = self._f32(x), self._f32(w), self._f32(b)
+        n, c, h, wd = x.shape
+        f, _, kh, kw = w.shape
+        if b.shape != (f,):
+            raise ValueError(f"conv2d: bias of shape {b.shape} for {f} filters")
+        oh, ow = conv2d_out_hw(x.shape, w.shape, stride, pad)
+        ph, pw = pool_out_size(oh, 2, 2, ceil_mode), pool_out_size(ow, 2, 2, ceil_mode)
+        _check_size(x.size, w.size, n * f * oh * ow, n * ph * pw * 4)
+        out = self._empty((n, f, ph, pw))
+        arg = self._empty((n, f, ph, pw), np.int32)
+        if out.size:
+            bm, bn, tile = conv_tile(f)
+            self._launch("conv2d_relu_maxpool_igemm" + tile, (cdiv(n * ph * pw * 4, bn), cdiv(f, bm), 1),
+                         (TILE_THREADS, 1, 1),
+                         [out, arg, x, w, b, i32(n), i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(oh),
+                          i32(ow), i32(stride), i32(pad), i32(ph), i32(pw)])
+        return out, ((x, w, stride, pad), out, arg, (oh, ow))
+
+    def conv2d_relu_maxpool_backward(self, dout, cache, need_dx: bool = True):
+        """dout (N, F, PH, PW) -> (dx or None, dw, db): one pass gives the conv output's
+        gradient (pool backward and the ReLU mask) and the bias partials
+        (conv2d_relu_maxpool_backward), then the conv's own backward kernels."""
+        conv_cache, pooled, arg, (oh, ow) = cache
+        dout = self._f32(dout)
+        if dout.shape != pooled.shape:
+            raise ValueError(f"conv2d_relu_maxpool_backward: dout of shape {dout.shape}, "
+                             f"the forward output was {pooled.shape}")
+        x, w = conv_cache[0], conv_cache[1]
+        n, f, ph, pw = pooled.shape
+        dconv = self._empty((n, f, oh, ow))
+        db, part, chunks = self._bias_partials(n * oh * ow, f)
+        # The few-taps weight gradient sums db in its own pass over dconv: the same bits
+        # as the unfused path, and no partials to add here.
+        with_bias = x.shape[1] * w.shape[2] * w.shape[3] > SMALLK_TAPS
+        if f:
+            self._launch("conv2d_relu_maxpool_backward", (chunks, f, 1), (BIAS_THREADS, 1, 1),
+                         [dconv, part, dout, pooled, arg, i32(n), i32(f), i32(oh), i32(ow), i32(ph), i32(pw),
+                          i32(BIAS_CHUNK), i32(with_bias)])
+        if with_bias and chunks > 1:
+            self._reduce_splits(db, part, chunks, f)
+        return self._conv2d_backward(dconv, conv_cache, need_dx, db if with_bias else None)
 
     def _conv_filter_grad_smallk(self, dout, x, w_shape, geometry, p: int):
         """dw, db of a convolution with at most SMALLK_TAPS taps (C*KH*KW), in one pass

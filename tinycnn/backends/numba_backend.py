@@ -49,7 +49,7 @@ from numba import njit, prange
 
 from ..philox import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, keep_threshold, seed_to_key
 from ..shapes import conv2d_out_hw, pool_out_size
-from .numpy_backend import HostArrays, NumpyBackend
+from .numpy_backend import ComposedBlocks, HostArrays, NumpyBackend
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # Through the environment: Numba re-reads its configuration from it when it compiles.
@@ -443,7 +443,7 @@ def _arg_dtype(size: int):
     return np.int8 if size * size <= 127 else np.int32
 
 
-class NumbaBackend(HostArrays):
+class NumbaBackend(ComposedBlocks, HostArrays):
     """The op contract of docs/design.md compiled for the CPU with Numba (see the module
     docstring for how each op is done)."""
 

@@ -54,7 +54,26 @@ class HostArrays:
         """Every op returns when its work is done; present so callers treat every backend alike."""
 
 
-class NumpyBackend(HostArrays):
+class ComposedBlocks:
+    """The fused conv block of the contract as the three ops it fuses, in turn: its
+    definition, and what a backend without a fused kernel runs."""
+
+    def conv2d_relu_maxpool_forward(self, x, w, b, stride: int = 1, pad: int = 0, ceil_mode: bool = True):
+        """x (N, C, H, W) -> maxpool2d(relu(conv2d(x)), 2, 2, ceil_mode) (N, F, PH, PW)."""
+        conv, conv_cache = self.conv2d_forward(x, w, b, stride=stride, pad=pad)
+        act, relu_cache = self.relu_forward(conv)
+        out, pool_cache = self.maxpool2d_forward(act, 2, 2, ceil_mode)
+        return out, (conv_cache, relu_cache, pool_cache)
+
+    def conv2d_relu_maxpool_backward(self, dout, cache, need_dx: bool = True):
+        """dout (N, F, PH, PW) -> (dx or None, dw, db), through the three backward passes."""
+        conv_cache, relu_cache, pool_cache = cache
+        dact = self.maxpool2d_backward(dout, pool_cache)
+        dconv = self.relu_backward(dact, relu_cache)
+        return self.conv2d_backward(dconv, conv_cache, need_dx)
+
+
+class NumpyBackend(ComposedBlocks, HostArrays):
     """Reference implementation of the op contract (docs/design.md)."""
 
     name = "numpy"
