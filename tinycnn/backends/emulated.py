@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import paths
 from . import BackendUnavailable
-from .launch import KERNEL_DIR, KernelBackend, kernel_sources
+from .launch import _KERNEL_RE, KERNEL_DIR, KernelBackend, _inline_includes, kernel_sources
 from .numpy_backend import HostArrays
 
 EMU_HEADER = os.path.join(KERNEL_DIR, "emu", "cuda_emu.h")
@@ -132,11 +132,50 @@ def load_library() -> ctypes.CDLL:
             target = os.path.join(cache_dir(), f"emu-{_build_key(cxx)}", "libtinycnn_emu.so")
             if not os.path.exists(target):
                 _build(cxx, target)
-            # Many-thread teams on few cores: sleeping at a barrier beats spinning.
-            # libgomp reads this once, when it is first loaded.
-            os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+            _set_wait_policy()
             _library = ctypes.CDLL(target)
         return _library
+
+
+def _set_wait_policy() -> None:
+    # Many-thread teams on few cores: sleeping at a barrier beats spinning.
+    # libgomp reads this once, when it is first loaded.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+
+def load_file(path: str) -> dict:
+    """{kernel name: callable(grid, block, args)} for ONE .cu file outside kernels/ (a
+    test or benchmark kernel), compiled for the emulator as the backend's own files are
+    (same header, compiler and flags; its local #includes resolve next to it), with the
+    same argument checks. Cached on disk by a hash of the file with its includes inlined."""
+    path = os.path.abspath(path)
+    source = _inline_includes(path, set())
+    names = _KERNEL_RE.findall(source)
+    with _lock:
+        cxx = _compiler()
+        h = hashlib.sha256()
+        for part in (BUILD_VERSION, _compiler_id(cxx), " ".join(CXXFLAGS), platform.machine(), path, source):
+            h.update(part.encode() + b"\0")
+        with open(EMU_HEADER, "rb") as f:
+            h.update(f.read())
+        target = os.path.join(cache_dir(), f"file-{h.hexdigest()[:20]}", "lib.so")
+        if not os.path.exists(target):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="build-", dir=os.path.dirname(target)) as tmp:
+                src = os.path.join(tmp, "unit.cpp")
+                with open(src, "w") as f:
+                    f.write(f'#include "{EMU_HEADER}"\n#include "{path}"\n')
+                    f.write("".join(f"EMU_KERNEL({n})\n" for n in names))
+                lib = os.path.join(tmp, "lib.so")
+                cmd = [cxx, *CXXFLAGS, "-x", "c++", "-shared", src, "-o", lib]
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                if res.returncode != 0:
+                    raise RuntimeError(f"cuda-emu: compiling {path} for the CPU failed:\n{' '.join(cmd)}\n"
+                                       f"{res.stdout}{res.stderr}")
+                os.replace(lib, target)
+        _set_wait_policy()
+        lib = ctypes.CDLL(target)
+    return {n: _Kernel(lib, n) for n in names}
 
 
 class _Kernel:
@@ -187,6 +226,9 @@ class _Kernel:
         if status == -1:
             raise RuntimeError(f"{self.name}: OpenMP would not start a team of {b[0] * b[1] * b[2]} threads "
                                "(is OMP_THREAD_LIMIT set?)")
+        if status == -3:
+            raise RuntimeError(f"{self.name}: an emulated instruction faulted (a cp.async address not "
+                               "16-byte aligned, or an mma.sync in a block whose size is not a multiple of 32)")
         if status != 0:
             raise RuntimeError(f"{self.name}: launch failed (status {status}, block {tuple(block)})")
 
