@@ -26,8 +26,9 @@ Per launch (assumptions, stated once; they are the model's, to be calibrated):
 - shared memory: one wavefront (128 bytes) per clock per SM; LDS/STS.32 = 1
   wavefront, .64 = 2, .128 = 2 (the tiles' 128-bit reads: A broadcast to the warp,
   1 wavefront; B 2-4);
-- DRAM: every array argument crosses DRAM once (L2 catches the tile reuse);
-  grid-stride element-wise kernels are DRAM-bound;
+- DRAM: every array argument crosses DRAM once (L2 catches the tile reuse; the
+  multi-tensor optimizer: 20 or 28 bytes per parameter); grid-stride element-wise
+  kernels are DRAM-bound;
 - the busiest SM sets the time: it runs ceil(blocks / SMs) blocks (a partial last
   wave costs a whole one);
 - each launch costs at least LAUNCH_US (back-to-back launches from a stream).
@@ -51,8 +52,11 @@ import numpy as np
 
 from tinycnn.backends import launch
 from tinycnn.model import paper_net
+from tinycnn.optim import SGD
 
 LAUNCH_US = 2.0
+# Bytes an optimizer kernel moves per parameter element (kernels/optim.cu's napkin math).
+OPTIMIZER_BYTES = {"sgd_update": 20, "adam_update": 28}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,15 +207,37 @@ class RecordingBackend(launch.KernelBackend):
 
     def __init__(self):
         self.launches: list[Launch] = []
-        self.allocations = 0
         self.layer = "-"
-
-    def _empty(self, shape, dtype=np.float32):
-        self.allocations += 1
-        return np.empty(shape, dtype=dtype)
+        self.dry_layers: list[str] = []
 
     def _launch(self, name, grid, block, args):
+        if self._recording is not None:  # a captured step's dry pass: keep each launch's layer
+            if not self._recording:
+                self.dry_layers = []
+            self.dry_layers.append(self.layer)
+        super()._launch(name, grid, block, args)
+
+    def _make_graph(self, launches):
+        return list(zip(launches, self.dry_layers))
+
+    def _launch_graph(self, graph):
+        for (name, grid, block, args), layer in graph:
+            self.launches.append(Launch(name, grid, block, list(args), layer))
+
+    def _device_empty(self, shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
+    def _device_run(self, name, grid, block, args):
         self.launches.append(Launch(name, tuple(grid), tuple(block), list(args), self.layer))
+
+    def _device_copy(self, dst, src):
+        np.copyto(dst, src)
+
+    def _device_upload(self, dst, host):
+        np.copyto(dst, host)
+
+    def _address(self, a) -> int:
+        return a.ctypes.data
 
     def asarray(self, a, dtype=None):
         a = np.asarray(a)
@@ -248,23 +274,47 @@ def label_layers(net, backend) -> None:
     net.steps = labelled_steps
 
 
-def record_step(batch: int, hidden: int, size: int):
-    """(launches, allocations) of one SGD-momentum training step of paper_net."""
-    from bench.steps import training_step
+def training_step(backend, batch: int, hidden: int, size: int):
+    """(run, step, inputs): the training loop's step (tinycnn/mammo/train.py: forward,
+    loss, step statistics, backward, SGD-momentum update with the statistics as its
+    guard) of paper_net on `backend`; run = backend.capture(step)."""
+    from tinycnn.backends.contract import new_step_stats
 
-    backend = RecordingBackend()
     net = paper_net(hidden=hidden, in_size=size, seed=0, backend="numpy")
     net.to(backend)
+    opt = SGD(net.parameters(), lr=1e-3, momentum=0.9, backend=backend)
+    stats = backend.asarray(new_step_stats())
+
+    def step(x, y):
+        logits = net.forward(x, train=True)
+        loss, dlogits = backend.softmax_cross_entropy(logits, y)
+        backend.step_stats_update(stats, loss, logits, y)
+        net.backward(dlogits)
+        opt.step(guard=stats)
+
+    inputs = (backend.asarray(np.zeros((batch, 1, size, size), np.float32)),
+              backend.asarray(np.arange(batch) % 2, dtype=np.int32))
+    return backend.capture(step), step, inputs, net
+
+
+def record_step(batch: int, hidden: int, size: int):
+    """(launches, allocations, graph launches) of one replayed training step: the
+    third call of the captured step, after the one that fills its arena and the one
+    that records its launch list."""
+    backend = RecordingBackend()
+    run, _, inputs, net = training_step(backend, batch, hidden, size)
     label_layers(net, backend)
-    step = training_step(net, np.zeros((batch, 1, size, size), np.float32), np.arange(batch) % 2)
-    step()  # first step: optimizer state is created
+    run(*inputs)
+    run(*inputs)
     backend.launches.clear()
-    backend.allocations = 0
-    step()
-    for lau in backend.launches:  # the update runs after the last backward: name it
+    allocations, replays = backend.allocations, run.replays
+    run(*inputs)
+    for lau in backend.launches:  # what runs after the layers: name it
         if lau.kernel in ("sgd_update", "adam_update"):
             lau.layer = "optimizer"
-    return backend.launches, backend.allocations
+        elif lau.kernel in ("softmax_xent", "train_stats"):
+            lau.layer = "loss"
+    return backend.launches, backend.allocations - allocations, run.replays - replays
 
 
 # ------------------------------------------------------------ the model
@@ -338,6 +388,8 @@ def predict(lau: Launch, code: KernelCode, dev: Device) -> Prediction:
     per_sm = occupancy(code, threads, dev)
     clock = dev.clock_ghz * 1e9
     dram = sum(a.nbytes for a in lau.args if isinstance(a, np.ndarray) and a.ndim > 0)
+    if lau.kernel in OPTIMIZER_BYTES:  # multi-tensor: the arrays sit behind a pointer table
+        dram = int(lau.args[1][-1]) * OPTIMIZER_BYTES[lau.kernel]
     t = {"DRAM": dram / (dev.dram_tb_s * 1e12)}
     trips = main_loop_trips(lau.kernel, lau.args, code)
     if trips:
@@ -360,13 +412,15 @@ def family(kernel: str) -> str:
     return re.sub(r"_\d+x\d+$", "", kernel)
 
 
-def report(predictions: dict, codes: dict, launches: list, allocations: int, args) -> str:
+def report(predictions: dict, codes: dict, launches: list, counts: tuple, args) -> str:
     lines = []
     first = next(iter(DEVICES))
     preds = predictions[first]
     lines.append(f"# bench.gpu_model: a static model (not a measurement) of one training step")
+    allocations, graphs = counts
     lines.append(f"# paper_net batch {args.batch}, {args.size}x{args.size}, hidden {args.hidden}, SGD momentum; "
-                 f"sm_90 SASS; {len(launches)} launches, {allocations} allocations per step")
+                 f"sm_90 SASS; a replayed step: {len(launches)} kernels in {graphs} graph launch(es), "
+                 f"{allocations} allocations")
     lines.append("")
     lines.append(f"{'kernel':40s} {'regs':>4s} {'smem':>6s} {'blk/SM':>6s} {'loop':>5s} {'FFMA%':>6s} "
                  f"{'LDS':>4s} {'INT':>4s}")
@@ -407,38 +461,48 @@ def report(predictions: dict, codes: dict, launches: list, allocations: int, arg
     return "\n".join(lines)
 
 
-def measure(launches: list, args) -> list:
-    """On a GPU: the same step on the cuda backend, each launch timed with CUDA events,
-    in launch order (the recorded list and the real one come from the same code)."""
+def measure(launches: list, args, repeats: int = 20) -> tuple[list, float]:
+    """On a GPU: (each launch of an eager step timed with CUDA events, in launch order;
+    the median time of the captured step's graph replays, in microseconds). The
+    recorded list and the real one come from the same code; a test checks they match."""
     import cupy
 
-    from bench.steps import training_step
     from tinycnn import backends
 
     be = backends.get("cuda")
-    net = paper_net(hidden=args.hidden, in_size=args.size, seed=0, backend="cuda")
+    run, step, inputs, _ = training_step(be, args.batch, args.hidden, args.size)
     timed = []
-    original = be._launch
+    original = be._run
 
-    def timed_launch(name, grid, block, a):
+    def timed_run(name, grid, block, a):
         start, end = cupy.cuda.Event(), cupy.cuda.Event()
         start.record()
         original(name, grid, block, a)
         end.record()
         timed.append((name, start, end))
 
-    step = training_step(net, np.zeros((args.batch, 1, args.size, args.size), np.float32), np.arange(args.batch) % 2)
-    step()
+    step(*inputs)
     be.synchronize()
-    be._launch = timed_launch
+    be._run = timed_run
     try:
-        step()
+        step(*inputs)
         be.synchronize()
     finally:
-        be._launch = original
+        be._run = original
     if [n for n, _, _ in timed] != [lau.kernel for lau in launches]:
         raise RuntimeError("the GPU step launched other kernels than the recorded one")
-    return [cupy.cuda.get_elapsed_time(s, e) * 1e3 for _, s, e in timed]
+    per_launch = [cupy.cuda.get_elapsed_time(s, e) * 1e3 for _, s, e in timed]
+    for _ in range(3):  # arena, capture, first replay
+        run(*inputs)
+    graph_times = []
+    for _ in range(repeats):
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        run(*inputs)
+        end.record()
+        end.synchronize()
+        graph_times.append(cupy.cuda.get_elapsed_time(start, end) * 1e3)
+    return per_launch, float(np.median(graph_times))
 
 
 def main(argv=None) -> int:
@@ -449,16 +513,17 @@ def main(argv=None) -> int:
     ap.add_argument("--measure", action="store_true", help="on a GPU: time each launch beside its prediction")
     args = ap.parse_args(argv)
     codes = compile_kernels()
-    launches, allocations = record_step(args.batch, args.hidden, args.size)
+    launches, allocations, graphs = record_step(args.batch, args.hidden, args.size)
     predictions = {d: [predict(lau, codes[lau.kernel], dev) for lau in launches] for d, dev in DEVICES.items()}
-    text = report(predictions, codes, launches, allocations, args)
+    text = report(predictions, codes, launches, (allocations, graphs), args)
     if args.measure:
-        measured = measure(launches, args)
+        measured, graph_us = measure(launches, args)
         first = next(iter(DEVICES))
         text += "\n\n# measured (CUDA events, this GPU) beside predicted (" + first + ")\n"
         for p, us in zip(predictions[first], measured):
             text += f"{p.launch.layer:18s} {p.launch.kernel:40s} {p.us:9.1f} {us:9.1f}\n"
-        text += f"measured step (sum of launches): {sum(measured) / 1e3:.2f} ms"
+        text += f"measured step (sum of eager launches): {sum(measured) / 1e3:.2f} ms\n"
+        text += f"measured step (captured graph, median of 20): {graph_us / 1e3:.2f} ms"
     print(text)
     return 0
 

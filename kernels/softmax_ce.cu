@@ -18,6 +18,8 @@
 // Napkin math: N*K ~ 128 for paper_net (K = 2): the launch dominates; even N = 10^5
 // rows is 3 reads of 0.8 MB. One block is plenty for a batch-sized problem.
 
+#include "step_stats.cuh"
+
 #define XENT_THREADS 256
 
 extern "C" __global__ void __launch_bounds__(XENT_THREADS)
@@ -62,4 +64,35 @@ extern "C" __global__ void __launch_bounds__(256) softmax_rows(float *__restrict
         for (int k = 0; k < K; k++) sumexp += expf(z[k] - zmax);
         for (int k = 0; k < K; k++) p[k] = expf(z[k] - zmax) / sumexp;
     }
+}
+
+// The training loop's statistics after one step (step_stats.cuh): the loss and the
+// correct predictions go to the step's ring entries, unless this step's or an earlier
+// step's loss was not finite, in which case the first such step and its loss are
+// recorded and nothing else changes (the optimizer kernels then skip their updates).
+// One thread: N*K is a batch of logits (128 numbers for paper_net). A prediction is
+// the first maximum of its row (as numpy.argmax).
+extern "C" __global__ void __launch_bounds__(32)
+    train_stats(float *__restrict__ stats, const float *__restrict__ loss, const float *__restrict__ logits,
+                const int *__restrict__ labels, int N, int K) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    const int step = (int)stats[STAT_STEPS];
+    stats[STAT_STEPS] = (float)(step + 1);
+    if (stats[STAT_FIRST_BAD] >= 0.0f) return;
+    const float l = loss[0];
+    if (!(l - l == 0.0f)) {  // NaN or +-inf (x - x is NaN for both)
+        stats[STAT_FIRST_BAD] = (float)step;
+        stats[STAT_BAD_LOSS] = l;
+        return;
+    }
+    int correct = 0;
+    for (int n = 0; n < N; n++) {
+        const float *z = logits + (long long)n * K;
+        int best = 0;
+        for (int k = 1; k < K; k++)
+            if (z[k] > z[best]) best = k;
+        correct += best == labels[n];
+    }
+    stats[STAT_LOSSES + step % STAT_RING] = l;
+    stats[STAT_CORRECT + step % STAT_RING] = (float)correct;
 }

@@ -214,6 +214,7 @@ def test_cuda_backend_plumbing_through_a_stand_in_cupy(emu, rng, monkeypatch):
     out the emulator's kernels. Checks what CI can check of the GPU path: one module per
     .cu with headers inlined, the options, every kernel found, the (grid, block, args)
     call convention, allocation and host/device conversions, one case of every op."""
+    import ctypes
     import sys
     import types
 
@@ -238,13 +239,29 @@ def test_cuda_backend_plumbing_through_a_stand_in_cupy(emu, rng, monkeypatch):
 
             return launch
 
+    class DeviceArray(np.ndarray):
+        """Host memory posing as device memory: it has an address like a CuPy array."""
+
+        @property
+        def __cuda_array_interface__(self):
+            return {"data": (self.ctypes.data, False), "shape": self.shape, "typestr": self.dtype.str,
+                    "version": 3}
+
+    def device(make):
+        return lambda *a, **kw: np.asarray(make(*a, **kw)).view(DeviceArray)
+
+    def memcpy_async(dst, src, nbytes, kind, stream):
+        ctypes.memmove(dst, src, nbytes)
+
     runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0,
-                                    getDeviceProperties=lambda i: {"name": b"Stand-in GPU"})
+                                    getDeviceProperties=lambda i: {"name": b"Stand-in GPU"},
+                                    memcpyAsync=memcpy_async, memcpyHostToDevice=1, memcpyDeviceToDevice=3)
     fake = types.SimpleNamespace(
-        ndarray=np.ndarray, asarray=np.asarray, empty=np.empty, zeros=np.zeros,
-        ascontiguousarray=np.ascontiguousarray, asnumpy=np.asarray, RawModule=RawModule, __version__="0",
+        ndarray=DeviceArray, asarray=device(np.asarray), empty=device(np.empty), zeros=device(np.zeros),
+        ascontiguousarray=device(np.ascontiguousarray), asnumpy=np.asarray, RawModule=RawModule, __version__="0",
         cuda=types.SimpleNamespace(runtime=runtime, compiler=types.SimpleNamespace(CompileException=RuntimeError),
-                                   get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: None)))
+                                   get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: None,
+                                                                                    ptr=0)))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     cuda_backend._load_kernels.cache_clear()
     try:
@@ -254,11 +271,11 @@ def test_cuda_backend_plumbing_through_a_stand_in_cupy(emu, rng, monkeypatch):
             c = case(op, name)
             tol = tolerance("cuda", c)
             compare_with_reference(be, c.spec, c.arrays(rng), fwd_tol=tol.fwd, grad_tol=tol.grad, **c.kw)
-        p, g, v = (normal(rng, (9,)) for _ in range(3))
-        p2, v2 = p.copy(), v.copy()
-        be.sgd_update(p, g, v, 0.1, 0.9, 0.0)
+        p2, g, v2 = (normal(rng, (9,)) for _ in range(3))
+        p, v = be.asarray(p2), be.asarray(v2)
+        be.sgd_update(p, be.asarray(g), v, 0.1, 0.9, 0.0)
         backends.get("numpy").sgd_update(p2, g, v2, 0.1, 0.9, 0.0)
-        np.testing.assert_array_equal(p, p2)
+        np.testing.assert_array_equal(be.to_numpy(p), p2)
     finally:
         cuda_backend._load_kernels.cache_clear()
 

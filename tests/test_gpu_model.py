@@ -41,28 +41,20 @@ def test_opcode_classes():
 
 
 def test_the_recorded_launch_list_is_the_one_the_kernels_run():
-    """The recording backend and cuda-emu run the same launch code: same kernels, same
-    grids, same order, for a small step."""
+    """The recording backend and cuda-emu run the same launch code: the captured step
+    that cuda-emu replays has the same kernels and grids, in the same order, for a
+    small step; a replay allocates nothing and is one graph launch."""
     from helpers import backend_or_skip
 
     emu = backend_or_skip("cuda-emu")
-    launches, allocations = gpu_model.record_step(batch=2, hidden=8, size=32)
-    ran = []
-    original = emu._launch
-    emu._launch = lambda name, grid, block, args: (ran.append((name, tuple(grid))), original(name, grid, block, args))
-    try:
-        from bench.steps import training_step
-        from tinycnn.model import paper_net
-
-        net = paper_net(hidden=8, in_size=32, seed=0, backend="cuda-emu")
-        step = training_step(net, np.zeros((2, 1, 32, 32), np.float32), np.arange(2) % 2)
-        step()
-        ran.clear()
-        step()
-    finally:
-        emu._launch = original
-    assert ran == [(lau.kernel, lau.grid) for lau in launches]
-    assert allocations > 0 and {lau.layer for lau in launches} > {"0:convblock for", "0:convblock bac", "optimizer"}
+    launches, allocations, graphs = gpu_model.record_step(batch=2, hidden=8, size=32)
+    run, _, inputs, _ = gpu_model.training_step(emu, batch=2, hidden=8, size=32)
+    for _ in range(3):
+        run(*inputs)
+    assert run.replays == 2 and run.fallbacks == 0  # calls 2 and 3
+    assert [(name, grid) for name, grid, _, _ in run.launches] == [(lau.kernel, lau.grid) for lau in launches]
+    assert (allocations, graphs) == (0, 1)
+    assert {lau.layer for lau in launches} >= {"0:convblock for", "0:convblock bac", "loss", "optimizer"}
 
 
 def test_a_tiled_kernel_is_issue_bound_and_an_elementwise_one_dram_bound():

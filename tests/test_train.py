@@ -73,8 +73,8 @@ def test_ctrl_c_saves_and_stops_cleanly(tiny, tmp_path, monkeypatch):
     real_step = t.opt.step
     calls = []
 
-    def step_then_interrupt():
-        real_step()
+    def step_then_interrupt(**kw):
+        real_step(**kw)
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGINT)  # the real signal, through the real handler

@@ -29,7 +29,10 @@ class Optimizer:
     def _zeros_like_params(self) -> list:
         return [self.backend.zeros(p.shape, dtype=p.value.dtype) for p in self.params]
 
-    def step(self) -> None:
+    def step(self, guard=None) -> None:
+        """Update every parameter from its gradient, in one backend call. `guard`: the
+        training loop's step statistics (backend.step_stats_update); the update is
+        skipped once they record a non-finite loss."""
         raise NotImplementedError
 
     def _check_grads(self) -> None:
@@ -74,11 +77,11 @@ class SGD(Optimizer):
     def _buffers(self):
         return {"velocity": self.velocity}
 
-    def step(self):
+    def step(self, guard=None):
         self._check_grads()
         self.steps += 1
-        for p, v in zip(self.params, self.velocity):
-            self.backend.sgd_update(p.value, p.grad, v, self.lr, self.momentum, self.weight_decay)
+        self.backend.sgd_update_many([p.value for p in self.params], [p.grad for p in self.params], self.velocity,
+                                     self.lr, self.momentum, self.weight_decay, guard=guard)
 
 
 class Adam(Optimizer):
@@ -94,12 +97,12 @@ class Adam(Optimizer):
     def _buffers(self):
         return {"m": self.m, "v": self.v}
 
-    def step(self):
+    def step(self, guard=None):
         self._check_grads()
         self.steps += 1
-        for p, m, v in zip(self.params, self.m, self.v):
-            self.backend.adam_update(p.value, p.grad, m, v, self.lr, self.beta1, self.beta2, self.eps,
-                                     self.weight_decay, self.steps)
+        self.backend.adam_update_many([p.value for p in self.params], [p.grad for p in self.params], self.m, self.v,
+                                      self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, self.steps,
+                                      guard=guard)
 
 
 def make_optimizer(name: str, model, lr: float, **kwargs) -> Optimizer:

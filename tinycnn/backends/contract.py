@@ -19,12 +19,32 @@ every registered backend has these members with exactly these parameters.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
 Array = Any  # an array of the backend: numpy.ndarray, or cupy.ndarray on "cuda"
 Cache = Any  # opaque; only X_backward of the same backend reads it
+
+# The step statistics a training loop keeps on the backend (step_stats_update) and
+# hands to the optimizer as its guard: float32 entries at these positions (the kernels'
+# kernels/step_stats.cuh says the same; launch.py checks). Step i's loss and correct
+# predictions sit at ring entry i % STAT_RING: read at least every STAT_RING steps.
+STAT_LAYOUT = {"STAT_STEPS": 0,      # steps counted since the statistics were (re)set
+               "STAT_FIRST_BAD": 1,  # the step index of the first non-finite loss, or -1
+               "STAT_BAD_LOSS": 2,   # that loss
+               "STAT_LOSSES": 3,     # STAT_RING losses
+               "STAT_CORRECT": 67,   # STAT_RING counts of correct predictions (first maximum of a row)
+               "STAT_RING": 64,
+               "STAT_COUNT": 131}
+STAT_COUNT = STAT_LAYOUT["STAT_COUNT"]
+
+
+def new_step_stats() -> np.ndarray:
+    """Fresh step statistics, on the host: nothing counted, no bad step."""
+    stats = np.zeros(STAT_COUNT, np.float32)
+    stats[STAT_LAYOUT["STAT_FIRST_BAD"]] = -1.0
+    return stats
 
 
 class Backend(Protocol):
@@ -129,6 +149,33 @@ class Backend(Protocol):
         """In place Adam with bias correction, step counting from 1: g = grad + weight_decay * param;
         m = beta1*m + (1-beta1)*g; v = beta2*v + (1-beta2)*g*g;
         param -= lr * (m / (1-beta1**step)) / (sqrt(v / (1-beta2**step)) + eps)."""
+
+    def sgd_update_many(self, params: list, grads: list, velocities: list, lr: float, momentum: float,
+                        weight_decay: float, guard: Array | None = None) -> None:
+        """sgd_update of every (param, grad, velocity) of the lists, in one launch on the
+        kernel backends; nothing is updated when `guard` (step statistics) records a
+        non-finite loss."""
+
+    def adam_update_many(self, params: list, grads: list, ms: list, vs: list, lr: float, beta1: float,
+                         beta2: float, eps: float, weight_decay: float, step: int,
+                         guard: Array | None = None) -> None:
+        """adam_update of every tensor of the lists, as sgd_update_many."""
+
+    # --------------------------------------------------- the training loop's help
+    def step_stats_update(self, stats: Array, loss: Array, logits: Array, labels: Array) -> None:
+        """In place, after a step's loss: stats (STAT_COUNT,) float32 (new_step_stats:
+        STAT_LAYOUT) counts the step and keeps its loss and correct predictions in its
+        ring entry; a non-finite loss is recorded as the first bad step instead, and
+        every later step only counts. On the device: a training loop reads it every
+        few steps, not every step."""
+
+    def capture(self, step: Callable) -> Callable:
+        """A callable running step(*inputs): on the kernel backends recorded once and
+        replayed as a CUDA graph (tinycnn/backends/capture.py says what a step may
+        do); on the others, step itself."""
+
+    def assign(self, dst: Array, src: np.ndarray) -> None:
+        """dst[...] = src, a host array of dst's shape, in place (dst keeps its address)."""
 
     # ------------------------------------------------------------------ arrays
     def asarray(self, a, dtype=None) -> Array:

@@ -72,13 +72,43 @@ class CudaBackend(KernelBackend):
         return f"CudaBackend(device={self._device_id})"
 
     # ------------------------------------------------------------------ arrays
-    def _empty(self, shape, dtype=np.float32):
+    def _device_empty(self, shape, dtype):
         return self._cupy.empty(shape, dtype=dtype)
 
-    def _launch(self, name, grid, block, args):
-        if min(grid) < 1 or min(block) < 1:
-            raise ValueError(f"{name}: empty launch grid {grid} / block {block}")
-        self._kernels[name](tuple(int(g) for g in grid), tuple(int(b) for b in block), tuple(args))
+    def _device_run(self, name, grid, block, args):
+        self._kernels[name](grid, block, tuple(args))
+
+    def _device_copy(self, dst, src):
+        runtime = self._cupy.cuda.runtime
+        runtime.memcpyAsync(self._address(dst), self._address(src), src.nbytes, runtime.memcpyDeviceToDevice,
+                            self._cupy.cuda.get_current_stream().ptr)
+
+    def _device_upload(self, dst, host):
+        # From pageable memory the driver stages the bytes before the call returns, so
+        # `host` may change afterwards; the copy itself runs in stream order.
+        host = np.ascontiguousarray(host)
+        runtime = self._cupy.cuda.runtime
+        runtime.memcpyAsync(self._address(dst), host.ctypes.data, host.nbytes, runtime.memcpyHostToDevice,
+                            self._cupy.cuda.get_current_stream().ptr)
+
+    def _address(self, a) -> int:
+        return a.__cuda_array_interface__["data"][0]
+
+    def _make_graph(self, launches):
+        """The launch list as a CUDA graph: captured on a stream of its own from the raw
+        launches alone (no allocation, copy or host call can reach the capture)."""
+        stream = self._cupy.cuda.Stream(non_blocking=True)
+        with stream:
+            stream.begin_capture()
+            try:
+                for launch in launches:
+                    self._run(*launch)
+            finally:
+                graph = stream.end_capture()
+        return graph
+
+    def _launch_graph(self, graph):
+        graph.launch(self._cupy.cuda.get_current_stream())
 
     def asarray(self, a, dtype=None):
         """A host (or device) array as a C-contiguous device array; floats become float32."""

@@ -246,13 +246,29 @@ class EmulatedBackend(HostArrays, KernelBackend):
         return "EmulatedBackend()"
 
     # ------------------------------------------------------------------ arrays
-    def _empty(self, shape, dtype=np.float32):
+    def _device_empty(self, shape, dtype):
         return np.empty(shape, dtype=dtype)
 
-    def _launch(self, name, grid, block, args):
-        if min(grid) < 1 or min(block) < 1:
-            raise ValueError(f"{name}: empty launch grid {grid} / block {block}")
+    def _device_run(self, name, grid, block, args):
         self._kernels[name](grid, block, args)
+
+    def _device_copy(self, dst, src):
+        np.copyto(dst, src)
+
+    def _device_upload(self, dst, host):
+        np.copyto(dst, host)
+
+    def _address(self, a) -> int:
+        return a.ctypes.data
+
+    # A graph here is the recorded launch list itself, run in order: the GPU's graph
+    # replays the same list, so CI tests what a replay needs (capture.py).
+    def _make_graph(self, launches):
+        return list(launches)
+
+    def _launch_graph(self, graph):
+        for launch in graph:
+            self._run(*launch)
 
     def device_name(self) -> str:
         return f"CUDA emulator on the CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"

@@ -5,11 +5,18 @@ with block B and arguments A" for the kernels in ``kernels/*.cu``. A subclass
 supplies only what differs between the GPU and the emulator:
 
     xp                       the array module (cupy or numpy)
-    _empty(shape, dtype)     an uninitialised array
-    _launch(name, grid, block, args)
+    _device_empty(shape, dtype)
+                             an uninitialised array
+    _device_run(name, grid, block, args)
                              run kernel `name`; grid and block are (x, y, z);
                              args are arrays and NumPy scalars (np.int32,
                              np.uint32, np.float32) in the kernel's parameter order
+    _device_copy(dst, src), _device_upload(dst, host), _address(a)
+                             device-to-device and host-to-device copies in stream
+                             order; an array's address
+    _make_graph(launches), _launch_graph(graph)
+                             a recorded launch list as one replayable unit (a CUDA
+                             graph; the list itself on cuda-emu): tinycnn/backends/capture.py
     asarray, to_numpy, synchronize, device_name
 
 So the grid arithmetic and the argument lists the GPU sees are exactly the ones
@@ -24,6 +31,7 @@ the headers).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.resources
 import os
@@ -33,6 +41,8 @@ import numpy as np
 
 from ..philox import keep_threshold, seed_to_key
 from ..shapes import check_dense, check_labels, conv2d_out_hw, conv_out_size, pool_out_size
+from .capture import CapturedStep
+from .contract import STAT_COUNT, STAT_LAYOUT, new_step_stats
 
 def kernel_dir() -> str:
     """The folder of the .cu sources: the installed package ``tinycnn.kernels`` (a
@@ -61,7 +71,13 @@ def _defines(*files: str) -> dict:
 
 # The numbers the grids must agree with are read from the kernels' own #defines:
 # the C source is their one home.
-_C = _defines("gemm_tile.cuh", "conv2d.cu", "softmax_ce.cu")
+_C = _defines("gemm_tile.cuh", "conv2d.cu", "softmax_ce.cu", "step_stats.cuh")
+# The step statistics' layout is the contract's (contract.STAT_LAYOUT); the kernels'
+# step_stats.cuh must say the same, number for number.
+if {name: _C.get(name) for name in STAT_LAYOUT} != STAT_LAYOUT:
+    raise RuntimeError(f"kernels/step_stats.cuh and tinycnn.backends.contract.STAT_LAYOUT disagree: "
+                       f"{ {name: _C.get(name) for name in STAT_LAYOUT} } != {STAT_LAYOUT}")
+DYN_SLOTS = 1024  # dynamic scalars (seeds, learning rates) a captured step may use
 TILE_M, TILE_N, TILE_K, TILE_THREADS = _C["TILE_M"], _C["TILE_N"], _C["TILE_K"], _C["TILE_THREADS"]
 BIAS_THREADS = _C["BIAS_THREADS"]  # conv2d bias gradient (kernels/conv2d.cu)
 # conv2d weight gradient for few taps (kernels/conv2d.cu: conv2d_backward_filter_smallk)
@@ -191,11 +207,35 @@ class KernelBackend:
     dtype = np.dtype(np.float32)
     xp = None
 
+    allocations = 0     # arrays the ops allocated (a captured step's replays allocate none)
+    _arena = None       # capture.StepArena while a captured step runs
+    _recording = None   # a dry pass's launch list: launches are recorded, not run
+    _dyn = None         # the dynamic scalars (see _dynamic), on the device and on the host
+    _dyn_host = None
+    _dyn_next = 0
+    _tables = None      # multi-tensor pointer tables, by addresses
+    _no_guard = None
+
     # --------------------------------------------------- supplied by subclasses
-    def _empty(self, shape, dtype=np.float32):
+    def _device_empty(self, shape, dtype):
         raise NotImplementedError
 
-    def _launch(self, name: str, grid: tuple, block: tuple, args: list) -> None:
+    def _device_run(self, name: str, grid: tuple, block: tuple, args: list) -> None:
+        raise NotImplementedError
+
+    def _device_copy(self, dst, src) -> None:
+        raise NotImplementedError
+
+    def _device_upload(self, dst, host: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _address(self, a) -> int:
+        raise NotImplementedError
+
+    def _make_graph(self, launches: list):
+        raise NotImplementedError
+
+    def _launch_graph(self, graph) -> None:
         raise NotImplementedError
 
     def asarray(self, a, dtype=None):
@@ -210,12 +250,139 @@ class KernelBackend:
     def device_name(self) -> str:
         raise NotImplementedError
 
+    # ------------------------------------------- allocations, launches, capture
+    def _allocate(self, shape, dtype=np.float32):
+        self.allocations += 1
+        return self._device_empty(tuple(shape), np.dtype(dtype))
+
+    def _empty(self, shape, dtype=np.float32):
+        """An op's output or workspace: from the arena while a captured step runs."""
+        if self._arena is not None:
+            return self._arena.take(shape, dtype)
+        return self._allocate(shape, dtype)
+
+    def _launch(self, name: str, grid: tuple, block: tuple, args: list) -> None:
+        if min(grid) < 1 or min(block) < 1:
+            raise ValueError(f"{name}: empty launch grid {grid} / block {block}")
+        launch = (name, tuple(int(g) for g in grid), tuple(int(b) for b in block), tuple(args))
+        if self._recording is not None:
+            self._recording.append(launch)
+        else:
+            self._run(*launch)
+
+    def _run(self, name, grid, block, args) -> None:
+        self._device_run(name, grid, block, args)
+
+    def _copy(self, dst, src) -> None:
+        if tuple(dst.shape) != tuple(src.shape) or dst.dtype != src.dtype:
+            raise ValueError(f"copy of a {src.dtype} array of shape {tuple(src.shape)} into "
+                             f"{dst.dtype} {tuple(dst.shape)}")
+        self._device_copy(dst, src)
+
+    @contextlib.contextmanager
+    def _stepping(self, arena, launches=None):
+        """Inside a captured step: arrays from `arena`; with `launches`, a dry pass
+        (launches recorded, dynamic scalars uploaded by the caller afterwards)."""
+        saved = self._arena, self._recording
+        self._arena, self._recording = arena, launches
+        try:
+            yield
+        finally:
+            self._arena, self._recording = saved
+
+    def capture(self, step):
+        """step(*inputs), recorded once and replayed as a CUDA graph (capture.py)."""
+        return CapturedStep(self, step)
+
+    def _same_launches(self, a: list, b: list) -> bool:
+        """Whether two launch lists are the same kernels, grids, arrays and scalars."""
+        if len(a) != len(b):
+            return False
+        for (na, ga, ba, xa), (nb, gb, bb, xb) in zip(a, b):
+            if (na, ga, ba) != (nb, gb, bb) or len(xa) != len(xb):
+                return False
+            for u, v in zip(xa, xb):
+                if isinstance(u, np.generic) or isinstance(v, np.generic):
+                    if type(u) is not type(v) or u != v:
+                        return False
+                elif self._address(u) != self._address(v) or tuple(u.shape) != tuple(v.shape):
+                    return False
+        return True
+
+    def _dynamic(self, *words) -> int:
+        """Put 32-bit words (values that change from step to step: seeds, learning
+        rates) into the next slots of the dynamic scalars, which kernels read from
+        device memory; return the first slot. Uploaded at once, in stream order,
+        except in a captured step's dry pass, which uploads them all before the replay."""
+        if self._dyn is None:
+            self._dyn_host = np.zeros(DYN_SLOTS, np.uint32)
+            self._dyn = self._allocate((DYN_SLOTS,), np.uint32)
+        n = len(words)
+        if self._dyn_next + n > DYN_SLOTS:
+            if self._arena is not None:
+                raise RuntimeError(f"a captured step needs more than {DYN_SLOTS} dynamic scalars")
+            self._dyn_next = 0  # eager: every launch read its slots before this upload runs
+        slot = self._dyn_next
+        self._dyn_next += n
+        self._dyn_host[slot:slot + n] = words
+        if self._recording is None:
+            self._device_upload(self._dyn[slot:slot + n], self._dyn_host[slot:slot + n])
+        return slot
+
+    def _upload_dynamic(self) -> None:
+        if self._dyn_next:
+            self._device_upload(self._dyn[:self._dyn_next], self._dyn_host[:self._dyn_next])
+
+    def _pointer_table(self, groups: list) -> tuple:
+        """(ptrs, starts) for a multi-tensor kernel (kernels/optim.cu): each group's
+        arrays' addresses as (low, high) word pairs, and where each group's elements
+        start. Cached by the addresses, so a captured step finds the same table."""
+        if self._tables is None:
+            self._tables = {}
+        key = tuple(self._address(a) for g in groups for a in g)
+        table = self._tables.get(key)
+        if table is None:
+            words = np.array([(addr & 0xFFFFFFFF, addr >> 32) for addr in key], np.uint32).reshape(-1)
+            starts = np.zeros(len(groups) + 1, np.int64)
+            starts[1:] = np.cumsum([g[0].size for g in groups])
+            _check_size(int(starts[-1]))
+            table = (self._allocate(words.shape, np.uint32), self._allocate(starts.shape, np.int32))
+            self._device_upload(table[0], words)
+            self._device_upload(table[1], starts.astype(np.int32))
+            if len(self._tables) >= 8:  # eager steps bring new gradients: keep a few
+                self._tables.pop(next(iter(self._tables)))
+            self._tables[key] = table
+        return table
+
+    def _guard(self, guard):
+        """The optimizer kernels' guard: the given step statistics, or statistics
+        that never stop an update."""
+        if guard is not None:
+            return guard
+        if self._no_guard is None:
+            self._no_guard = self._allocate((STAT_COUNT,), np.float32)
+            self._device_upload(self._no_guard, new_step_stats())
+        return self._no_guard
+
     # ---------------------------------------------------------------- helpers
     def zeros(self, shape, dtype=None):
         return self.xp.zeros(shape, dtype=dtype or self.dtype)
 
+    def assign(self, dst, src) -> None:
+        """dst[...] = src (a host array of dst's shape), in place."""
+        host = np.ascontiguousarray(src, dtype=dst.dtype)
+        if host.shape != tuple(dst.shape):
+            raise ValueError(f"assign: a host array of shape {host.shape} into an array of shape {tuple(dst.shape)}")
+        self._device_upload(dst, host)
+
     def _f32(self, a):
-        """A C-contiguous float32 array of this backend (host arrays are copied in)."""
+        """A C-contiguous float32 array of this backend (host arrays are copied in,
+        through the arena inside a captured step)."""
+        if self.xp is not np and not hasattr(a, "__cuda_array_interface__"):  # a host array
+            a = np.asarray(a)
+            buf = self._empty(a.shape)
+            self._device_upload(buf, np.ascontiguousarray(a, dtype=np.float32))
+            return buf
         a = self.xp.asarray(a)
         if a.dtype != np.float32 or not a.flags.c_contiguous:
             a = self.xp.ascontiguousarray(a, dtype=np.float32)
@@ -472,29 +639,39 @@ class KernelBackend:
     # ----------------------------------------------------------------- dropout
     def dropout_forward(self, x, p: float, seed: int, train: bool = True):
         """Inverted dropout; the mask of flat element i is Philox(seed, i) (kernels/philox.cuh).
-        No mask is stored: the cache is the kernel's trailing arguments (size, seed words,
-        threshold, scale), from which the backward kernel recomputes the mask."""
+        No mask is stored: the cache is the seed and the kernel's constants, from which
+        the backward kernel recomputes the mask. The seed's high word (the layer's call
+        counter) goes through the dynamic scalars: it changes every step."""
         x = self._f32(x)
         if not train or p == 0.0:
             return x, None
-        threshold = keep_threshold(p)
         seed_lo, seed_hi = seed_to_key(seed)
         scale = f32(1.0 / (1.0 - p))  # as the reference: float64 quotient, rounded once
+        cache = (x.size, seed_lo, seed_hi, u32(keep_threshold(p)), scale)
         out = self._empty(x.shape)
-        args = [i32(x.size), u32(seed_lo), u32(seed_hi), u32(threshold), scale]
-        self._elementwise("dropout_forward", x.size, [out, x] + args)
-        return out, args
+        self._elementwise("dropout_forward", x.size, [out, x] + self._dropout_args(cache))
+        return out, cache
 
     def dropout_backward(self, dout, cache):
         """dout (any shape) -> dx = keep * dout * scale, the mask recomputed from the seed."""
         dout = self._f32(dout)
         if cache is None:
             return dout
-        if int(cache[0]) != dout.size:
-            raise ValueError(f"dropout_backward: dout has {dout.size} elements, the forward pass had {int(cache[0])}")
+        if cache[0] != dout.size:
+            raise ValueError(f"dropout_backward: dout has {dout.size} elements, the forward pass had {cache[0]}")
         dx = self._empty(dout.shape)
-        self._elementwise("dropout_backward", dout.size, [dx, dout] + cache)
+        self._elementwise("dropout_backward", dout.size, [dx, dout] + self._dropout_args(cache))
         return dx
+
+    def _dropout_args(self, cache) -> list:
+        """The dropout kernels' trailing arguments: n, seed_lo, dyn, seed_slot, threshold, scale."""
+        size, seed_lo, seed_hi, threshold, scale = cache
+        return [i32(size), u32(seed_lo), self._dyn_array(), i32(self._dynamic(seed_hi)), threshold, scale]
+
+    def _dyn_array(self):
+        if self._dyn is None:
+            self._dynamic()  # allocates it
+        return self._dyn
 
     # -------------------------------------------------------------- softmax CE
     def _labels(self, labels, n: int, k: int):
@@ -504,7 +681,9 @@ class KernelBackend:
         if isinstance(labels, np.ndarray) or not hasattr(labels, "__cuda_array_interface__"):
             host = np.asarray(labels)
             check_labels(host, n, k)
-            return self.asarray(host, dtype=np.int32)
+            buf = self._empty((n,), np.int32)
+            self._device_upload(buf, np.ascontiguousarray(host, dtype=np.int32))
+            return buf
         if tuple(labels.shape) != (n,):
             raise ValueError(f"softmax_cross_entropy: labels of shape {tuple(labels.shape)} for {n} logits rows")
         if labels.dtype != np.int32 or not labels.flags.c_contiguous:
@@ -534,23 +713,61 @@ class KernelBackend:
         return probs
 
     # ---------------------------------------------------------- optimizer steps
-    def _check_param(self, param, *others) -> None:
-        for a in (param,) + others:
-            if a.dtype != np.float32 or not a.flags.c_contiguous or a.shape != param.shape:
-                raise ValueError("optimizer buffers must be C-contiguous float32 arrays of the parameter's shape")
+    def _check_params(self, *lists) -> None:
+        for group in zip(*lists):
+            param = group[0]
+            for a in group:
+                if a.dtype != np.float32 or not a.flags.c_contiguous or a.shape != param.shape:
+                    raise ValueError("optimizer buffers must be C-contiguous float32 arrays of the parameter's shape")
 
     def sgd_update(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float):
         """In place: g = grad + wd * param; v = momentum * v + g; param -= lr * v."""
-        grad = self._f32(grad)
-        self._check_param(param, grad, velocity)
-        self._elementwise("sgd_update", param.size,
-                          [param, grad, velocity, i32(param.size), f32(lr), f32(momentum), f32(weight_decay)])
+        self.sgd_update_many([param], [grad], [velocity], lr, momentum, weight_decay)
+
+    def sgd_update_many(self, params, grads, velocities, lr: float, momentum: float, weight_decay: float,
+                        guard=None):
+        """sgd_update of every tensor in one launch (kernels/optim.cu), skipped when the
+        step statistics `guard` saw a non-finite loss."""
+        grads = [self._f32(g) for g in grads]
+        self._check_params(params, grads, velocities)
+        total = sum(p.size for p in params)
+        if not total:
+            return
+        ptrs, starts = self._pointer_table(list(zip(params, grads, velocities)))
+        self._launch("sgd_update", _grid_1d(total), (ELEMENTWISE_THREADS, 1, 1),
+                     [ptrs, starts, i32(len(params)), self._dyn_array(), i32(self._dynamic(_bits(lr))),
+                      f32(momentum), f32(weight_decay), self._guard(guard)])
 
     def adam_update(self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float,
                     weight_decay: float, step: int):
         """In place Adam with bias correction (step counts from 1); constants rounded as the reference does."""
-        grad = self._f32(grad)
-        self._check_param(param, grad, m, v)
-        self._elementwise("adam_update", param.size,
-                          [param, grad, m, v, i32(param.size), f32(lr), f32(beta1), f32(1 - beta1), f32(beta2),
-                           f32(1 - beta2), f32(1 - beta1**step), f32(1 - beta2**step), f32(eps), f32(weight_decay)])
+        self.adam_update_many([param], [grad], [m], [v], lr, beta1, beta2, eps, weight_decay, step)
+
+    def adam_update_many(self, params, grads, ms, vs, lr: float, beta1: float, beta2: float, eps: float,
+                         weight_decay: float, step: int, guard=None):
+        """adam_update of every tensor in one launch; lr and the bias corrections (which
+        change every step) through the dynamic scalars."""
+        grads = [self._f32(g) for g in grads]
+        self._check_params(params, grads, ms, vs)
+        total = sum(p.size for p in params)
+        if not total:
+            return
+        ptrs, starts = self._pointer_table(list(zip(params, grads, ms, vs)))
+        slots = self._dynamic(_bits(lr), _bits(1 - beta1**step), _bits(1 - beta2**step))
+        self._launch("adam_update", _grid_1d(total), (ELEMENTWISE_THREADS, 1, 1),
+                     [ptrs, starts, i32(len(params)), self._dyn_array(), i32(slots), f32(beta1), f32(1 - beta1),
+                      f32(beta2), f32(1 - beta2), f32(eps), f32(weight_decay), self._guard(guard)])
+
+    # ------------------------------------------------------ step statistics
+    def step_stats_update(self, stats, loss, logits, labels) -> None:
+        """After a step's loss: add it to the statistics, or record a non-finite one
+        (kernels/softmax_ce.cu: train_stats); no host round-trip."""
+        logits = self._f32(logits)
+        n, k = logits.shape
+        self._launch("train_stats", (1, 1, 1), (1, 1, 1), [stats, loss, logits, self._labels(labels, n, k),
+                                                          i32(n), i32(k)])
+
+
+def _bits(value: float) -> np.uint32:
+    """The 32-bit pattern of float32(value): how a float travels in the dynamic scalars."""
+    return np.float32(value).view(np.uint32)

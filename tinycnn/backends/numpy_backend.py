@@ -17,6 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..philox import dropout_keep_mask
 from ..shapes import check_dense, check_labels, conv2d_out_hw, pool_out_size
+from .contract import STAT_LAYOUT
 
 
 def _windows(xp: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int, axes=(1, 2)) -> np.ndarray:
@@ -55,8 +56,10 @@ class HostArrays:
 
 
 class ComposedBlocks:
-    """The fused conv block of the contract as the three ops it fuses, in turn: its
-    definition, and what a backend without a fused kernel runs."""
+    """The contract's compound ops as the ops they are made of: the fused conv block
+    as conv2d, relu and maxpool2d in turn; the multi-tensor optimizer updates as one
+    update per tensor; the step statistics; capture (nothing to record on the host).
+    Their definitions, and what a backend without kernels of its own runs."""
 
     def conv2d_relu_maxpool_forward(self, x, w, b, stride: int = 1, pad: int = 0, ceil_mode: bool = True):
         """x (N, C, H, W) -> maxpool2d(relu(conv2d(x)), 2, 2, ceil_mode) (N, F, PH, PW)."""
@@ -71,6 +74,46 @@ class ComposedBlocks:
         dact = self.maxpool2d_backward(dout, pool_cache)
         dconv = self.relu_backward(dact, relu_cache)
         return self.conv2d_backward(dconv, conv_cache, need_dx)
+
+    def sgd_update_many(self, params, grads, velocities, lr: float, momentum: float, weight_decay: float,
+                        guard=None):
+        """sgd_update of each tensor, unless the step statistics `guard` saw a non-finite loss."""
+        if guard is not None and guard[STAT_LAYOUT["STAT_FIRST_BAD"]] >= 0:
+            return
+        for param, grad, velocity in zip(params, grads, velocities):
+            self.sgd_update(param, grad, velocity, lr, momentum, weight_decay)
+
+    def adam_update_many(self, params, grads, ms, vs, lr: float, beta1: float, beta2: float, eps: float,
+                         weight_decay: float, step: int, guard=None):
+        """adam_update of each tensor, unless the step statistics `guard` saw a non-finite loss."""
+        if guard is not None and guard[STAT_LAYOUT["STAT_FIRST_BAD"]] >= 0:
+            return
+        for param, grad, m, v in zip(params, grads, ms, vs):
+            self.adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step)
+
+    def step_stats_update(self, stats, loss, logits, labels) -> None:
+        """stats (STAT_COUNT,) float32, in place: the step counted, its loss and correct
+        predictions in its ring entry; or the first non-finite loss and its step."""
+        s = STAT_LAYOUT
+        step = int(stats[s["STAT_STEPS"]])
+        stats[s["STAT_STEPS"]] = step + 1
+        if stats[s["STAT_FIRST_BAD"]] >= 0:
+            return
+        loss = np.float32(loss)
+        if not np.isfinite(loss):
+            stats[s["STAT_FIRST_BAD"]], stats[s["STAT_BAD_LOSS"]] = step, loss
+            return
+        ring = step % s["STAT_RING"]
+        stats[s["STAT_LOSSES"] + ring] = loss
+        stats[s["STAT_CORRECT"] + ring] = np.count_nonzero(np.argmax(logits, axis=1) == np.asarray(labels))
+
+    def capture(self, step):
+        """step itself: host ops have nothing to record."""
+        return step
+
+    def assign(self, dst, src) -> None:
+        """dst[...] = src, in place."""
+        dst[...] = src
 
 
 class NumpyBackend(ComposedBlocks, HostArrays):

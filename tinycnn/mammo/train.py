@@ -27,6 +27,7 @@ import numpy as np
 
 from . import metrics, progress
 from .data import augment
+from tinycnn.backends.contract import STAT_LAYOUT, new_step_stats
 from tinycnn.model import CheckpointError
 from tinycnn.optim import ConstantLR, CosineLR
 
@@ -133,26 +134,86 @@ def _history_ok(history) -> bool:
         isinstance(h, dict) and all(_is_number(h.get(k)) for k in HISTORY_KEYS) for h in history)
 
 
-def device_copier(backend):
-    """Host batch -> backend arrays, run on the loader's worker thread. On CUDA the copy
-    goes on a non-blocking stream of the worker's own, so it overlaps the kernels of the
-    step in progress (a copy on the legacy default stream would wait for them)."""
-    if getattr(backend, "name", "") != "cuda":
-        return lambda x, y: (backend.asarray(x), backend.asarray(y, dtype=np.int32))
-    import cupy
+def device_copier(backend, slots: int = 6):
+    """What moves the loader's batches to the backend: a callable (x, y) -> backend
+    arrays for the loader's worker thread, with acquire(x) and release(x) for the
+    training loop around the step that reads them (HostCopier, CudaStaging)."""
+    if getattr(backend, "name", "") == "cuda":
+        return CudaStaging(backend, slots)
+    return HostCopier(backend)
 
-    stream = None
 
-    def copy(x, y):
-        nonlocal stream
-        if stream is None:
-            stream = cupy.cuda.Stream(non_blocking=True)
-        with stream:
-            out = (backend.asarray(x), backend.asarray(y, dtype=np.int32))
-        stream.synchronize()
-        return out
+class HostCopier:
+    """Batches for a backend whose ops wait for nothing: copies in, nothing to order."""
 
-    return copy
+    def __init__(self, backend):
+        self.backend = backend
+
+    def __call__(self, x, y):
+        return self.backend.asarray(x), self.backend.asarray(y, dtype=np.int32)
+
+    def acquire(self, x) -> None:
+        pass
+
+    def release(self, x) -> None:
+        pass
+
+
+class CudaStaging:
+    """Batches for the GPU, race-free by construction. A ring of `slots` pinned host and
+    device buffer pairs: the worker fills a slot's pinned buffer and copies it on a copy
+    stream of its own (overlapping the step in progress), recording `ready`; the
+    training loop's stream waits for `ready` before the step reads the slot (acquire)
+    and records `done` after it (release); the worker writes a slot again only once
+    `done` has passed. Memory from a pool could be handed to the next copy while the
+    step still reads it; these buffers are never freed, and every reuse is ordered."""
+
+    class Slot:
+        def __init__(self, cupy, pinned, x, y):
+            self.host_x, self.host_y = pinned(x.shape, np.float32), pinned(y.shape, np.int32)
+            self.x, self.y = cupy.empty(x.shape, np.float32), cupy.empty(y.shape, np.int32)
+            self.ready = self.done = None
+            self.free = threading.Event()
+            self.free.set()
+
+    def __init__(self, backend, slots: int):
+        import cupy
+        import cupyx
+
+        self.cupy, self.pinned = cupy, lambda shape, dtype: cupyx.empty_pinned(shape, dtype=dtype)
+        self.stream = None  # created on the worker thread, where it is used
+        self.slots: list = [None] * slots
+        self.next = 0
+        self.by_array: dict = {}
+
+    def __call__(self, x, y):
+        i, self.next = self.next, (self.next + 1) % len(self.slots)
+        slot = self.slots[i]
+        if slot is None or slot.host_x.shape != x.shape or slot.host_y.shape != y.shape:
+            slot = self.slots[i] = self.Slot(self.cupy, self.pinned, x, y)
+        slot.free.wait()  # the training loop released it (its ring is longer than the loader's queue)
+        slot.free.clear()
+        if slot.done is not None:
+            slot.done.synchronize()  # the step that read it has run
+        if slot.ready is not None:
+            slot.ready.synchronize()  # its last copy has left the pinned buffer
+        np.copyto(slot.host_x, x)
+        np.copyto(slot.host_y, y)
+        if self.stream is None:
+            self.stream = self.cupy.cuda.Stream(non_blocking=True)
+        slot.x.set(slot.host_x, stream=self.stream)
+        slot.y.set(slot.host_y, stream=self.stream)
+        slot.ready = self.stream.record()
+        self.by_array[id(slot.x)] = slot
+        return slot.x, slot.y
+
+    def acquire(self, x) -> None:
+        self.cupy.cuda.get_current_stream().wait_event(self.by_array[id(x)].ready)
+
+    def release(self, x) -> None:
+        slot = self.by_array[id(x)]
+        slot.done = self.cupy.cuda.get_current_stream().record()
+        slot.free.set()
 
 
 class BatchLoader:
@@ -252,6 +313,14 @@ class Trainer:
         self.stop_after_steps: int | None = None  # tests: act as if Ctrl-C came after this global step
         self.on_save = on_save  # called with each checkpoint's path once it is on disk
         self._data_digest: str | None = None  # computed once, when first needed
+        # The step never waits for the host: its loss and accuracy go to step statistics
+        # on the backend, read every few steps (collect_stats); on a GPU the step itself
+        # is a captured CUDA graph after its first two calls (backend.capture).
+        be = net.backend
+        self._stats = be.asarray(new_step_stats())
+        self._pending: list[int] = []  # batch sizes of the steps not yet collected
+        self._step = be.capture(self._device_step)
+        self._copier = device_copier(be)
 
     # ------------------------------------------------------------ checkpoints
     def _identity(self) -> dict:
@@ -401,29 +470,57 @@ class Trainer:
         """The batches of `epoch` from `start_batch` on, in the epoch's seeded order."""
         order = np.random.default_rng([self.config.seed, epoch, 0xDA7A]).permutation(len(self.train_samples))
         return BatchLoader(self.images, self.labels, self.train_samples, order, self.config.batch_size,
-                           start_batch, to_device=device_copier(self.net.backend))
+                           start_batch, to_device=self._copier)
 
-    def train_step(self, x, y, y_host) -> None:
-        """One step on a batch already on the backend: forward, loss, NaN check (before
-        anything is updated), backward, optimizer step, running sums."""
-        s, be = self.state, self.net.backend
+    def _device_step(self, x, y) -> None:
+        """Forward, loss, step statistics, backward, optimizer step: all on the backend,
+        nothing read back. The optimizer skips its update once the statistics hold a
+        non-finite loss, so nothing is updated from that step on."""
+        be = self.net.backend
         logits = self.net.forward(x, train=True)
         loss, dlogits = be.softmax_cross_entropy(logits, y)
-        loss_value = float(be.to_numpy(loss))
-        if not math.isfinite(loss_value):
-            where = (f"epoch {s.epoch + 1}, batch {s.batch + 1}/{self.steps_per_epoch} "
-                     f"(global step {s.global_step + 1})")
-            raise NonFiniteLoss(f"loss is {loss_value} at {where}; stopped before applying that "
-                                f"step; {self._kept()}. Try a lower --lr.")
+        be.step_stats_update(self._stats, loss, logits, y)
         self.net.backward(dlogits)
+        self.opt.step(guard=self._stats)
+
+    def train_step(self, x, y, y_host) -> None:
+        """One step on a batch already on the backend; its loss and accuracy are read
+        with those of the next few steps (collect_stats)."""
+        s = self.state
         self.opt.lr = float(self.lr_at(s.global_step))
-        self.opt.step()
-        pred = np.argmax(be.to_numpy(logits), axis=1)
-        s.loss_sum += loss_value * len(y_host)
-        s.correct += int((pred == y_host).sum())
-        s.seen += len(y_host)
+        self._copier.acquire(x)
+        self._step(x, y)
+        self._copier.release(x)
+        self._pending.append(len(y_host))
         s.batch += 1
         s.global_step += 1
+        if len(self._pending) >= STAT_LAYOUT["STAT_RING"] // 2:
+            self.collect_stats()
+
+    def collect_stats(self) -> None:
+        """Read the step statistics (one small copy from the device) into the running
+        sums, step by step in order, as if each step's loss had been read at once; then
+        reset them. NonFiniteLoss names the first step whose loss was not finite: the
+        parameters are those before it."""
+        if not self._pending:
+            return
+        be, s, lay = self.net.backend, self.state, STAT_LAYOUT
+        stats = be.to_numpy(self._stats)
+        bad = int(stats[lay["STAT_FIRST_BAD"]])
+        first = s.global_step - len(self._pending)  # the global step of the first pending one
+        for i, size in enumerate(self._pending):
+            if i == bad:
+                step = first + i
+                batch = step - s.epoch * self.steps_per_epoch
+                raise NonFiniteLoss(f"loss is {float(stats[lay['STAT_BAD_LOSS']])} at epoch {s.epoch + 1}, batch "
+                                    f"{batch + 1}/{self.steps_per_epoch} (global step {step + 1}); stopped before "
+                                    f"applying that step; {self._kept()}. Try a lower --lr.")
+            ring = i % lay["STAT_RING"]
+            s.loss_sum += float(stats[lay["STAT_LOSSES"] + ring]) * size
+            s.correct += int(stats[lay["STAT_CORRECT"] + ring])
+            s.seen += size
+        self._pending = []
+        be.assign(self._stats, new_step_stats())
 
     def _kept(self) -> str:
         last = self.out_dir / LAST
@@ -439,12 +536,15 @@ class Trainer:
             for x, y, y_host in loader:
                 self.train_step(x, y, y_host)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{s.loss_sum / s.seen:.4f}", acc=f"{s.correct / s.seen:.3f}")
+                    if not self._pending and s.seen:  # the sums were just read
+                        bar.set_postfix(loss=f"{s.loss_sum / s.seen:.4f}", acc=f"{s.correct / s.seen:.3f}")
                     bar.update(1)
                 if self.stop_after_steps is not None and s.global_step >= self.stop_after_steps:
                     flag.requested = True
                 if flag.requested:
+                    self.collect_stats()
                     return True
+            self.collect_stats()
             return False
         finally:
             loader.close()
