@@ -1,11 +1,15 @@
 """Every check that needs a GPU, in one command, with one log to paste.
 
-    python3 -m bench.gpu_checks [--out DIR] [--only tests,step,pipeline,report,variants] [--commit SHA]
+    python3 -m bench.gpu_checks [--out DIR] [--only tests,step,model,pipeline,report,variants] [--commit SHA]
 
 Runs from the repository root, in this order, each with its own time limit:
 
     tests     PYTHONPATH=. python3 -m pytest -m gpu -v        (tests/test_gpu.py)
-    step      python3 -m bench.bench_step_cuda                (paper_net step, batch 64, against numpy)
+    step      python3 -m bench.bench_step_cuda                (paper_net step, batch 64: eager and captured
+                                                              graph against PyTorch eager, TF32 and FP32)
+    model     python3 -m bench.gpu_model --measure            (each kernel measured beside the static
+                                                              model's prediction; needs nvcc and the
+                                                              cuobjdump/nvdisasm wheels)
     pipeline  python3 -m bench.bench_data_pipeline            (data loading vs a preloaded batch)
     report    python3 -m bench.report --batch 64 --out DIR    (every op, with the roofline columns)
     variants  python3 -m bench.variants.run --batch 64        (numbered conv2d / SGEMM kernels)
@@ -37,7 +41,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = {
     "tests": ([sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-p", "no:cacheprovider", "tests"], 540,
               r"PASSED|FAILED|ERROR|SKIPPED|passed|failed"),
-    "step": ([sys.executable, "-m", "bench.bench_step_cuda"], 540, r"validated|ms/step|speedup|paper_net|skipped"),
+    "step": ([sys.executable, "-m", "bench.bench_step_cuda"], 540, r"validated|ms/step| / |paper_net|skipped"),
+    "model": ([sys.executable, "-m", "bench.gpu_model", "--measure"], 540, r"predicted step|measured step|needs"),
     "pipeline": ([sys.executable, "-m", "bench.bench_data_pipeline"], 540, r"validated|ms/step|paper_net|skipped"),
     "report": ([sys.executable, "-m", "bench.report", "--batch", "64"], 540, r"^\||GFLOP|peak|bandwidth|saved"),
     "variants": ([sys.executable, "-m", "bench.variants.run", "--batch", "64"], 540, r"."),
