@@ -80,6 +80,10 @@ static thread_local bool emu_block_synced;
 struct alignas(16) float4 {
     float x, y, z, w;
 };
+// uint4 likewise (kernels/tc_tile.cuh moves four 32-bit tensor-core operand words at once).
+struct alignas(16) uint4 {
+    unsigned int x, y, z, w;
+};
 
 // ---------------------------------------------------------- synchronisation
 static inline void __syncthreads() {
