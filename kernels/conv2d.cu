@@ -42,9 +42,27 @@
 // product, the shortest that covers the M side (gemm_tile.cuh; each kernel below
 // exists in the three shapes, named _64x64, _32x128 and _16x256). Each gathering
 // thread keeps one fixed tile column, decoded once; the index along K that changes
-// every step, (c, u, v) or (n, oh, ow), is kept as digits (gemm_tile.cuh: Digits)
-// and moved forward with carries, so the main loops hold no integer division.
+// every step, (c, u, v) or (n, oh, ow), is decoded without a division in the main loop:
+// - forward and (stride 1) backward-data: a per-block table in shared memory gives each
+//   tap's offset and a bit that the column's mask of in-bounds taps tests (one LDS.128
+//   per 4 rows, then a LOP3 and an IMAD.WIDE per element), built once per block;
+// - backward-filter with pad 0: threads 0-15 decode each tile's 16 positions once for
+//   the block, into a small ring in shared memory, two tiles ahead;
+// - otherwise (taps over 32 per window, K past the table, other strides or padding):
+//   the index is kept as digits (gemm_tile.cuh: Digits) and moved with carries.
+// The K loop (gemm_tile.cuh: tile_main_loop) is unrolled by two. Every path gathers the
+// same values and adds each output's K terms in the same order: the same bits.
 #include "gemm_tile.cuh"
+
+// Entries of the per-block tables of K indices (conv2d_forward_tile,
+// conv2d_backward_data_tile), per tile shape: what the 48 KB of static shared memory
+// leaves beside the tiles (the 16 x 256 tiles take 35 KB).
+#define CONV_TAB(BN) ((BN) == 256 ? 1024 : 2048)
+
+// A table covers kk taps (rounded up to whole tiles) and its bit masks khw taps per window.
+__device__ __forceinline__ bool conv_table_fits(int kk, int khw, int entries) {
+    return khw <= 32 && (kk + TILE_K - 1) / TILE_K * TILE_K <= entries;
+}
 
 // out (N, F, OH, OW) = conv(x, w) + b, for the tile (f0, p0) of the (F, N*OH*OW) product.
 //
@@ -55,26 +73,30 @@
 // only pooled (N, F, PH, PW) and the winner's window offset arg (as maxpool.cu does);
 // the full-size conv output never reaches memory. Columns of a ceil-mode window that
 // hang over the edge (oh >= OH or ow >= OW) are gathered as 0 and left out of the max.
-template <int BM, int BN, bool POOLED>
-__device__ __forceinline__ void conv2d_forward_tile(float *__restrict__ out, int *__restrict__ arg,
+template <int BM, int BN, bool POOLED, bool TABLE>
+__device__ __forceinline__ void conv2d_forward_tile(float (*As)[TILE_K][BM + TILE_PAD],
+                                                    float (*Bs)[TILE_K][BN + TILE_PAD], float *tab_off,
+                                                    float *tab_bit, float *tab_step, float *__restrict__ out, int *__restrict__ arg,
                                                     const float *__restrict__ x, const float *__restrict__ w,
                                                     const float *__restrict__ b, int N, int C, int H, int W, int F,
                                                     int KH, int KW, int OH, int OW, int stride, int pad, int PH,
                                                     int PW) {
-    constexpr int A_LOADS = BM * TILE_K / TILE_THREADS;  // weights per thread per step: 4 or 1
-    constexpr int B_LOADS = TILE_K * BN / TILE_THREADS;  // im2col elements per thread per step: 4 or 16
-    constexpr int B_ROWS = TILE_THREADS / BN;            // tile rows between them: 4 or 1
-    __shared__ __align__(16) float As[2][TILE_K][BM + TILE_PAD];  // weights  [k][f]
-    __shared__ __align__(16) float Bs[2][TILE_K][BN + TILE_PAD];  // im2col   [k][p]
-    const int KK = C * KH * KW, OHW = OH * OW, PHW = PH * PW;
+    constexpr int A_LOADS = BM * TILE_K / TILE_THREADS;  // weights per thread per step: 4, 2 or 1
+    constexpr int B_LOADS = TILE_K * BN / TILE_THREADS;  // im2col elements per thread per step: 4, 8 or 16
+    constexpr int B_ROWS = TILE_THREADS / BN;            // tile rows between them: 4, 2 or 1
+    const int KHW = KH * KW, KK = C * KHW, OHW = OH * OW, PHW = PH * PW;
     const int P = POOLED ? N * PHW * 4 : N * OHW;  // columns of the product
+    const int steps = (KK + TILE_K - 1) / TILE_K;
     const int tid = threadIdx.x, tx = tid % (BN / 4), ty = tid / (BN / 4);
     const int f0 = blockIdx.y * BM, p0 = blockIdx.x * BN;
 
-    // A: w (F, KK) row-major; this thread loads tap k0 + a_k of filters f0 + a_f + 16 r.
+    // A: w (F, KK) row-major; this thread loads tap a_kk = k0 + a_k of filters
+    // f0 + a_f + 16 r, at wa + 16 r KK (wa moves on by TILE_K per tile).
     const int a_k = tid % TILE_K, a_f = tid / TILE_K;
-    // B: this thread gathers tile column p = (n, oh, ow), rows b_row + B_ROWS r; the
-    // tap (c, u, v) of its first row is kept as digits.
+    const float *wa = w + (long long)(f0 + a_f) * KK + a_k;
+    const int wa_rows = (TILE_THREADS / TILE_K) * KK;
+    int a_kk = a_k;
+    // B: this thread gathers tile column p = (n, oh, ow), rows b_row + B_ROWS r.
     const int b_col = tid % BN, b_row = tid / BN;
     const int p = p0 + b_col;
     int pn = 0, poh = 0, pow_ = 0;
@@ -93,25 +115,74 @@ __device__ __forceinline__ void conv2d_forward_tile(float *__restrict__ out, int
     const bool p_ok = p < P && poh < OH && pow_ < OW;
     const int ih0 = poh * stride - pad, iw0 = pow_ * stride - pad;
     const float *xn = x + (long long)pn * C * H * W;
+    // TABLE: tap k = (c, u, v) of tile t (k = 16 t + kk) is at xt[tab_off[k]], where xt
+    // points at the tile's first tap in this column's window (it starts at the window's
+    // corner and moves on by tab_step[t] per tile: one IMAD.WIDE per tap in the loop),
+    // and inside x iff its bit tab_bit[k] = 1 << (u KW + v) is in this column's mask of
+    // the taps that land inside x (0 for a column past the edge; tab_bit = 0 past KK).
+    // The table lists each tile's 16 taps in the order the threads read them: a thread's
+    // B_LOADS rows b_row + B_ROWS r at 4-aligned slots b_row B_LOADS + r (one LDS.128 per
+    // 4). Built once per block (divisions here, none in the main loop). Otherwise the tap
+    // of the first row is kept as digits (c, u, v).
+    // (xt may point outside x where the window hangs over the edge; it is dereferenced
+    // only at taps inside x.)
+    const float *xt = x + (pn * C * H * W + ih0 * W + iw0);
+    unsigned mask = 0;
+    int slot = b_row * B_LOADS;
+    if (TABLE) {
+        if (p_ok)
+            for (int u = 0; u < KH; u++)
+                for (int v = 0; v < KW; v++)
+                    if ((unsigned)(ih0 + u) < (unsigned)H && (unsigned)(iw0 + v) < (unsigned)W)
+                        mask |= 1u << (u * KW + v);
+        auto offset = [&](int k) {  // of tap k from the window's corner
+            const int c = k / KHW, uv = k % KHW;
+            return c * H * W + (uv / KW) * W + uv % KW;
+        };
+        for (int k = tid; k < steps * TILE_K; k += TILE_THREADS) {
+            const int kk = k % TILE_K, at = (k - kk) + (kk % B_ROWS) * B_LOADS + kk / B_ROWS;
+            const int first = offset(k - kk);  // the tile's first tap (k - kk < KK)
+            tab_off[at] = __int_as_float(k < KK ? offset(k) - first : 0);
+            tab_bit[at] = __uint_as_float(k < KK ? 1u << (k % KHW) : 0u);
+            if (kk == 0) tab_step[k / TILE_K] = __int_as_float(k + TILE_K < KK ? offset(k + TILE_K) - first : 0);
+        }
+        __syncthreads();  // TABLE is uniform over the block
+    }
     Digits tap = digits_of(b_row, KH, KW);
     const Digits row_step = digits_of(B_ROWS, KH, KW), tile_step = digits_of(TILE_K, KH, KW);
 
     float a_next[A_LOADS], b_next[B_LOADS];
-    auto load = [&](int k0) {  // tile k0 into registers; tap moves on to the next tile
+    auto load = [&]() {  // the next tile into registers; the indices move on to the one after
 #pragma unroll
         for (int r = 0; r < A_LOADS; r++) {
-            const int f = f0 + a_f + (TILE_THREADS / TILE_K) * r, k = k0 + a_k;
-            a_next[r] = (f < F && k < KK) ? w[(long long)f * KK + k] : 0.0f;
+            const int f = f0 + a_f + (TILE_THREADS / TILE_K) * r;
+            a_next[r] = (f < F && a_kk < KK) ? wa[r * wa_rows] : 0.0f;
         }
-        Digits t = tap;  // (c, u, v)
+        wa += TILE_K;
+        a_kk += TILE_K;
+        if constexpr (TABLE) {
 #pragma unroll
-        for (int r = 0; r < B_LOADS; r++) {
-            const int ih = ih0 + t.mid, iw = iw0 + t.lo;
-            const bool in = p_ok && t.hi < C && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
-            b_next[r] = in ? xn[(t.hi * H + ih) * W + iw] : 0.0f;
-            if (r + 1 < B_LOADS) advance(t, row_step, KH, KW);
+            for (int r = 0; r < B_LOADS; r += 4) {
+                const float4 o = *reinterpret_cast<const float4 *>(&tab_off[slot + r]);
+                const float4 m = *reinterpret_cast<const float4 *>(&tab_bit[slot + r]);
+                b_next[r + 0] = (mask & __float_as_uint(m.x)) ? xt[(int)__float_as_uint(o.x)] : 0.0f;
+                b_next[r + 1] = (mask & __float_as_uint(m.y)) ? xt[(int)__float_as_uint(o.y)] : 0.0f;
+                b_next[r + 2] = (mask & __float_as_uint(m.z)) ? xt[(int)__float_as_uint(o.z)] : 0.0f;
+                b_next[r + 3] = (mask & __float_as_uint(m.w)) ? xt[(int)__float_as_uint(o.w)] : 0.0f;
+            }
+            xt += (int)__float_as_uint(tab_step[slot / TILE_K]);
+            slot += TILE_K;
+        } else {
+            Digits t = tap;  // (c, u, v)
+#pragma unroll
+            for (int r = 0; r < B_LOADS; r++) {
+                const int ih = ih0 + t.mid, iw = iw0 + t.lo;
+                const bool in = p_ok && t.hi < C && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
+                b_next[r] = in ? xn[(t.hi * H + ih) * W + iw] : 0.0f;
+                if (r + 1 < B_LOADS) advance(t, row_step, KH, KW);
+            }
+            advance(tap, tile_step, KH, KW);
         }
-        advance(tap, tile_step, KH, KW);
     };
     auto store = [&](int buf) {
 #pragma unroll
@@ -122,16 +193,10 @@ __device__ __forceinline__ void conv2d_forward_tile(float *__restrict__ out, int
 
     float acc[4][4];
     zero(acc);
-    const int steps = (KK + TILE_K - 1) / TILE_K;
-    load(0);
+    load();
     store(0);
     __syncthreads();
-    for (int s = 0; s < steps; s++) {
-        if (s + 1 < steps) load((s + 1) * TILE_K);  // in flight during the math below
-        tile_multiply_accumulate<BM, BN>(As[s & 1], Bs[s & 1], tx, ty, acc);
-        if (s + 1 < steps) store((s + 1) & 1);
-        __syncthreads();
-    }
+    tile_main_loop<BM, BN>(As, Bs, steps, tx, ty, acc, load, store);
 
     if constexpr (POOLED) {
         const int q = p0 / 4 + tx;  // this thread's 4 columns: the window of pooled output q
@@ -178,29 +243,38 @@ __device__ __forceinline__ void conv2d_forward_tile(float *__restrict__ out, int
 }
 
 // dx (N, C, H, W) for the tile (c0, q0) of the (C, N*H*W) product: a gather over the
-// output positions whose windows covered each input pixel. UNIT_STRIDE compiles the
-// stride-1 gather without the divisions by the stride that other strides need; the
-// kernel picks one at run time and passes both the same shared tiles
-// As[2][TILE_K][BM + TILE_PAD] (weights [k = (f, u, v)][c]) and Bs (dout [k][q = (n, h, w)]).
-template <int BM, int BN, bool UNIT_STRIDE>
+// output positions whose windows covered each input pixel. GATHER picks how: BWD_TABLE
+// (stride 1, the taps in a per-block table as in conv2d_forward_tile), BWD_UNIT (stride 1,
+// digits) or BWD_ANY (any stride: digits and divisions by the stride); the kernel picks
+// one at run time and passes each the same shared arrays: As[2][TILE_K][BM + TILE_PAD]
+// (weights [k = (f, u, v)][c]), Bs (dout [k][q = (n, h, w)]) and the tables.
+#define BWD_ANY 0
+#define BWD_UNIT 1
+#define BWD_TABLE 2
+template <int BM, int BN, int GATHER>
 __device__ __forceinline__ void conv2d_backward_data_tile(float (*As)[TILE_K][BM + TILE_PAD],
-                                                          float (*Bs)[TILE_K][BN + TILE_PAD],
-                                                          float *__restrict__ dx, const float *__restrict__ dout,
+                                                          float (*Bs)[TILE_K][BN + TILE_PAD], float *tab_off,
+                                                          float *tab_bit, float *tab_w, float *tab_step,
+                                                          float *__restrict__ dx,
+                                                          const float *__restrict__ dout,
                                                           const float *__restrict__ w, int N, int C, int H, int W,
                                                           int F, int KH, int KW, int OH, int OW, int stride,
                                                           int pad) {
+    constexpr bool UNIT_STRIDE = GATHER != BWD_ANY, TABLE = GATHER == BWD_TABLE;
     constexpr int A_LOADS = BM * TILE_K / TILE_THREADS;
     constexpr int B_LOADS = TILE_K * BN / TILE_THREADS;
     constexpr int B_ROWS = TILE_THREADS / BN;
     const int KHW = KH * KW, KK = F * KHW, HW = H * W, Q = N * HW;
+    const int steps = (KK + TILE_K - 1) / TILE_K;
     const int tid = threadIdx.x, tx = tid % (BN / 4), ty = tid / (BN / 4);
     const int c0 = blockIdx.y * BM, q0 = blockIdx.x * BN;
 
     // A: w[f, c, u, v] as A[c][k]; this thread loads k = k0 + a_k = (f, uv) of
-    // channels c0 + a_c + 16 r, (f, uv) kept as digits.
+    // channels c0 + a_c + 16 r, (f, uv) kept as digits (TABLE: w[tab_w[k] + c KHW]).
     const int a_k = tid % TILE_K, a_c = tid / TILE_K;
     Digits a_tap = digits_of(a_k, 1, KHW);
     const Digits a_step = digits_of(TILE_K, 1, KHW);
+    int a_kk = a_k, a_slot = (a_k % B_ROWS) * B_LOADS + a_k / B_ROWS;
     // B: this thread gathers tile column q = input pixel (n, h, w), rows b_row + B_ROWS r.
     const int b_col = tid % BN, b_row = tid / BN;
     const int q = q0 + b_col;
@@ -208,35 +282,86 @@ __device__ __forceinline__ void conv2d_backward_data_tile(float (*As)[TILE_K][BM
     const int qn = q_ok ? q / HW : 0, qhw = q_ok ? q % HW : 0;
     const int hp = qhw / W + pad, wp = qhw % W + pad;  // in padded coordinates
     const float *dout_n = dout + (long long)qn * F * OH * OW;
+    // TABLE (stride 1): tap k = (f, u, v) reaches this pixel from output (hp - u, wp - v),
+    // at dout_n + f OH OW + (hp - u) OW + wp - v, when its bit tab_bit[k] = 1 << (u KW + v)
+    // is in the pixel's mask of taps whose output exists. As in conv2d_forward_tile, tile
+    // t's taps are at dt[tab_off[k]], dt moving on by tab_step[t] per tile (tab_w: the
+    // weights' offsets, in the same slots).
+    // (dt may point outside dout; it is dereferenced only at taps that exist.)
+    const float *dt = dout_n + (hp * OW + wp);
+    unsigned mask = 0;
+    int slot = b_row * B_LOADS;
+    if (TABLE) {
+        if (q_ok)
+            for (int u = 0; u < KH; u++)
+                for (int v = 0; v < KW; v++)
+                    if ((unsigned)(hp - u) < (unsigned)OH && (unsigned)(wp - v) < (unsigned)OW)
+                        mask |= 1u << (u * KW + v);
+        auto offset = [&](int k) {  // of tap k's output from the pixel's (hp, wp)
+            const int f = k / KHW, uv = k % KHW;
+            return f * OH * OW - (uv / KW) * OW - uv % KW;
+        };
+        for (int k = tid; k < steps * TILE_K; k += TILE_THREADS) {
+            const int kk = k % TILE_K, at = (k - kk) + (kk % B_ROWS) * B_LOADS + kk / B_ROWS;
+            const int first = offset(k - kk);  // the tile's first tap (k - kk < KK)
+            tab_off[at] = __int_as_float(k < KK ? offset(k) - first : 0);
+            tab_bit[at] = __uint_as_float(k < KK ? 1u << (k % KHW) : 0u);
+            tab_w[at] = __int_as_float(k < KK ? (k / KHW) * C * KHW + k % KHW : 0);
+            if (kk == 0) tab_step[k / TILE_K] = __int_as_float(k + TILE_K < KK ? offset(k + TILE_K) - first : 0);
+        }
+        __syncthreads();  // TABLE is uniform over the block
+    }
     Digits tap = digits_of(b_row, KH, KW);  // (f, u, v)
     const Digits row_step = digits_of(B_ROWS, KH, KW), tile_step = digits_of(TILE_K, KH, KW);
 
     float a_next[A_LOADS], b_next[B_LOADS];
     auto load = [&]() {
+        if constexpr (TABLE) {
+            const int woff = (int)__float_as_uint(tab_w[a_slot]);
 #pragma unroll
-        for (int r = 0; r < A_LOADS; r++) {
-            const int c = c0 + a_c + (TILE_THREADS / TILE_K) * r;
-            a_next[r] = (c < C && a_tap.hi < F) ? w[((long long)a_tap.hi * C + c) * KHW + a_tap.lo] : 0.0f;
-        }
-        advance(a_tap, a_step, 1, KHW);
-        Digits t = tap;
-#pragma unroll
-        for (int r = 0; r < B_LOADS; r++) {
-            // the output position whose window put tap (u, v) on this pixel:
-            // oh * stride = hp - u, ow * stride = wp - v
-            const int th = hp - t.mid, tw = wp - t.lo;
-            int oh = th, ow = tw;
-            bool hit = q_ok && t.hi < F && th >= 0 && tw >= 0;
-            if (!UNIT_STRIDE) {
-                hit = hit && th % stride == 0 && tw % stride == 0;
-                oh = th / stride;
-                ow = tw / stride;
+            for (int r = 0; r < A_LOADS; r++) {
+                const int c = c0 + a_c + (TILE_THREADS / TILE_K) * r;
+                a_next[r] = (c < C && a_kk < KK) ? w[woff + c * KHW] : 0.0f;
             }
-            hit = hit && oh < OH && ow < OW;
-            b_next[r] = hit ? dout_n[(t.hi * OH + oh) * OW + ow] : 0.0f;
-            if (r + 1 < B_LOADS) advance(t, row_step, KH, KW);
+            a_kk += TILE_K;
+            a_slot += TILE_K;
+#pragma unroll
+            for (int r = 0; r < B_LOADS; r += 4) {
+                const float4 o = *reinterpret_cast<const float4 *>(&tab_off[slot + r]);
+                const float4 m = *reinterpret_cast<const float4 *>(&tab_bit[slot + r]);
+                b_next[r + 0] = (mask & __float_as_uint(m.x)) ? dt[(int)__float_as_uint(o.x)] : 0.0f;
+                b_next[r + 1] = (mask & __float_as_uint(m.y)) ? dt[(int)__float_as_uint(o.y)] : 0.0f;
+                b_next[r + 2] = (mask & __float_as_uint(m.z)) ? dt[(int)__float_as_uint(o.z)] : 0.0f;
+                b_next[r + 3] = (mask & __float_as_uint(m.w)) ? dt[(int)__float_as_uint(o.w)] : 0.0f;
+            }
+            dt += (int)__float_as_uint(tab_step[slot / TILE_K]);
+            slot += TILE_K;
+        } else {
+#pragma unroll
+            for (int r = 0; r < A_LOADS; r++) {
+                const int c = c0 + a_c + (TILE_THREADS / TILE_K) * r;
+                a_next[r] = (c < C && a_tap.hi < F) ? w[((long long)a_tap.hi * C + c) * KHW + a_tap.lo] : 0.0f;
+            }
+            advance(a_tap, a_step, 1, KHW);
+            Digits t = tap;
+#pragma unroll
+            for (int r = 0; r < B_LOADS; r++) {
+                // the output position whose window put tap (u, v) on this pixel:
+                // oh * stride = hp - u, ow * stride = wp - v
+                const int th = hp - t.mid, tw = wp - t.lo;
+                int oh = th, ow = tw;
+                bool hit = q_ok && t.hi < F && th >= 0 && tw >= 0;
+                if (!UNIT_STRIDE) {
+                    hit = hit && th % stride == 0 && tw % stride == 0;
+                    oh = th / stride;
+                    ow = tw / stride;
+                }
+                hit = hit && oh < OH && ow < OW;
+                b_next[r] = hit ? dout_n[(t.hi * OH + oh) * OW + ow] : 0.0f;
+                if (r + 1 < B_LOADS) advance(t, row_step, KH, KW);
+            }
+            advance(tap, tile_step, KH, KW);
         }
-        advance(tap, tile_step, KH, KW);
     };
     auto store = [&](int buf) {
 #pragma unroll
@@ -247,16 +372,10 @@ __device__ __forceinline__ void conv2d_backward_data_tile(float (*As)[TILE_K][BM
 
     float acc[4][4];
     zero(acc);
-    const int steps = (KK + TILE_K - 1) / TILE_K;
     load();
     store(0);
     __syncthreads();
-    for (int s = 0; s < steps; s++) {
-        if (s + 1 < steps) load();
-        tile_multiply_accumulate<BM, BN>(As[s & 1], Bs[s & 1], tx, ty, acc);
-        if (s + 1 < steps) store((s + 1) & 1);
-        __syncthreads();
-    }
+    tile_main_loop<BM, BN>(As, Bs, steps, tx, ty, acc, load, store);
 
 #pragma unroll
     for (int j = 0; j < 4; j++) {
@@ -273,21 +392,23 @@ __device__ __forceinline__ void conv2d_backward_data_tile(float (*As)[TILE_K][BM
 
 // dw (F, C*KH*KW) for the chunk [z * k_chunk, (z+1) * k_chunk) of output positions
 // p, z = blockIdx.z, written to dw + z * F*C*KH*KW (a workspace slice when split).
-template <int BM, int BN>
-__device__ __forceinline__ void conv2d_backward_filter_tile(float *__restrict__ dw, const float *__restrict__ dout,
+template <int BM, int BN, bool VALID>
+__device__ __forceinline__ void conv2d_backward_filter_tile(float (*As)[TILE_K][BM + TILE_PAD],
+                                                            float (*Bs)[TILE_K][BN + TILE_PAD],
+                                                            float (*pos_x)[TILE_K], float (*pos_d)[TILE_K],
+                                                            float *__restrict__ dw, const float *__restrict__ dout,
                                                             const float *__restrict__ x, int N, int C, int H, int W,
                                                             int F, int KH, int KW, int OH, int OW, int stride,
                                                             int pad, int k_chunk) {
     constexpr int A_LOADS = BM * TILE_K / TILE_THREADS;
     constexpr int B_LOADS = TILE_K * BN / TILE_THREADS;
     constexpr int B_ROWS = TILE_THREADS / BN;
-    __shared__ __align__(16) float As[2][TILE_K][BM + TILE_PAD];  // dout     [p][f]
-    __shared__ __align__(16) float Bs[2][TILE_K][BN + TILE_PAD];  // im2col   [p][k = (c, u, v)]
     const int KHW = KH * KW, KK = C * KHW, OHW = OH * OW, P = N * OHW;
     const int tid = threadIdx.x, tx = tid % (BN / 4), ty = tid / (BN / 4);
     const int f0 = blockIdx.y * BM, kc0 = blockIdx.x * BN;
     const int p_begin = blockIdx.z * k_chunk;
     const int p_end = P < p_begin + k_chunk ? P : p_begin + k_chunk;
+    const int steps = (p_end - p_begin + TILE_K - 1) / TILE_K;
 
     // A: dout[n, f, ohw] as A[p][f]; this thread loads position p_begin + a_p (+ TILE_K
     // per step), kept as digits (n, ohw), of filters f0 + a_f + 16 r.
@@ -307,27 +428,84 @@ __device__ __forceinline__ void conv2d_backward_filter_tile(float *__restrict__ 
     int pb = p_begin + b_row;
     Digits pos = digits_of(pb, OH, OW);
     const Digits row_step = digits_of(B_ROWS, OH, OW), tile_step = digits_of(TILE_K, OH, OW);
+    // VALID (pad == 0: every tap of every window is inside x): the positions of each tile
+    // are decoded once per block, not once per thread and row. Threads 0-15 write, for
+    // tile t + 2 while the block loads tile t, position p_t + i's offsets into slot
+    // (t + 2) % 4 of two small rings: pos_x (of x[n, 0, oh stride, ow stride], in the
+    // order the B rows are read: row i at (i % B_ROWS) B_LOADS + i / B_ROWS) and pos_d (of
+    // dout[n, 0, oh, ow]); -1 past the chunk. Column kc reads x[pos_x + its tap's offset]
+    // (a column past KK reads tap 0 and is never written). The slot a thread writes was
+    // last read two barriers earlier, and is read after the next one.
+    const int col = kc_ok ? kc_c * H * W + kc_uv / KW * W + kc_uv % KW : 0;
+    const int w_at = (a_p % B_ROWS) * B_LOADS + a_p / B_ROWS;  // writer a_p's pos_x slot
+    int t_read = 0;  // the tile load() reads next
+    int pw = p_begin + 2 * TILE_K + a_p;  // writer a_p's position in the tile it writes next
+    Digits wpos = digits_of(pw < P ? pw : 0, OH, OW);
+    if (VALID) {
+        if (tid < TILE_K) {  // tiles 0 and 1 (divisions: once)
+#pragma unroll
+            for (int t = 0; t < 2; t++) {
+                const int pt = p_begin + t * TILE_K + a_p;
+                const Digits d = digits_of(pt < P ? pt : 0, OH, OW);
+                const bool ok = pt < p_end;
+                pos_x[t][w_at] = __int_as_float(ok ? d.hi * C * H * W + d.mid * stride * W + d.lo * stride : -1);
+                pos_d[t][a_p] = __int_as_float(ok ? d.hi * F * OHW + d.mid * OW + d.lo : -1);
+            }
+        }
+        __syncthreads();  // VALID is uniform over the block
+    }
 
     float a_next[A_LOADS], b_next[B_LOADS];
     auto load = [&]() {
-        const long long a_base = ((long long)a_pos.hi * F) * OHW + a_pos.lo;
+        if constexpr (VALID) {
+            const int ring = t_read % 4;
+            const int pd = (int)__float_as_uint(pos_d[ring][a_p]);
 #pragma unroll
-        for (int r = 0; r < A_LOADS; r++) {
-            const int f = f0 + a_f + (TILE_THREADS / TILE_K) * r;
-            a_next[r] = (pa < p_end && f < F) ? dout[a_base + (long long)f * OHW] : 0.0f;
-        }
-        pa += TILE_K;
-        advance(a_pos, a_step, 1, OHW);
-        Digits t = pos;  // (n, oh, ow)
+            for (int r = 0; r < A_LOADS; r++) {
+                const int f = f0 + a_f + (TILE_THREADS / TILE_K) * r;
+                a_next[r] = (pd >= 0 && f < F) ? dout[pd + f * OHW] : 0.0f;
+            }
 #pragma unroll
-        for (int r = 0; r < B_LOADS; r++) {
-            const int ih = t.mid * stride + kc_u, iw = t.lo * stride + kc_v;
-            const bool in = kc_ok && pb + B_ROWS * r < p_end && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
-            b_next[r] = in ? xc[t.hi * x_image + ih * W + iw] : 0.0f;
-            if (r + 1 < B_LOADS) advance(t, row_step, OH, OW);
+            for (int r = 0; r < B_LOADS; r += 4) {
+                const float4 o = *reinterpret_cast<const float4 *>(&pos_x[ring][b_row * B_LOADS + r]);
+                const int o0 = (int)__float_as_uint(o.x), o1 = (int)__float_as_uint(o.y);
+                const int o2 = (int)__float_as_uint(o.z), o3 = (int)__float_as_uint(o.w);
+                b_next[r + 0] = o0 >= 0 ? x[col + o0] : 0.0f;
+                b_next[r + 1] = o1 >= 0 ? x[col + o1] : 0.0f;
+                b_next[r + 2] = o2 >= 0 ? x[col + o2] : 0.0f;
+                b_next[r + 3] = o3 >= 0 ? x[col + o3] : 0.0f;
+            }
+            if (tid < TILE_K) {  // tile t_read + 2 (no barrier in here)
+                const int w_ring = (t_read + 2) % 4;
+                const bool ok = pw < p_end;
+                pos_x[w_ring][w_at] =
+                    __int_as_float(ok ? wpos.hi * C * H * W + wpos.mid * stride * W + wpos.lo * stride : -1);
+                pos_d[w_ring][a_p] = __int_as_float(ok ? wpos.hi * F * OHW + wpos.mid * OW + wpos.lo : -1);
+                pw += TILE_K;
+                advance(wpos, tile_step, OH, OW);
+            }
+            t_read++;
+        } else {
+            const long long a_base = ((long long)a_pos.hi * F) * OHW + a_pos.lo;
+#pragma unroll
+            for (int r = 0; r < A_LOADS; r++) {
+                const int f = f0 + a_f + (TILE_THREADS / TILE_K) * r;
+                a_next[r] = (pa < p_end && f < F) ? dout[a_base + (long long)f * OHW] : 0.0f;
+            }
+            pa += TILE_K;
+            advance(a_pos, a_step, 1, OHW);
+            Digits t = pos;  // (n, oh, ow)
+#pragma unroll
+            for (int r = 0; r < B_LOADS; r++) {
+                const int ih = t.mid * stride + kc_u, iw = t.lo * stride + kc_v;
+                const bool in =
+                    kc_ok && pb + B_ROWS * r < p_end && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
+                b_next[r] = in ? xc[t.hi * x_image + ih * W + iw] : 0.0f;
+                if (r + 1 < B_LOADS) advance(t, row_step, OH, OW);
+            }
+            pb += TILE_K;
+            advance(pos, tile_step, OH, OW);
         }
-        pb += TILE_K;
-        advance(pos, tile_step, OH, OW);
     };
     auto store = [&](int buf) {
 #pragma unroll
@@ -338,18 +516,12 @@ __device__ __forceinline__ void conv2d_backward_filter_tile(float *__restrict__ 
 
     float acc[4][4];
     zero(acc);
-    const int steps = (p_end - p_begin + TILE_K - 1) / TILE_K;
     if (steps > 0) {
         load();
         store(0);
     }
     __syncthreads();
-    for (int s = 0; s < steps; s++) {
-        if (s + 1 < steps) load();
-        tile_multiply_accumulate<BM, BN>(As[s & 1], Bs[s & 1], tx, ty, acc);
-        if (s + 1 < steps) store((s + 1) & 1);
-        __syncthreads();
-    }
+    tile_main_loop<BM, BN>(As, Bs, steps, tx, ty, acc, load, store);
 
     float *dwz = dw + (long long)blockIdx.z * F * KK;
 #pragma unroll
@@ -372,7 +544,13 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_forward_igemm_64x64(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
                               const float *__restrict__ b, int N, int C, int H, int W, int F, int KH, int KW, int OH,
                               int OW, int stride, int pad) {
-    conv2d_forward_tile<64, 64, false>(out, nullptr, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, 0, 0);
+    __shared__ __align__(16) float As[2][TILE_K][64 + TILE_PAD];
+    __shared__ __align__(16) float Bs[2][TILE_K][64 + TILE_PAD];
+    __shared__ __align__(16) float tab_off[CONV_TAB(64)], tab_bit[CONV_TAB(64)], tab_step[CONV_TAB(64) / TILE_K];
+    if (conv_table_fits(C * KH * KW, KH * KW, CONV_TAB(64)))
+        conv2d_forward_tile<64, 64, false, true>(As, Bs, tab_off, tab_bit, tab_step, out, nullptr, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, 0, 0);
+    else
+        conv2d_forward_tile<64, 64, false, false>(As, Bs, tab_off, tab_bit, tab_step, out, nullptr, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, 0, 0);
 }
 
 // The fused block: pooled (N, F, PH, PW) = maxpool2x2(relu(conv(x, w) + b)), arg the
@@ -381,7 +559,13 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_relu_maxpool_igemm_64x64(float *__restrict__ pooled, int *__restrict__ arg, const float *__restrict__ x,
                                     const float *__restrict__ w, const float *__restrict__ b, int N, int C, int H,
                                     int W, int F, int KH, int KW, int OH, int OW, int stride, int pad, int PH, int PW) {
-    conv2d_forward_tile<64, 64, true>(pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
+    __shared__ __align__(16) float As[2][TILE_K][64 + TILE_PAD];
+    __shared__ __align__(16) float Bs[2][TILE_K][64 + TILE_PAD];
+    __shared__ __align__(16) float tab_off[CONV_TAB(64)], tab_bit[CONV_TAB(64)], tab_step[CONV_TAB(64) / TILE_K];
+    if (conv_table_fits(C * KH * KW, KH * KW, CONV_TAB(64)))
+        conv2d_forward_tile<64, 64, true, true>(As, Bs, tab_off, tab_bit, tab_step, pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
+    else
+        conv2d_forward_tile<64, 64, true, false>(As, Bs, tab_off, tab_bit, tab_step, pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
 }
 
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
@@ -390,24 +574,44 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
                                     int OH, int OW, int stride, int pad) {
     __shared__ __align__(16) float As[2][TILE_K][64 + TILE_PAD];
     __shared__ __align__(16) float Bs[2][TILE_K][64 + TILE_PAD];
-    if (stride == 1)
-        conv2d_backward_data_tile<64, 64, true>(As, Bs, dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+    __shared__ __align__(16) float tab_off[CONV_TAB(64)], tab_bit[CONV_TAB(64)], tab_w[CONV_TAB(64)], tab_step[CONV_TAB(64) / TILE_K];
+    if (stride == 1 && conv_table_fits(F * KH * KW, KH * KW, CONV_TAB(64)))
+        conv2d_backward_data_tile<64, 64, BWD_TABLE>(As, Bs, tab_off, tab_bit, tab_w, tab_step, dx, dout, w, N, C, H, W, F,
+                                                        KH, KW, OH, OW, stride, pad);
+    else if (stride == 1)
+        conv2d_backward_data_tile<64, 64, BWD_UNIT>(As, Bs, tab_off, tab_bit, tab_w, tab_step, dx, dout, w, N, C, H, W, F,
+                                                       KH, KW, OH, OW, stride, pad);
     else
-        conv2d_backward_data_tile<64, 64, false>(As, Bs, dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+        conv2d_backward_data_tile<64, 64, BWD_ANY>(As, Bs, tab_off, tab_bit, tab_w, tab_step, dx, dout, w, N, C, H, W, F,
+                                                      KH, KW, OH, OW, stride, pad);
 }
 
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_backward_filter_igemm_64x64(float *__restrict__ dw, const float *__restrict__ dout,
                                       const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW,
                                       int OH, int OW, int stride, int pad, int k_chunk) {
-    conv2d_backward_filter_tile<64, 64>(dw, dout, x, N, C, H, W, F, KH, KW, OH, OW, stride, pad, k_chunk);
+    __shared__ __align__(16) float As[2][TILE_K][64 + TILE_PAD];  // dout     [p][f]
+    __shared__ __align__(16) float Bs[2][TILE_K][64 + TILE_PAD];  // im2col   [p][k = (c, u, v)]
+    __shared__ __align__(16) float pos_x[4][TILE_K], pos_d[4][TILE_K];
+    if (pad == 0)
+        conv2d_backward_filter_tile<64, 64, true>(As, Bs, pos_x, pos_d, dw, dout, x, N, C, H, W, F, KH, KW, OH,
+                                                     OW, stride, pad, k_chunk);
+    else
+        conv2d_backward_filter_tile<64, 64, false>(As, Bs, pos_x, pos_d, dw, dout, x, N, C, H, W, F, KH, KW, OH,
+                                                      OW, stride, pad, k_chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_forward_igemm_32x128(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
                               const float *__restrict__ b, int N, int C, int H, int W, int F, int KH, int KW, int OH,
                               int OW, int stride, int pad) {
-    conv2d_forward_tile<32, 128, false>(out, nullptr, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, 0, 0);
+    __shared__ __align__(16) float As[2][TILE_K][32 + TILE_PAD];
+    __shared__ __align__(16) float Bs[2][TILE_K][128 + TILE_PAD];
+    __shared__ __align__(16) float tab_off[CONV_TAB(128)], tab_bit[CONV_TAB(128)], tab_step[CONV_TAB(128) / TILE_K];
+    if (conv_table_fits(C * KH * KW, KH * KW, CONV_TAB(128)))
+        conv2d_forward_tile<32, 128, false, true>(As, Bs, tab_off, tab_bit, tab_step, out, nullptr, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, 0, 0);
+    else
+        conv2d_forward_tile<32, 128, false, false>(As, Bs, tab_off, tab_bit, tab_step, out, nullptr, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, 0, 0);
 }
 
 // The fused block: pooled (N, F, PH, PW) = maxpool2x2(relu(conv(x, w) + b)), arg the
@@ -416,7 +620,13 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_relu_maxpool_igemm_32x128(float *__restrict__ pooled, int *__restrict__ arg, const float *__restrict__ x,
                                     const float *__restrict__ w, const float *__restrict__ b, int N, int C, int H,
                                     int W, int F, int KH, int KW, int OH, int OW, int stride, int pad, int PH, int PW) {
-    conv2d_forward_tile<32, 128, true>(pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
+    __shared__ __align__(16) float As[2][TILE_K][32 + TILE_PAD];
+    __shared__ __align__(16) float Bs[2][TILE_K][128 + TILE_PAD];
+    __shared__ __align__(16) float tab_off[CONV_TAB(128)], tab_bit[CONV_TAB(128)], tab_step[CONV_TAB(128) / TILE_K];
+    if (conv_table_fits(C * KH * KW, KH * KW, CONV_TAB(128)))
+        conv2d_forward_tile<32, 128, true, true>(As, Bs, tab_off, tab_bit, tab_step, pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
+    else
+        conv2d_forward_tile<32, 128, true, false>(As, Bs, tab_off, tab_bit, tab_step, pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
 }
 
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
@@ -425,24 +635,44 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
                                     int OH, int OW, int stride, int pad) {
     __shared__ __align__(16) float As[2][TILE_K][32 + TILE_PAD];
     __shared__ __align__(16) float Bs[2][TILE_K][128 + TILE_PAD];
-    if (stride == 1)
-        conv2d_backward_data_tile<32, 128, true>(As, Bs, dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+    __shared__ __align__(16) float tab_off[CONV_TAB(128)], tab_bit[CONV_TAB(128)], tab_w[CONV_TAB(128)], tab_step[CONV_TAB(128) / TILE_K];
+    if (stride == 1 && conv_table_fits(F * KH * KW, KH * KW, CONV_TAB(128)))
+        conv2d_backward_data_tile<32, 128, BWD_TABLE>(As, Bs, tab_off, tab_bit, tab_w, tab_step, dx, dout, w, N, C, H, W, F,
+                                                        KH, KW, OH, OW, stride, pad);
+    else if (stride == 1)
+        conv2d_backward_data_tile<32, 128, BWD_UNIT>(As, Bs, tab_off, tab_bit, tab_w, tab_step, dx, dout, w, N, C, H, W, F,
+                                                       KH, KW, OH, OW, stride, pad);
     else
-        conv2d_backward_data_tile<32, 128, false>(As, Bs, dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+        conv2d_backward_data_tile<32, 128, BWD_ANY>(As, Bs, tab_off, tab_bit, tab_w, tab_step, dx, dout, w, N, C, H, W, F,
+                                                      KH, KW, OH, OW, stride, pad);
 }
 
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_backward_filter_igemm_32x128(float *__restrict__ dw, const float *__restrict__ dout,
                                       const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW,
                                       int OH, int OW, int stride, int pad, int k_chunk) {
-    conv2d_backward_filter_tile<32, 128>(dw, dout, x, N, C, H, W, F, KH, KW, OH, OW, stride, pad, k_chunk);
+    __shared__ __align__(16) float As[2][TILE_K][32 + TILE_PAD];  // dout     [p][f]
+    __shared__ __align__(16) float Bs[2][TILE_K][128 + TILE_PAD];  // im2col   [p][k = (c, u, v)]
+    __shared__ __align__(16) float pos_x[4][TILE_K], pos_d[4][TILE_K];
+    if (pad == 0)
+        conv2d_backward_filter_tile<32, 128, true>(As, Bs, pos_x, pos_d, dw, dout, x, N, C, H, W, F, KH, KW, OH,
+                                                     OW, stride, pad, k_chunk);
+    else
+        conv2d_backward_filter_tile<32, 128, false>(As, Bs, pos_x, pos_d, dw, dout, x, N, C, H, W, F, KH, KW, OH,
+                                                      OW, stride, pad, k_chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_forward_igemm_16x256(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
                               const float *__restrict__ b, int N, int C, int H, int W, int F, int KH, int KW, int OH,
                               int OW, int stride, int pad) {
-    conv2d_forward_tile<16, 256, false>(out, nullptr, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, 0, 0);
+    __shared__ __align__(16) float As[2][TILE_K][16 + TILE_PAD];
+    __shared__ __align__(16) float Bs[2][TILE_K][256 + TILE_PAD];
+    __shared__ __align__(16) float tab_off[CONV_TAB(256)], tab_bit[CONV_TAB(256)], tab_step[CONV_TAB(256) / TILE_K];
+    if (conv_table_fits(C * KH * KW, KH * KW, CONV_TAB(256)))
+        conv2d_forward_tile<16, 256, false, true>(As, Bs, tab_off, tab_bit, tab_step, out, nullptr, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, 0, 0);
+    else
+        conv2d_forward_tile<16, 256, false, false>(As, Bs, tab_off, tab_bit, tab_step, out, nullptr, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, 0, 0);
 }
 
 // The fused block: pooled (N, F, PH, PW) = maxpool2x2(relu(conv(x, w) + b)), arg the
@@ -451,7 +681,13 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_relu_maxpool_igemm_16x256(float *__restrict__ pooled, int *__restrict__ arg, const float *__restrict__ x,
                                     const float *__restrict__ w, const float *__restrict__ b, int N, int C, int H,
                                     int W, int F, int KH, int KW, int OH, int OW, int stride, int pad, int PH, int PW) {
-    conv2d_forward_tile<16, 256, true>(pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
+    __shared__ __align__(16) float As[2][TILE_K][16 + TILE_PAD];
+    __shared__ __align__(16) float Bs[2][TILE_K][256 + TILE_PAD];
+    __shared__ __align__(16) float tab_off[CONV_TAB(256)], tab_bit[CONV_TAB(256)], tab_step[CONV_TAB(256) / TILE_K];
+    if (conv_table_fits(C * KH * KW, KH * KW, CONV_TAB(256)))
+        conv2d_forward_tile<16, 256, true, true>(As, Bs, tab_off, tab_bit, tab_step, pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
+    else
+        conv2d_forward_tile<16, 256, true, false>(As, Bs, tab_off, tab_bit, tab_step, pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
 }
 
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
@@ -460,17 +696,31 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
                                     int OH, int OW, int stride, int pad) {
     __shared__ __align__(16) float As[2][TILE_K][16 + TILE_PAD];
     __shared__ __align__(16) float Bs[2][TILE_K][256 + TILE_PAD];
-    if (stride == 1)
-        conv2d_backward_data_tile<16, 256, true>(As, Bs, dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+    __shared__ __align__(16) float tab_off[CONV_TAB(256)], tab_bit[CONV_TAB(256)], tab_w[CONV_TAB(256)], tab_step[CONV_TAB(256) / TILE_K];
+    if (stride == 1 && conv_table_fits(F * KH * KW, KH * KW, CONV_TAB(256)))
+        conv2d_backward_data_tile<16, 256, BWD_TABLE>(As, Bs, tab_off, tab_bit, tab_w, tab_step, dx, dout, w, N, C, H, W, F,
+                                                        KH, KW, OH, OW, stride, pad);
+    else if (stride == 1)
+        conv2d_backward_data_tile<16, 256, BWD_UNIT>(As, Bs, tab_off, tab_bit, tab_w, tab_step, dx, dout, w, N, C, H, W, F,
+                                                       KH, KW, OH, OW, stride, pad);
     else
-        conv2d_backward_data_tile<16, 256, false>(As, Bs, dx, dout, w, N, C, H, W, F, KH, KW, OH, OW, stride, pad);
+        conv2d_backward_data_tile<16, 256, BWD_ANY>(As, Bs, tab_off, tab_bit, tab_w, tab_step, dx, dout, w, N, C, H, W, F,
+                                                      KH, KW, OH, OW, stride, pad);
 }
 
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_backward_filter_igemm_16x256(float *__restrict__ dw, const float *__restrict__ dout,
                                       const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW,
                                       int OH, int OW, int stride, int pad, int k_chunk) {
-    conv2d_backward_filter_tile<16, 256>(dw, dout, x, N, C, H, W, F, KH, KW, OH, OW, stride, pad, k_chunk);
+    __shared__ __align__(16) float As[2][TILE_K][16 + TILE_PAD];  // dout     [p][f]
+    __shared__ __align__(16) float Bs[2][TILE_K][256 + TILE_PAD];  // im2col   [p][k = (c, u, v)]
+    __shared__ __align__(16) float pos_x[4][TILE_K], pos_d[4][TILE_K];
+    if (pad == 0)
+        conv2d_backward_filter_tile<16, 256, true>(As, Bs, pos_x, pos_d, dw, dout, x, N, C, H, W, F, KH, KW, OH,
+                                                     OW, stride, pad, k_chunk);
+    else
+        conv2d_backward_filter_tile<16, 256, false>(As, Bs, pos_x, pos_d, dw, dout, x, N, C, H, W, F, KH, KW, OH,
+                                                      OW, stride, pad, k_chunk);
 }
 
 

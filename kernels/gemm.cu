@@ -42,34 +42,44 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 4)
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = K < k_begin + k_chunk ? K : k_begin + k_chunk;
     // Which index runs along consecutive threads, so that they read consecutive
-    // addresses whichever operand is transposed (uniform over the block).
+    // addresses whichever operand is transposed (uniform over the block). This thread's
+    // element r of A sits at tile row a_m + r a_dm, tile k a_k + r a_dk: one of the two
+    // steps is 0 (rows 16 apart along k-fast A, k 4 apart otherwise); B likewise.
     const bool a_k_fast = sak == 1;
     const bool b_n_fast = sbn == 1;
-    int a_mm[LOADS], a_kk[LOADS], b_nn[LOADS], b_kk[LOADS];
-#pragma unroll
-    for (int r = 0; r < LOADS; r++) {
-        const int e = tid + r * TILE_THREADS;
-        a_mm[r] = a_k_fast ? e / TILE_K : e % TILE_M;
-        a_kk[r] = a_k_fast ? e % TILE_K : e / TILE_M;
-        b_nn[r] = b_n_fast ? e % TILE_N : e / TILE_K;
-        b_kk[r] = b_n_fast ? e / TILE_N : e % TILE_K;
-    }
+    const int a_m = a_k_fast ? tid / TILE_K : tid % TILE_M, a_k = a_k_fast ? tid % TILE_K : tid / TILE_M;
+    const int a_dm = a_k_fast ? TILE_THREADS / TILE_K : 0, a_dk = a_k_fast ? 0 : TILE_THREADS / TILE_M;
+    const int b_n = b_n_fast ? tid % TILE_N : tid / TILE_K, b_k = b_n_fast ? tid / TILE_N : tid % TILE_K;
+    const int b_dn = b_n_fast ? 0 : TILE_THREADS / TILE_K, b_dk = b_n_fast ? TILE_THREADS / TILE_N : 0;
+    // Offsets from the tile's corner (A_t, B_t: they move on by TILE_K along k per tile).
+    const int a_off = a_m * sam + a_k * sak, a_doff = a_dm * sam + a_dk * sak;
+    const int b_off = b_k * sbk + b_n * sbn, b_doff = b_dk * sbk + b_dn * sbn;
+    const float *A_t = A + (long long)m0 * sam + (long long)k_begin * sak;
+    const float *B_t = B + (long long)k_begin * sbk + (long long)n0 * sbn;
+    const long long a_tile = (long long)TILE_K * sak, b_tile = (long long)TILE_K * sbk;
+    // Shared-memory slots of the stores, [k][m] and [k][n].
+    const int a_st = a_k * (TILE_M + TILE_PAD) + a_m, a_dst = a_dk * (TILE_M + TILE_PAD) + a_dm;
+    const int b_st = b_k * (TILE_N + TILE_PAD) + b_n, b_dst = b_dk * (TILE_N + TILE_PAD) + b_dn;
+    int kt = k_begin;  // the k of the next tile to load
 
     float a_next[LOADS], b_next[LOADS];
-    auto load = [&](int k0) {
+    auto load = [&]() {
 #pragma unroll
         for (int r = 0; r < LOADS; r++) {
-            const int m = m0 + a_mm[r], ka = k0 + a_kk[r];
-            a_next[r] = (m < M && ka < k_end) ? A[(long long)m * sam + (long long)ka * sak] : 0.0f;
-            const int n = n0 + b_nn[r], kb = k0 + b_kk[r];
-            b_next[r] = (n < N && kb < k_end) ? B[(long long)kb * sbk + (long long)n * sbn] : 0.0f;
+            const bool a_in = m0 + a_m + r * a_dm < M && kt + a_k + r * a_dk < k_end;
+            a_next[r] = a_in ? A_t[a_off + r * a_doff] : 0.0f;
+            const bool b_in = n0 + b_n + r * b_dn < N && kt + b_k + r * b_dk < k_end;
+            b_next[r] = b_in ? B_t[b_off + r * b_doff] : 0.0f;
         }
+        A_t += a_tile;
+        B_t += b_tile;
+        kt += TILE_K;
     };
     auto store = [&](int buf) {
 #pragma unroll
         for (int r = 0; r < LOADS; r++) {
-            As[buf][a_kk[r]][a_mm[r]] = a_next[r];
-            Bs[buf][b_kk[r]][b_nn[r]] = b_next[r];
+            (&As[buf][0][0])[a_st + r * a_dst] = a_next[r];
+            (&Bs[buf][0][0])[b_st + r * b_dst] = b_next[r];
         }
     };
 
@@ -77,12 +87,12 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 4)
     zero(acc);
     const int steps = (k_end - k_begin + TILE_K - 1) / TILE_K;
     if (steps > 0) {
-        load(k_begin);
+        load();
         store(0);
     }
     __syncthreads();
     for (int s = 0; s < steps; s++) {
-        if (s + 1 < steps) load(k_begin + (s + 1) * TILE_K);  // in flight during the math below
+        if (s + 1 < steps) load();  // in flight during the math below
         tile_multiply_accumulate<TILE_M, TILE_N>(As[s & 1], Bs[s & 1], tx, ty, acc);
         if (s + 1 < steps) store((s + 1) & 1);
         __syncthreads();

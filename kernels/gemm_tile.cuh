@@ -51,6 +51,30 @@ __device__ __forceinline__ void tile_multiply_accumulate(const float (*As)[BM + 
     }
 }
 
+// The double-buffered K loop over `steps` tiles, tile 0 already stored in buffer 0 and
+// followed by a barrier: while the block multiplies tile s, load() brings tile s + 1
+// into registers (its latency hidden behind the math) and store(b) puts it in buffer
+// b afterwards; one barrier per tile. Unrolled by two, so that each half works on a
+// fixed buffer (constant shared-memory offsets, no buffer arithmetic in the loop).
+// Every output still adds its K terms in order: the same bits as one tile per trip.
+template <int BM, int BN, typename Load, typename Store>
+__device__ __forceinline__ void tile_main_loop(const float (*As)[TILE_K][BM + TILE_PAD],
+                                               const float (*Bs)[TILE_K][BN + TILE_PAD], int steps, int tx,
+                                               int ty, float acc[4][4], Load &load, Store &store) {
+    for (int s = 0; s < steps; s += 2) {
+        if (s + 1 < steps) load();  // in flight during the math below
+        tile_multiply_accumulate<BM, BN>(As[0], Bs[0], tx, ty, acc);
+        if (s + 1 < steps) store(1);
+        __syncthreads();
+        if (s + 1 < steps) {  // uniform over the block
+            if (s + 2 < steps) load();
+            tile_multiply_accumulate<BM, BN>(As[1], Bs[1], tx, ty, acc);
+            if (s + 2 < steps) store(0);
+        }
+        __syncthreads();
+    }
+}
+
 template <int N>
 __device__ __forceinline__ void zero(float (&a)[N][N]) {
 #pragma unroll
