@@ -141,6 +141,9 @@ CASES = [
            why="16 < C, F <= 32: the middle conv tile shape (32x128) in every pass"),
     conv2d("c67_f70", (1, 67, 6, 5), (70, 67, 3, 3), pad=1,
            why="C, F > 64: two tiles along M in every pass, K = 603 over many TILE_K steps (~0.4 s on cuda-emu)"),
+    conv2d("k_over_table", (1, 230, 4, 3), (230, 230, 3, 3),
+           why="K = C*KH*KW = F*KH*KW = 2070 taps: more than the kernels' tap tables hold, the digit-carrying "
+               "fallback of every pass"),
     conv2d("split_k", (2, 1, 26, 23), (6, 1, 3, 3),
            why="P = 2*24*21 = 1008 output positions: the filter gradient splits K; numba: the first layer's C = 1"),
     conv2d("bias_chunks", (2, 2, 68, 66), (3, 2, 3, 3),
