@@ -2,11 +2,17 @@
 
     python apps/classify.py runs/synthetic/best.npz roi1.png roi2.tif folder_of_rois/
     python apps/classify.py runs/synthetic some/folder --csv predictions.csv
+    python apps/classify.py runs/synthetic some/folder --explain saliency/   # what the network looks at
 
 The checkpoint (a file, or a run folder: its best.npz, else last.npz) carries the
 architecture and the preprocessing settings, so every image is read, resized and
 normalised exactly as in training. Unreadable images are skipped and counted
 (--strict stops at the first one).
+
+--explain DIR writes two PNG overlays per image into DIR: NAME.gradient.png, the
+gradient of the malignant logit with respect to each input pixel (the engine's
+backward pass carried one layer further, to the input), and NAME.gradcam.png,
+Grad-CAM at the last conv block (docs/backprop.md, "Saliency").
 
 Refused, with one line saying why and exit code 2 (before any image is read):
   - a checkpoint that is damaged, foreign or hand-edited into something that is not a
@@ -16,9 +22,11 @@ Refused, with one line saying why and exit code 2 (before any image is read):
     machine has are printed);
   - a --csv that is the checkpoint or one of the inputs, or an existing file that is
     not an earlier predictions table (remove it or choose another name);
+  - an --explain folder that is a file, is or lies inside an input folder, or holds a
+    file of an overlay's name that is not an earlier overlay (or is an input);
   - option values out of range, inf or nan.
-Ctrl-C or SIGTERM stops with exit code 130, writing nothing. The CSV is written
-whole or not at all; file names that are not valid UTF-8 appear with \\xNN escapes.
+Ctrl-C or SIGTERM stops with exit code 130, writing no CSV (overlays already
+written stay, each whole). The CSV and every overlay are written whole or not at all; file names that are not valid UTF-8 appear with \\xNN escapes.
 """
 
 from __future__ import annotations
@@ -33,26 +41,14 @@ from pathlib import Path
 import numpy as np
 
 from tinycnn import backends
-from tinycnn.mammo import memory, metrics
+from tinycnn.mammo import memory, metrics, progress, saliency
+from tinycnn.mammo.inference import CLASSES, check_checkpoint, find_checkpoint
 from tinycnn.mammo.cli import INTERRUPTED, error, finite_float, printable, sigterm_as_ctrl_c, tolerant_std_streams
 from tinycnn.mammo.data.preprocess import IMAGE_EXTENSIONS, DataError, UnreadableImage, load_preprocessed
 from tinycnn.mammo.memory import NotEnoughMemory
-from tinycnn.model import CheckpointError, architecture_shapes, load_model, read_checkpoint_records
+from tinycnn.model import CheckpointError, load_model
 
 CSV_HEADER = ["file", "p_malignant", "prediction"]
-CLASSES = 2  # benign, malignant: the network's outputs
-
-
-def find_checkpoint(path: Path) -> Path:
-    if path.is_dir():
-        for folder in (path, path / "patient"):  # a --protocol both run keeps its models per protocol
-            for name in ("best.npz", "last.npz"):
-                if (folder / name).is_file():
-                    return folder / name
-        raise DataError(f"no best.npz or last.npz in {path}")
-    if not path.is_file():
-        raise DataError(f"checkpoint not found: {path}")
-    return path
 
 
 def list_inputs(paths) -> list[Path]:
@@ -84,6 +80,12 @@ def parse_args(argv=None):
                    help="probability at which a ROI is called malignant")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    p.add_argument("--explain", metavar="DIR",
+                   help="write saliency overlays per image into DIR: the gradient of the malignant logit with "
+                        "respect to the input (NAME.gradient.png) and Grad-CAM at the last conv block "
+                        "(NAME.gradcam.png); never into an input folder, never over a file that is not an "
+                        "earlier overlay")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -94,7 +96,23 @@ def parse_args(argv=None):
         if Path(args.csv).is_dir() or not folder.is_dir():
             p.error(printable(f"--csv {args.csv}: "
                               + ("is a folder" if Path(args.csv).is_dir() else f"no folder {folder}")))
+    if args.explain is not None:
+        problem = explain_dir_problem(Path(args.explain))
+        if problem:
+            p.error(printable(problem))
     return args
+
+
+def explain_dir_problem(out: Path) -> str | None:
+    """Why --explain cannot be a folder of overlays, from the path alone."""
+    if out.exists() and not out.is_dir():
+        return f"--explain {out} is a file, not a folder"
+    existing = next(p for p in [out.absolute(), *out.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        return f"--explain {out}: {existing} is a file, so no folder can be made under it"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"--explain {out}: {existing} is not writable"
+    return None
 
 
 def main(argv=None) -> int:
@@ -111,8 +129,10 @@ def classify(args) -> int:
         ckpt = find_checkpoint(Path(args.checkpoint))
         files = list_inputs(args.inputs)
         check_csv_target(args.csv, ckpt, files)
+        targets = explain_targets(args.explain, args.inputs, files, ckpt) if args.explain else None
         backend_name = backends.resolve(args.backend)
-        size, prep = check_checkpoint(ckpt, min(args.batch_size, len(files)), backend_name)
+        size, prep = check_checkpoint(ckpt, min(args.batch_size, len(files)), backend_name,
+                                      backward=args.explain is not None)
         net, _ = load_model(ckpt, backend=backend_name)
     except (DataError, CheckpointError, FileNotFoundError, NotEnoughMemory) as e:
         return error(e)
@@ -122,9 +142,12 @@ def classify(args) -> int:
         return error(f"backend {args.backend!r} is not available here: {e}")
 
     try:
-        names, probs, skipped = predict(net, files, size, args.batch_size, args.strict)
+        names, probs, skipped = predict(net, files, size, args.batch_size, args.strict,
+                                        targets=targets, bar=not args.no_progress and sys.stderr.isatty())
     except (UnreadableImage, DataError) as e:
         return error(f"{e} (--strict)")
+    except OSError as e:  # the overlay folder filled up or vanished: what was written stays, each file whole
+        return error(f"cannot write the overlays into {args.explain}: {e}")
     if not names:
         return error(f"none of the {len(files)} input(s) could be read (first: {skipped[0]})")
     bad = [n for n, q in zip(names, probs) if not np.isfinite(q)]
@@ -145,56 +168,104 @@ def classify(args) -> int:
         for n, q, c in zip(shown, probs, calls):
             print(f"{n:<{width}}  {q:12.4f}  {c}")
         print(printable(f"{len(names)} image(s) classified with {ckpt} ({size}x{size}, "
-                        f"{prep.get('normalisation', '?')})" + (f"; wrote {args.csv}" if args.csv else "")))
+                        f"{prep.get('normalisation', '?')})" + (f"; wrote {args.csv}" if args.csv else "")
+                        + (f"; saliency overlays (gradient, Grad-CAM) of each in {args.explain}"
+                           if args.explain else "")))
     if skipped:
         print(printable(f"warning: {len(skipped)} unreadable image(s) skipped; first: {skipped[0]}"), file=sys.stderr)
     return 0
 
 
-def check_checkpoint(ckpt: Path, batch_size: int, backend_name: str) -> tuple[int, dict]:
-    """From the checkpoint's records alone, before any weight is read: it is a
-    classifier with two outputs, its preprocessing settings fit its network, and the
-    network fits in memory at batch_size. Returns (image size, preprocessing settings)."""
-    records = read_checkpoint_records(ckpt)
-    shapes = architecture_shapes(records["arch"], ckpt)
-    if shapes.outputs and shapes.outputs[-1] != (CLASSES,):
-        raise CheckpointError(f"{ckpt}: the network ends in outputs of shape {shapes.outputs[-1]}; classify.py "
-                              f"needs {CLASSES} (benign, malignant)")
-    prep = records["meta"].get("preprocessing")
-    if not isinstance(prep, dict) or "image_size" not in prep:
-        raise CheckpointError(f"{ckpt} has no preprocessing settings: not a train_ddsm.py checkpoint")
-    size = prep["image_size"]
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise CheckpointError(f"{ckpt}: meta field 'preprocessing.image_size' should be a positive whole number, "
-                              f"found {size!r}")
-    if tuple(records["arch"]["input_shape"]) != (1, size, size):
-        raise CheckpointError(f"{ckpt}: network input {tuple(records['arch']['input_shape'])} does not match "
-                              f"image_size {size}")
-    memory.require(memory.inference_bytes(shapes, batch_size), memory.device_available(backend_name),
-                   f"running the network of {ckpt} ({shapes.num_parameters():,} parameters) at batch {batch_size}",
-                   "lower --batch-size", "the GPU" if backend_name == "cuda" else "this machine")
-    return size, prep
-
-
-def predict(net, files, size: int, batch_size: int, strict: bool):
+def predict(net, files, size: int, batch_size: int, strict: bool, targets: dict | None = None, bar: bool = False):
     """(names, P(malignant), skipped) for the files, read and classified one batch at a
-    time so memory stays that of one batch however many images there are."""
+    time so memory stays that of one batch however many images there are. targets
+    (file -> (gradient PNG, Grad-CAM PNG)): also explain each batch and write its
+    overlays."""
     names, probs, skipped = [], [], []
     be = net.backend
-    for start in range(0, len(files), batch_size):
-        images = []
-        for f in files[start:start + batch_size]:
-            try:
-                images.append(load_preprocessed(f, size))
-                names.append(str(f))
-            except (UnreadableImage, DataError) as e:
-                if strict:
-                    raise
-                skipped.append(f"{f}: {e}")
-        if images:
-            x = np.stack(images)[:, None].astype(np.float32)
-            probs.append(metrics.softmax_positive(be.to_numpy(net.forward(be.asarray(x), train=False))))
+    b = progress.bar(len(files), "explaining" if targets else "classifying", enabled=bar, unit="img")
+    try:
+        for start in range(0, len(files), batch_size):
+            images, read = [], []
+            for f in files[start:start + batch_size]:
+                try:
+                    images.append(load_preprocessed(f, size))
+                    names.append(str(f))
+                    read.append(f)
+                except (UnreadableImage, DataError) as e:
+                    if strict:
+                        raise
+                    skipped.append(f"{f}: {e}")
+            if images:
+                x = np.stack(images)[:, None].astype(np.float32)
+                if targets is None:
+                    logits = be.to_numpy(net.forward(be.asarray(x), train=False))
+                else:
+                    e = saliency.explain(net, be.asarray(x))
+                    logits = e["logits"]
+                    write_overlays(x[:, 0], e, [targets[f] for f in read])
+                probs.append(metrics.softmax_positive(logits))
+            if b is not None:
+                b.update(len(files[start:start + batch_size]))
+    finally:
+        if b is not None:
+            b.close()
     return names, (np.concatenate(probs) if probs else np.zeros(0)), skipped
+
+
+def write_overlays(images, e: dict, paths) -> None:
+    """The gradient and Grad-CAM overlays of a batch, each PNG whole or not at all."""
+    for k, (grad_png, cam_png) in enumerate(paths):
+        upscale = max(1, 256 // images.shape[-1])  # a 32 px ROI is hard to see at its own size
+        saliency.write_png(grad_png, saliency.overlay(images[k], saliency.gradient_heat(e["input_grad"][k])), upscale)
+        saliency.write_png(cam_png, saliency.overlay(images[k], e["gradcam"][k]), upscale)
+
+
+def overlay_names(inputs, files) -> list[str]:
+    """A file-name stem per input, unique among them: the path below the folder it was
+    found in (benign/0.png and malignant/0.png are both 0.png), with / as __."""
+    stems = []
+    roots = [Path(a) for a in inputs]
+    for f in files:
+        root = next((r for r in roots if r.is_dir() and (r == f or r in f.parents)), None)
+        rel = f.relative_to(root) if root is not None else Path(f.name)
+        stems.append("__".join(rel.with_suffix("").parts))
+    seen: dict[str, int] = {}
+    out = []
+    for stem in stems:
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        out.append(stem if n == 0 else f"{stem}-{n + 1}")
+    return out
+
+
+def explain_targets(out: str, inputs, files, ckpt: Path) -> dict:
+    """file -> (gradient PNG, Grad-CAM PNG) in the --explain folder, checked before any
+    work: the folder is not an input folder nor inside one (the overlays are images and
+    would join the data), and no overlay would replace an input, the checkpoint or a
+    file that is not an earlier overlay."""
+    folder = Path(out)
+    target = folder.resolve()
+    for a in map(Path, inputs):
+        if a.is_dir() and (target == a.resolve() or a.resolve() in target.parents):
+            raise DataError(f"--explain {out} is inside the input folder {a}: the overlays are images and would "
+                            "join the inputs; choose a folder outside it")
+    targets = {}
+    protected = [("the checkpoint", ckpt)] + [("an input image", f) for f in files]
+    for f, stem in zip(files, overlay_names(inputs, files)):
+        pair = (folder / f"{stem}.gradient.png", folder / f"{stem}.gradcam.png")
+        for path in pair:
+            if not path.exists():
+                continue
+            for what, p in protected:
+                if os.path.samefile(path, p):
+                    raise DataError(f"--explain: writing {path} would destroy {what}; choose another folder")
+            if not saliency.is_overlay(path):
+                raise DataError(f"--explain: {path} exists and is not an earlier overlay: remove it or choose "
+                                "another folder")
+        targets[f] = pair
+    folder.mkdir(parents=True, exist_ok=True)
+    return targets
 
 
 def check_csv_target(target, ckpt: Path, inputs: list[Path]) -> None:

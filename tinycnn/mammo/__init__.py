@@ -4,7 +4,12 @@ regions of interest.
     data/       readers (synthetic default, folder, CBIS-DDSM, MIAS), preprocessing,
                 the on-disk cache, augmentation, patient-grouped splits
     train.py    the training loop: checkpoints, exact resume, NaN stop, Ctrl-C
-    metrics.py  accuracy, ROC/AUC with bootstrap intervals, the pixel baseline
+    cv.py       K-fold cross-validation by patient, and what is pooled from the folds
+    metrics.py  accuracy, ROC/AUC with bootstrap intervals that resample patients, the
+                paired interval of a difference, the pixel baseline
+    saliency.py the input gradient and Grad-CAM from the engine's backward passes
+    scan.py     the ROI classifier slid over whole films: heat maps, top regions
+    inference.py  finding and checking a checkpoint before using it
     report.py   metrics.json, plots, the summary table
     progress.py progress bars
     runfolder.py  a run folder's lock, --overwrite without loss, leftovers of killed saves

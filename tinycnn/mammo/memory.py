@@ -113,6 +113,12 @@ def inference_bytes(shapes: ArchitectureShapes, batch_size: int) -> int:
     return 4 * (shapes.num_parameters() + shapes.activations() * batch_size)
 
 
+def explain_bytes(shapes: ArchitectureShapes, batch_size: int) -> int:
+    """A saliency pass (forward and backward to the input): parameters and their
+    gradients, every activation and its gradient at batch_size."""
+    return 4 * (2 * shapes.num_parameters() + 2 * shapes.activations() * batch_size)
+
+
 def dataset_bytes(n_rois: int, image_size: int) -> int:
     """A preprocessed set (float32) while it is read: the ROIs one by one, then stacked."""
     return 2 * 4 * n_rois * image_size * image_size

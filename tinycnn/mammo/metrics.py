@@ -1,7 +1,11 @@
 """Evaluation metrics for a binary classifier (1 = malignant, the positive class).
 
-ROC and AUC come from scikit-learn; the 95% confidence interval of the AUC is a
-percentile bootstrap over the test ROIs (resampled with replacement, seeded).
+ROC and AUC come from scikit-learn. The 95% confidence interval of the AUC is a
+percentile bootstrap, seeded. Where the patient of every test sample is known (every
+reader gives one), it is a cluster bootstrap: whole patients are resampled with
+replacement, each bringing all of her ROIs (and, in the paper's order, all their
+augmented copies), because two ROIs of one woman, or two rotations of one ROI, are
+not independent evidence. Without patients it resamples the samples themselves.
 """
 
 from __future__ import annotations
@@ -53,16 +57,104 @@ def bootstrap_auc_ci(labels, probs, n_boot: int = 1000, seed: int = 0, level: fl
     return [float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))]
 
 
-def binary_report(labels, probs, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Accuracy, AUC (+ bootstrap CI), sensitivity, specificity and the confusion matrix."""
+def weighted_auc(labels, probs, weights) -> float:
+    """The AUC of a set in which sample i appears weights[i] times (ties count one half):
+    what roc_auc_score gives on the duplicated set, without building it. NaN when the
+    weighted set lacks a class."""
+    labels, probs, weights = np.asarray(labels), np.asarray(probs, dtype=np.float64), np.asarray(weights, float)
+    _, level = np.unique(probs, return_inverse=True)
+    pos = np.bincount(level, weights=weights * (labels == 1))
+    neg = np.bincount(level, weights=weights * (labels == 0))
+    n_pos, n_neg = pos.sum(), neg.sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    below = np.cumsum(neg) - neg  # negatives scored strictly lower than each level
+    return float(np.sum(pos * (below + 0.5 * neg)) / (n_pos * n_neg))
+
+
+def _group_index(groups) -> tuple[np.ndarray, int]:
+    """(index of each sample's group in 0..G-1, G); groups numbered in sorted order."""
+    uniq, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    return inverse.reshape(-1), len(uniq)
+
+
+def cluster_bootstrap_aucs(labels, probs, groups, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """AUCs of n_boot cluster-bootstrap resamples: G groups (patients) drawn with
+    replacement from the G present, each bringing all of its samples as often as it
+    was drawn. Resamples that hold one class only (no AUC) are left out. With one
+    sample per group, numbered in sample order, the draws are those of
+    bootstrap_auc_ci (same generator), so the two agree exactly."""
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    index, n_groups = _group_index(groups)
+    rng = np.random.default_rng([seed, 0xB007])
+    values = []
+    for _ in range(n_boot):
+        counts = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+        value = weighted_auc(labels, probs, counts[index])
+        if not np.isnan(value):
+            values.append(value)
+    return np.array(values)
+
+
+def _interval(values, level: float) -> list[float]:
+    if len(values) == 0:
+        return [float("nan"), float("nan")]
+    alpha = (1 - level) / 2
+    return [float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))]
+
+
+def cluster_bootstrap_auc_ci(labels, probs, groups, n_boot: int = 1000, seed: int = 0,
+                             level: float = 0.95) -> list[float]:
+    """Percentile interval of the AUC from a bootstrap that resamples groups (patients)."""
+    if len(np.unique(np.asarray(labels))) < 2:
+        return [float("nan"), float("nan")]
+    return _interval(cluster_bootstrap_aucs(labels, probs, groups, n_boot, seed), level)
+
+
+def paired_auc_difference(a, b, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """AUC(a) - AUC(b) with a paired cluster-bootstrap interval. a and b are
+    (labels, probs, groups) of two evaluations of the same patients (e.g. the paper's
+    order and the patient split on the same folds). Each resample draws patients from
+    the union of both sides' patients and computes both AUCs on the same draw, so what
+    the two share (which women are easy) cancels out of the difference."""
+    (ya, pa, ga), (yb, pb, gb) = [(np.asarray(y), np.asarray(p, dtype=np.float64), np.asarray(g).astype(str))
+                                  for y, p, g in (a, b)]
+    uniq = np.unique(np.concatenate([ga, gb]))
+    ia, ib = np.searchsorted(uniq, ga), np.searchsorted(uniq, gb)
+    diff = auc(ya, pa) - auc(yb, pb)
+    rng = np.random.default_rng([seed, 0xD1FF])
+    values = []
+    for _ in range(n_boot):
+        counts = np.bincount(rng.integers(0, len(uniq), len(uniq)), minlength=len(uniq))
+        value = weighted_auc(ya, pa, counts[ia]) - weighted_auc(yb, pb, counts[ib])
+        if not np.isnan(value):
+            values.append(value)
+    return {"auc_difference": float(diff), "ci95" if level == 0.95 else f"ci{level:g}": _interval(values, level),
+            "patients": int(len(uniq)), "resamples": int(len(values)),
+            "method": f"paired cluster bootstrap over {len(uniq)} patients ({len(values)} resamples)"}
+
+
+def binary_report(labels, probs, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0,
+                  groups=None) -> dict:
+    """Accuracy, AUC (+ bootstrap CI), sensitivity, specificity and the confusion matrix.
+    groups (the patient of each sample): the interval resamples patients instead of
+    samples (cluster bootstrap)."""
     labels, probs = np.asarray(labels).astype(int), np.asarray(probs, dtype=np.float64)
     cm = confusion(labels, probs, threshold)
     (tn, fp), (fn, tp) = cm
+    if groups is None:
+        ci = bootstrap_auc_ci(labels, probs, n_boot=n_boot, seed=seed)
+        method = f"bootstrap over the {len(labels)} test samples"
+    else:
+        ci = cluster_bootstrap_auc_ci(labels, probs, groups, n_boot=n_boot, seed=seed)
+        method = f"cluster bootstrap over the {_group_index(groups)[1]} test patients"
     return {
         "n": int(len(labels)),
+        **({} if groups is None else {"patients": _group_index(groups)[1]}),
         "accuracy": float((tn + tp) / max(cm.sum(), 1)),
         "auc": auc(labels, probs),
-        "auc_ci95": bootstrap_auc_ci(labels, probs, n_boot=n_boot, seed=seed),
+        "auc_ci95": ci,
+        "ci_method": method,
         "sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
         "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
         "threshold": float(threshold),

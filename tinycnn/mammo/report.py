@@ -49,8 +49,10 @@ def write_metrics(path, metrics: dict) -> None:
     os.replace(tmp, path)
 
 
-def plot_curves(history: list, out_dir, prefix: str = "") -> list[Path]:
-    """accuracy.png and loss.png: train and held-out values per epoch."""
+def plot_curves(history: list, out_dir, prefix: str = "", title: str = "") -> list[Path]:
+    """accuracy.png and loss.png: train and held-out values per epoch. title (the
+    protocol, test side and seed) goes under each plot's name, so a copied plot still
+    says which run it shows."""
     plt = _plt()
     out_dir, paths = Path(out_dir), []
     epochs = [h["epoch"] for h in history]
@@ -60,7 +62,7 @@ def plot_curves(history: list, out_dir, prefix: str = "") -> list[Path]:
         ax.plot(epochs, [h[f"test_{key}"] for h in history], "s-", label="held-out")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-        ax.set_title(f"{label} per epoch")
+        ax.set_title(f"{label} per epoch" + (f", {title}" if title else ""), fontsize=8 if title else None)
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
@@ -70,16 +72,24 @@ def plot_curves(history: list, out_dir, prefix: str = "") -> list[Path]:
     return paths
 
 
-def plot_roc(curves: dict, out_dir, prefix: str = "") -> Path:
-    """curves: name -> {"fpr", "tpr", "auc"}; one line each, with the chance diagonal."""
+def plot_roc(curves: dict, out_dir, prefix: str = "", title: str = "ROC, held-out side",
+             thin: dict | None = None) -> Path:
+    """curves: name -> {"fpr", "tpr", "auc"}; one line each, with the chance diagonal.
+    thin: more curves drawn as thin grey lines behind them (a --cv run's folds).
+    title: name the protocol, the test side's size and the seed (a copied paper/roc.png
+    must not pass for an honest one)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.6, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(4.8, 4.8), dpi=120)
+    for i, (name, c) in enumerate((thin or {}).items()):
+        ax.plot(c["fpr"], c["tpr"], color="grey", lw=0.8, alpha=0.6,
+                label=f"{len(thin)} folds (AUC {min(v['auc'] for v in thin.values()):.2f}-"
+                      f"{max(v['auc'] for v in thin.values()):.2f})" if i == 0 else None)
     for name, c in curves.items():
-        ax.plot(c["fpr"], c["tpr"], label=f"{name} (AUC {c['auc']:.3f})")
+        ax.plot(c["fpr"], c["tpr"], lw=2 if thin else 1.5, label=f"{name} (AUC {c['auc']:.3f})")
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
     ax.set_xlabel("false positive rate (1 - specificity)")
     ax.set_ylabel("true positive rate (sensitivity)")
-    ax.set_title("ROC, held-out side")
+    ax.set_title(title, fontsize=8 if "\n" in title or len(title) > 40 else None)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path = Path(out_dir) / f"{prefix}roc.png"
@@ -88,7 +98,32 @@ def plot_roc(curves: dict, out_dir, prefix: str = "") -> Path:
     return path
 
 
-def plot_confusion(cm, out_dir, prefix: str = "") -> Path:
+def plot_fold_curves(histories: list, out_dir, prefix: str = "", title: str = "") -> list[Path]:
+    """accuracy.png and loss.png of a --cv run: each fold's training and held-out curve
+    (thin), and their mean per epoch (bold)."""
+    plt = _plt()
+    out_dir, paths = Path(out_dir), []
+    for key, label in (("acc", "accuracy"), ("loss", "loss")):
+        fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+        for side, colour, name in (("train", "C0", "training"), ("test", "C1", "held-out")):
+            for h in histories:
+                ax.plot([e["epoch"] for e in h], [e[f"{side}_{key}"] for e in h], color=colour, lw=0.7, alpha=0.4)
+            n = min(len(h) for h in histories)
+            mean = [float(np.mean([h[i][f"{side}_{key}"] for h in histories])) for i in range(n)]
+            ax.plot(range(1, n + 1), mean, "o-", color=colour, label=f"{name} (mean of {len(histories)} folds)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} per epoch" + (f", {title}" if title else ""), fontsize=8 if title else None)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out_dir / f"{prefix}{label}.png")
+        fig.savefig(paths[-1])
+        plt.close(fig)
+    return paths
+
+
+def plot_confusion(cm, out_dir, prefix: str = "", title: str = "") -> Path:
     plt = _plt()
     cm = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(3.8, 3.4), dpi=120)
@@ -102,7 +137,7 @@ def plot_confusion(cm, out_dir, prefix: str = "") -> Path:
         for j in range(2):
             ax.text(j, i, str(cm[i, j]), ha="center", va="center",
                     color="white" if cm[i, j] > cm.max() / 2 else "black")
-    ax.set_title("confusion matrix (threshold 0.5)")
+    ax.set_title("confusion matrix (threshold 0.5)" + (f"\n{title}" if title else ""), fontsize=8 if title else None)
     fig.tight_layout()
     path = Path(out_dir) / f"{prefix}confusion_matrix.png"
     fig.savefig(path)

@@ -28,6 +28,7 @@ REPLACED = ".replaced"  # --overwrite: the previous run, until the new one has s
 DISCARDED = ".replaced-discarded"  # renamed there first, so a half-done delete is never mistaken for a backup
 COMPLETE = ".complete"  # in REPLACED once every file of the old run is in it
 SUBFOLDERS = ("", "patient", "paper")  # --protocol both keeps each protocol in its own subfolder
+FOLD_PATTERN = "fold-*"  # --cv keeps each fold in its own subfolder of those
 CHECKPOINTS = (LAST, BEST)
 RUN_FILES = CHECKPOINTS + ("metrics.json",) + PLOT_FILES
 STALE_PATTERNS = (".tmp-*.npz", "*.json.tmp")
@@ -37,10 +38,23 @@ class RunFolderBusy(Exception):
     """Another live process holds the run folder's lock."""
 
 
+def subfolders(folder: Path) -> list[str]:
+    """Where a run keeps files, relative to its folder: itself, its protocol subfolders
+    and the fold-N subfolders of each (--cv)."""
+    folder, out = Path(folder), []
+    for sub in SUBFOLDERS:
+        out.append(sub)
+        d = folder / sub
+        if d.is_dir():
+            out += sorted(str(f.relative_to(folder)) for f in d.glob(FOLD_PATTERN) if f.is_dir())
+    return out
+
+
 def run_files(folder: Path, names=RUN_FILES) -> list[Path]:
-    """The files of a run (checkpoints, metrics, plots) in folder and its protocol subfolders."""
+    """The files of a run (checkpoints, metrics, plots) in folder, its protocol
+    subfolders and their fold subfolders."""
     folder = Path(folder)
-    return [folder / sub / name for sub in SUBFOLDERS for name in names if (folder / sub / name).is_file()]
+    return [folder / sub / name for sub in subfolders(folder) for name in names if (folder / sub / name).is_file()]
 
 
 def holds_run(folder: Path) -> bool:
@@ -144,7 +158,7 @@ def in_use(folder) -> bool:
 def remove_stale_temporaries(folder) -> list[Path]:
     """Delete what interrupted saves left behind; returns what was removed."""
     removed = []
-    for sub in SUBFOLDERS:
+    for sub in subfolders(folder):
         d = Path(folder) / sub
         for pattern in STALE_PATTERNS:
             for p in sorted(d.glob(pattern)) if d.is_dir() else []:

@@ -37,6 +37,7 @@ class RoiSet:
     strict_errors: list = field(default_factory=list)  # what --strict refuses besides skips, kept for cached sets
     cache_file: str | None = None  # the cache file the arrays came from or went to; None if neither
     from_cache: bool = False
+    source_sides: np.ndarray | None = None  # (N,) side of each square crop in film pixels (MIAS), for film scans
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -55,12 +56,15 @@ class RoiSet:
                "notes": np.array(self.notes, dtype=str), "strict_errors": np.array(self.strict_errors, dtype=str)}
         if self.side is not None:
             out["side"] = self.side
+        if self.source_sides is not None:
+            out["source_sides"] = self.source_sides
         return out
 
     @classmethod
     def from_arrays(cls, name: str, z: dict) -> "RoiSet":
         return cls(name, z["images"], z["labels"].astype(np.int64), z["patients"], z["ids"],
-                   z.get("side"), list(z["skipped"]), list(z["notes"]), list(z.get("strict_errors", [])))
+                   z.get("side"), list(z["skipped"]), list(z["notes"]), list(z.get("strict_errors", [])),
+                   source_sides=z.get("source_sides"))
 
 
 def check_classes(name: str, labels, where: str, skipped=()) -> None:

@@ -21,7 +21,7 @@ from ..progress import tracked
 from . import cache
 from .preprocess import DataError, UnreadableImage, preprocess, read_image
 
-VERSION = 2  # 2: centres outside the film and radii under 1 are skipped
+VERSION = 3  # 2: centres outside the film and radii under 1 are skipped; 3: crop sides recorded
 INFO_FILE = "Info.txt"
 MIN_SIDE = 32
 DEFAULT_MARGIN = 1.5
@@ -126,7 +126,7 @@ def read(data_dir, image_size: int, strict: bool = False, margin: float = DEFAUL
     abnormal = [a for a in rows if a.severity in ("B", "M")]
     usable = [a for a in abnormal if a.croppable]
     notes = [f"{len(abnormal) - len(usable)} abnormal row(s) without a centre or radius cannot be cropped"]
-    images, labels, patients, ids, skipped = [], [], [], [], []
+    images, labels, patients, ids, skipped, sides = [], [], [], [], [], []
     films: dict[str, np.ndarray | None] = {}  # None: unreadable, skipped once, not once per ROI
     for a in tracked(usable, "cropping MIAS ROIs", progress):
         roi = f"{a.ref}:{a.kind}:{a.x},{a.y},r{a.radius}"
@@ -148,7 +148,8 @@ def read(data_dir, image_size: int, strict: bool = False, margin: float = DEFAUL
         labels.append(1 if a.severity == "M" else 0)
         patients.append(patient_of(a.ref))
         ids.append(roi)
+        sides.append(side)
     if not images:
         raise DataError(f"mias: no croppable abnormality with a readable film in {root}")
     return RoiSet("mias", np.stack(images), np.array(labels, dtype=np.int64), np.array(patients),
-                  np.array(ids), skipped=skipped, notes=notes)
+                  np.array(ids), skipped=skipped, notes=notes, source_sides=np.array(sides, dtype=np.int64))

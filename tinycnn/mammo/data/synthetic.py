@@ -116,6 +116,14 @@ def _calcifications(rng, yy, xx, cy, cx, spread, count, dot, brightness):
 
 def render_roi(seed: int, index: int, malignant: bool, size: int = DEFAULT_SIZE) -> np.ndarray:
     """One ROI (size x size, float64, arbitrary scale) from generator (seed, index)."""
+    return render_with_lesion(seed, index, malignant, size)[0]
+
+
+def render_with_lesion(seed: int, index: int, malignant: bool, size: int = DEFAULT_SIZE):
+    """(ROI, lesion, contrast): the ROI as render_roi draws it, the part of it the lesion
+    added (mass body, spicules, calcifications; background, lines and noise left out)
+    and the mass contrast. The generator knows where it drew the lesion: saliency maps
+    are measured against this."""
     rng = np.random.default_rng([seed, index, int(malignant)])
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
     density = rng.uniform(0.2, 0.8)
@@ -126,18 +134,37 @@ def render_roi(seed: int, index: int, malignant: bool, size: int = DEFAULT_SIZE)
     cy, cx = rng.uniform(0.28, 0.72, 2) * size
     contrast = rng.uniform(0.25, 0.6)
     body = _mass(rng, yy, xx, cy, cx, radius, malignant)
-    img += contrast * body * (1 + 0.1 * _power_law_noise(rng, size, 1.0))
+    lesion = contrast * body * (1 + 0.1 * _power_law_noise(rng, size, 1.0))
+    img += lesion
     if malignant:
         if rng.random() < 0.8:  # the rest are ill-defined masses without spicules
-            img += contrast * _spicules(rng, yy, xx, cy, cx, radius, size)
+            extra = contrast * _spicules(rng, yy, xx, cy, cx, radius, size)
+            img += extra
+            lesion = lesion + extra
         if rng.random() < 0.4:
-            img += _calcifications(rng, yy, xx, cy, cx, radius * 0.6, rng.integers(5, 14),
-                                   0.45 * size / 64, rng.uniform(0.5, 1.0))
+            extra = _calcifications(rng, yy, xx, cy, cx, radius * 0.6, rng.integers(5, 14),
+                                    0.45 * size / 64, rng.uniform(0.5, 1.0))
+            img += extra
+            lesion = lesion + extra
     elif rng.random() < 0.2:  # coarse benign calcification: big, round, few
-        img += _calcifications(rng, yy, xx, cy, cx, radius * 0.8, rng.integers(1, 3),
-                               1.3 * size / 64, rng.uniform(0.4, 0.8))
+        extra = _calcifications(rng, yy, xx, cy, cx, radius * 0.8, rng.integers(1, 3),
+                                1.3 * size / 64, rng.uniform(0.4, 0.8))
+        img += extra
+        lesion = lesion + extra
     img += rng.normal(0, 0.02, img.shape)  # acquisition noise
-    return img
+    return img, lesion, contrast
+
+
+LESION_LEVEL = 0.2  # a pixel is lesion where the lesion adds at least this fraction of the mass contrast
+
+
+def lesion_mask(seed: int, index: int, malignant: bool, size: int = DEFAULT_SIZE,
+                level: float = LESION_LEVEL) -> np.ndarray:
+    """(size, size) bool: where the generator drew the lesion of ROI (seed, index): the
+    lesion adds at least `level` x the mass contrast there (the mass to a little past
+    its half-intensity margin, the cores of the spicules, the calcifications)."""
+    _, lesion, contrast = render_with_lesion(seed, index, malignant, size)
+    return lesion >= level * contrast
 
 
 def generate(benign: int = 600, malignant: int = 600, size: int = DEFAULT_SIZE, seed: int = 0,
