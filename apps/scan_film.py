@@ -15,9 +15,12 @@ where the checkpoint records it (MIAS), else the network's input size.
 
 --heldout MIAS_DIR, with CHECKPOINT a finished `train_ddsm.py --dataset mias --cv K`
 run: each fold's final model (patient split) scans the films of the women its fold
-held out, and the app reports how often the heat map's maximum (of the windows' mean
-log-odds, which does not saturate where P rounds to 1) falls inside a marked
-abnormality circle, against the chance that a random point of the breast does.
+held out, and the app reports how often the heat map's peak falls inside a marked
+abnormality circle, against the chance that a random point of the breast does. The
+peak is the centre of the most malignant window (by log-odds, which do not saturate
+where P rounds to 1). The maximum of the mean map itself is reported beside it, but
+it is biased towards the film's edges: a pixel there is covered by fewer windows, and
+a mean of fewer values reaches further.
 
 Refused, with one line saying why and exit code 2 (before any film is read):
 option values out of range, inf or nan; a damaged, foreign or non-two-class
@@ -50,7 +53,8 @@ from tinycnn.mammo.memory import NotEnoughMemory
 from tinycnn.mammo.saliency import is_overlay, write_png
 from tinycnn.model import CheckpointError, architecture_shapes, load_model, read_checkpoint_records
 
-HELDOUT_HEADER = ["film", "patient", "fold", "circles", "hit", "x", "y", "p_at_max", "random_point_hit_chance"]
+HELDOUT_HEADER = ["film", "patient", "fold", "circles", "hit", "x", "y", "p_malignant", "hit_map_max", "map_max_x",
+                  "map_max_y", "random_point_hit_chance"]
 
 
 def parse_args(argv=None):
@@ -315,16 +319,15 @@ def heldout_films(run: Path) -> dict[str, dict]:
     return films
 
 
-def hit_interval(hits, patients, n_boot: int = 2000, seed: int = 0) -> list[float]:
-    """95% interval of a hit rate by a bootstrap that resamples women (two films each)."""
-    hits, patients = np.asarray(hits, float), np.asarray(patients).astype(str)
-    uniq, index = np.unique(patients, return_inverse=True)
-    rng = np.random.default_rng([seed, 0x5CA7])
-    values = []
-    for _ in range(n_boot):
-        counts = np.bincount(rng.integers(0, len(uniq), len(uniq)), minlength=len(uniq))[index]
-        values.append(float((counts * hits).sum() / counts.sum()))
-    return [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
+def wilson_interval(hits: int, n: int, z: float = 1.959964) -> list[float]:
+    """95% Wilson score interval of a rate hits/n (sensible at 0 or n hits too, where a
+    bootstrap collapses to a point)."""
+    if n == 0:
+        return [float("nan"), float("nan")]
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
 
 
 def draw_circles(rgb: np.ndarray, circles, height: int, scale: float, point) -> np.ndarray:
@@ -381,6 +384,7 @@ def heldout(args) -> int:
             scanner = Scanner(models[fold], args, backend_name)
         except (CheckpointError, NotEnoughMemory, OSError) as e:
             return error(e)
+        scanner_window, scanner_stride = scanner.window, scanner.stride
         mine = sorted(ref for ref, v in films.items() if v["fold"] == fold)
         print(printable(f"fold {fold}: {models[fold]} scans {len(mine)} held-out film(s); windows of "
                         f"{scanner.window} px ({scanner.window_why}), stride {scanner.stride}"), flush=True)
@@ -398,33 +402,46 @@ def heldout(args) -> int:
                 print(printable(f"warning: {ref}: {e}; left out"), file=sys.stderr)
                 continue
             result, mask = scanner.run(film, ref)
-            row, col = scan.hottest_point(result.score)
+            best = scan.top_regions(result, 1)[0]  # the most malignant window: its centre is the peak
+            row, col = best["y"], best["x"]
             hit = scan.inside_circles(row, col, circles[ref], film.shape[0])
+            map_row, map_col = scan.hottest_point(result.score)
+            map_hit = scan.inside_circles(map_row, map_col, circles[ref], film.shape[0])
             chance = scan.circle_share(mask if mask is not None else np.ones(film.shape, bool), circles[ref])
             rows.append({"film": ref, "patient": films[ref]["patient"], "fold": fold,
                          "circles": ";".join(f"{x} {y} {r}" for x, y, r in circles[ref]), "hit": int(hit),
-                         "x": col, "y": row, "p_at_max": f"{result.heat[row, col]:.4f}",
+                         "x": col, "y": row, "p_malignant": f"{best['p_malignant']:.4f}",
+                         "hit_map_max": int(map_hit), "map_max_x": map_col, "map_max_y": map_row,
                          "random_point_hit_chance": f"{chance:.4f}"})
             scale = max(1, int(np.ceil(max(film.shape) / 1024)))
             rgb = draw_circles(scan.heat_overlay(film, result.heat), circles[ref], film.shape[0], scale, (row, col))
             write_png(paths[Path(ref)][0], rgb)
-            print(printable(f"  {ref}: maximum at x {col}, y {row} (p {result.heat[row, col]:.3f}) "
-                            f"{'inside' if hit else 'outside'} the marked circle; a random breast point: "
+            print(printable(f"  {ref}: peak (most malignant window's centre) at x {col}, y {row} (p "
+                            f"{best['p_malignant']:.3f}) {'inside' if hit else 'outside'} the marked circle; the "
+                            f"mean map's maximum {'inside' if map_hit else 'outside'}; a random breast point: "
                             f"{chance:.3f}"), flush=True)
         del scanner
     write_csv_atomic(table, HELDOUT_HEADER, rows)
+    if not rows:
+        return error("no held-out film could be scanned")
     hits = np.array([r["hit"] for r in rows], float)
+    map_hits = np.array([r["hit_map_max"] for r in rows], float)
     chance = np.array([float(r["random_point_hit_chance"]) for r in rows])
     patients = [r["patient"] for r in rows]
-    lo, hi = hit_interval(hits, patients)
+    lo, hi = wilson_interval(int(hits.sum()), len(rows))
     summary = {"films": len(rows), "patients": len(set(patients)), "hits": int(hits.sum()),
                "hit_rate": float(hits.mean()), "hit_rate_ci95": [lo, hi],
+               "ci_method": "Wilson score interval over films",
+               "map_max_hits": int(map_hits.sum()), "map_max_hit_rate": float(map_hits.mean()),
                "random_point_rate": float(chance.mean()),
-               "ci_method": "bootstrap over women (2000 resamples)"}
+               "peak": "centre of the window with the highest log-odds",
+               "window": scanner_window, "stride": scanner_stride}
     summary_file.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    print(f"\nheld-out films: {len(rows)} of {summary['patients']} women; the heat map's maximum inside a marked "
-          f"circle on {int(hits.sum())} ({100 * hits.mean():.1f}%, 95% CI {100 * lo:.1f}-{100 * hi:.1f}%, "
-          f"{summary['ci_method']}); a random point of the breast: {100 * chance.mean():.1f}% expected")
+    print(f"\nheld-out films: {len(rows)} films of {summary['patients']} women; the peak (the most malignant "
+          f"window's centre) inside a marked circle on {int(hits.sum())} ({100 * hits.mean():.1f}%, 95% CI "
+          f"{100 * lo:.1f}-{100 * hi:.1f}%, {summary['ci_method']}); a random point of the breast: "
+          f"{100 * chance.mean():.1f}% expected; the mean map's maximum (biased to the edges): "
+          f"{int(map_hits.sum())} ({100 * map_hits.mean():.1f}%)")
     print(printable(f"wrote {table}, {summary_file} and a heat map per film in {out}"))
     return 0
 

@@ -224,6 +224,16 @@ def test_heldout_scan_of_a_cv_run(tmp_path, capsys):
     assert summary["hit_rate_ci95"][0] <= summary["hit_rate"] <= summary["hit_rate_ci95"][1]
     assert 0 < summary["random_point_rate"] < 0.2  # a circle of radius 8 in a breast of some 4000 pixels
     assert is_overlay(out / "mdb001.heatmap.png")
-    assert "the heat map's maximum inside a marked circle" in text
+    assert "the peak (the most malignant window's centre) inside a marked circle" in text
+    assert {"hit", "hit_map_max", "random_point_hit_chance"} <= set(rows[0])
     assert scan_film.main([str(run / "fold-1"), "--heldout", str(mias), "--out", str(tmp_path / "o")]) == 2
     assert "metrics.json" in capsys.readouterr().err
+
+
+def test_the_hit_rate_interval_by_hand():
+    """Wilson's interval: with 0 hits of n the upper end is z^2 / (n + z^2) (a bootstrap
+    would collapse to [0, 0]); 5 of 10 is symmetric about 1/2."""
+    lo, hi = scan_film.wilson_interval(0, 111)
+    assert lo == 0 and hi == pytest.approx(1.959964 ** 2 / (111 + 1.959964 ** 2))
+    lo, hi = scan_film.wilson_interval(5, 10)
+    assert lo == pytest.approx(1 - hi) and 0.23 < lo < 0.24
