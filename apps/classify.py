@@ -42,29 +42,13 @@ import numpy as np
 
 from tinycnn import backends
 from tinycnn.mammo import memory, metrics, progress, saliency
-from tinycnn.mammo.inference import CLASSES, check_checkpoint, find_checkpoint
+from tinycnn.mammo.inference import CLASSES, check_checkpoint, find_checkpoint, list_images
 from tinycnn.mammo.cli import INTERRUPTED, error, finite_float, printable, sigterm_as_ctrl_c, tolerant_std_streams
-from tinycnn.mammo.data.preprocess import IMAGE_EXTENSIONS, DataError, UnreadableImage, load_preprocessed
+from tinycnn.mammo.data.preprocess import DataError, UnreadableImage, load_preprocessed
 from tinycnn.mammo.memory import NotEnoughMemory
 from tinycnn.model import CheckpointError, load_model
 
 CSV_HEADER = ["file", "p_malignant", "prediction"]
-
-
-def list_inputs(paths) -> list[Path]:
-    files = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                           and not f.name.startswith("."))
-            if not found:
-                raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {p}")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DataError(f"not found: {p}")
-    return files
 
 
 def parse_args(argv=None):
@@ -127,7 +111,7 @@ def main(argv=None) -> int:
 def classify(args) -> int:
     try:
         ckpt = find_checkpoint(Path(args.checkpoint))
-        files = list_inputs(args.inputs)
+        files = list_images(args.inputs)
         check_csv_target(args.csv, ckpt, files)
         targets = explain_targets(args.explain, args.inputs, files, ckpt) if args.explain else None
         backend_name = backends.resolve(args.backend)

@@ -47,8 +47,8 @@ from tinycnn import backends
 from tinycnn.mammo import memory, scan
 from tinycnn.mammo.cli import INTERRUPTED, error, finite_float, printable, sigterm_as_ctrl_c, tolerant_std_streams
 from tinycnn.mammo.data import mias
-from tinycnn.mammo.data.preprocess import IMAGE_EXTENSIONS, DataError, UnreadableImage, read_image
-from tinycnn.mammo.inference import check_checkpoint, find_checkpoint
+from tinycnn.mammo.data.preprocess import DataError, UnreadableImage, read_image
+from tinycnn.mammo.inference import check_checkpoint, find_checkpoint, list_images
 from tinycnn.mammo.memory import NotEnoughMemory
 from tinycnn.mammo.saliency import is_overlay, write_png
 from tinycnn.model import CheckpointError, architecture_shapes, load_model, read_checkpoint_records
@@ -109,22 +109,6 @@ def out_problem(out: Path, inputs) -> str | None:
             return (f"--out {out} is inside the input folder {a}: the heat maps are images and would join the "
                     "inputs; choose a folder outside it")
     return None
-
-
-def list_films(paths) -> list[Path]:
-    files = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                           and not f.name.startswith("."))
-            if not found:
-                raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {p}")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DataError(f"not found: {p}")
-    return files
 
 
 def is_regions_table(path: Path) -> bool:
@@ -241,7 +225,7 @@ def scan_films(args) -> int:
     out = Path(args.out)
     try:
         ckpt = find_checkpoint(Path(args.checkpoint))
-        films = list_films(args.films)
+        films = list_images(args.films)
         paths = output_paths(out, films, [("the checkpoint", ckpt)] + [("an input film", f) for f in films])
         backend_name = backends.resolve(args.backend)
         scanner = Scanner(ckpt, args, backend_name)

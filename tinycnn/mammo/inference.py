@@ -7,10 +7,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import memory
-from .data.preprocess import DataError
+from .data.preprocess import IMAGE_EXTENSIONS, DataError
 from tinycnn.model import CheckpointError, architecture_shapes, read_checkpoint_records
 
 CLASSES = 2  # benign, malignant: the network's outputs
+
+
+def list_images(paths) -> list[Path]:
+    """The image files named on a command line: files as given, folders searched
+    recursively for images (hidden files left out). DataError for a missing path or a
+    folder without images."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                           and not f.name.startswith("."))
+            if not found:
+                raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {p}")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"not found: {p}")
+    return files
 
 
 def find_checkpoint(path: Path) -> Path:
