@@ -53,6 +53,8 @@
 // The K loop (gemm_tile.cuh: tile_main_loop) is unrolled by two. Every path gathers the
 // same values and adds each output's K terms in the same order: the same bits.
 #include "gemm_tile.cuh"
+// mma.cuh: round_operand, for the precision modes of the few-taps weight gradient
+#include "mma.cuh"
 
 // Entries of the per-block tables of K indices (conv2d_forward_tile,
 // conv2d_backward_data_tile), per tile shape: what the 48 KB of static shared memory
@@ -745,10 +747,17 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
 #define SMALLK_LANES 64           // position lanes per block
 #define SMALLK_BLOCK_FILTERS 16   // SMALLK_FILTERS * (256 / SMALLK_LANES)
 
-extern "C" __global__ void __launch_bounds__(256)
-    conv2d_backward_filter_smallk(float *__restrict__ part_w, float *__restrict__ part_b,
-                                  const float *__restrict__ dout, const float *__restrict__ x, int N, int C, int H,
-                                  int W, int F, int KH, int KW, int OH, int OW, int stride, int pad, int chunk) {
+//
+// PREC (mma.cuh round_operand): 0 FP32; 1 TF32, 2 BF16 round dout and x before each
+// product, as the tensor-core kernels round their operands, so that a precision mode
+// computes what it says in every pass (the bias gradient sums dout itself).
+template <int PREC>
+__device__ __forceinline__ void conv2d_backward_filter_smallk_tile(float *__restrict__ part_w,
+                                                                   float *__restrict__ part_b,
+                                                                   const float *__restrict__ dout,
+                                                                   const float *__restrict__ x, int N, int C, int H,
+                                                                   int W, int F, int KH, int KW, int OH, int OW,
+                                                                   int stride, int pad, int chunk) {
     __shared__ float lanes[SMALLK_BLOCK_FILTERS][SMALLK_LANES];
     const int KHW = KH * KW, KK = C * KHW, OHW = OH * OW, P = N * OHW, HW = H * W;
     const int lane = threadIdx.x % SMALLK_LANES, group = threadIdx.x / SMALLK_LANES;
@@ -780,15 +789,16 @@ extern "C" __global__ void __launch_bounds__(256)
 #pragma unroll
         for (int j = 0; j < SMALLK_FILTERS; j++) {
             const int f = f0 + j;
-            d[j] = f < F ? dout[((long long)pos.hi * F + f) * OHW + pos.mid * OW + pos.lo] : 0.0f;
-            acc[j][SMALLK_TAPS] += d[j];
+            const float dv = f < F ? dout[((long long)pos.hi * F + f) * OHW + pos.mid * OW + pos.lo] : 0.0f;
+            acc[j][SMALLK_TAPS] += dv;
+            d[j] = round_operand<PREC>(dv);
         }
         if (pad == 0) {  // a valid convolution: every tap of every window is inside x
             const float *corner = xn + ih0 * W + iw0;
 #pragma unroll
             for (int k = 0; k < SMALLK_TAPS; k++) {
                 if (k < KK) {
-                    const float xv = corner[tap_offset[k]];
+                    const float xv = round_operand<PREC>(corner[tap_offset[k]]);
 #pragma unroll
                     for (int j = 0; j < SMALLK_FILTERS; j++) acc[j][k] += d[j] * xv;
                 }
@@ -800,8 +810,8 @@ extern "C" __global__ void __launch_bounds__(256)
             for (int k = 0; k < SMALLK_TAPS; k++) {
                 if (k < KK) {
                     const int ih = ih0 + tap.mid, iw = iw0 + tap.lo;
-                    const float xv = ((unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W)
-                                         ? xn[tap.hi * HW + ih * W + iw] : 0.0f;
+                    const float xv = round_operand<PREC>(((unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W)
+                                                             ? xn[tap.hi * HW + ih * W + iw] : 0.0f);
 #pragma unroll
                     for (int j = 0; j < SMALLK_FILTERS; j++) acc[j][k] += d[j] * xv;
                     advance(tap, one, KH, KW);
@@ -832,6 +842,30 @@ extern "C" __global__ void __launch_bounds__(256)
             __syncthreads();
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    conv2d_backward_filter_smallk(float *__restrict__ part_w, float *__restrict__ part_b, const float *__restrict__ dout,
+                                  const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW, int OH,
+                                  int OW, int stride, int pad, int chunk) {
+    conv2d_backward_filter_smallk_tile<0>(part_w, part_b, dout, x, N, C, H, W, F, KH, KW, OH, OW, stride, pad,
+                                          chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    conv2d_backward_filter_smallk_tf32(float *__restrict__ part_w, float *__restrict__ part_b, const float *__restrict__ dout,
+                                       const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW, int OH,
+                                       int OW, int stride, int pad, int chunk) {
+    conv2d_backward_filter_smallk_tile<1>(part_w, part_b, dout, x, N, C, H, W, F, KH, KW, OH, OW, stride, pad,
+                                          chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    conv2d_backward_filter_smallk_bf16(float *__restrict__ part_w, float *__restrict__ part_b, const float *__restrict__ dout,
+                                       const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW, int OH,
+                                       int OW, int stride, int pad, int chunk) {
+    conv2d_backward_filter_smallk_tile<2>(part_w, part_b, dout, x, N, C, H, W, F, KH, KW, OH, OW, stride, pad,
+                                          chunk);
 }
 
 // Partial bias gradients: block (s, f) sums dout[n, f, :, :] over the flat positions

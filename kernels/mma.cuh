@@ -95,6 +95,18 @@ __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
 #endif
 }
 
+// The same roundings as floats, for CUDA-core kernels that must compute what a precision
+// mode defines (every product of a convolution or dense layer on rounded operands, see
+// tinycnn/precision.py) without a tensor core: conv2d.cu's few-taps weight gradient.
+// PREC: 0 FP32 (no rounding), 1 TF32, 2 BF16. The products of two rounded operands are
+// exact in FP32, as inside the tensor core.
+template <int PREC>
+__device__ __forceinline__ float round_operand(float x) {
+    if (PREC == 1) return __uint_as_float(to_tf32(x));
+    if (PREC == 2) return __uint_as_float(pack_bf16x2(0.0f, x));  // x in the upper half, zeros below
+    return x;
+}
+
 // ------------------------------------------------------------------------- mma
 // d = a b + c on a 16 x 8 x 8 TF32 tile (operands from to_tf32). d may be c.
 __device__ __forceinline__ void mma_tf32_m16n8k8(float d[4], const unsigned a[4], const unsigned b[2],

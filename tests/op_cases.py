@@ -24,8 +24,11 @@ import numpy as np
 from helpers import EXACT
 from tinycnn.gradcheck import OPS, OpSpec
 
-PARITY_BACKENDS = ("numba", "cuda-emu", "cuda")
-GPU_ONLY = ("cuda",)
+# 'name:precision' is a backend in a tensor-core mode (tests/helpers.py split_name); a bare
+# name is its fp32 mode.
+TENSOR_CORE_BACKENDS = ("cuda-emu:tf32", "cuda-emu:bf16", "cuda:tf32", "cuda:bf16")
+PARITY_BACKENDS = ("numba", "cuda-emu", "cuda") + TENSOR_CORE_BACKENDS
+GPU_ONLY = ("cuda", "cuda:tf32", "cuda:bf16")
 
 # softmax has no backward pass, so the gradient-checked op table (gradcheck.OPS) leaves it
 # out; for parity it is a forward-only op.
@@ -308,8 +311,20 @@ TOLERANCES = {
 }
 
 
-def tolerance(backend: str, case: Case) -> Tol | None:
-    """The tolerance of `case` on `backend` (None: not compared there)."""
+# The tensor-core modes: the products of conv2d, dense and the fused block are held to
+# the derived bound of an FP32 sum around the exact result of the mode
+# (helpers.compare_within_sum_bound), no tolerance to choose. Their other ops are the
+# fp32 mode's kernels, compared there.
+SUM_BOUND = "the FP32-sum bound"
+PRECISION_OPS = ("conv2d", "dense", "conv2d_relu_maxpool")
+for _backend in TENSOR_CORE_BACKENDS:
+    for _op in PARITY_OPS:
+        TOLERANCES[(_backend, _op)] = SUM_BOUND if _op in PRECISION_OPS else None
+
+
+def tolerance(backend: str, case: Case) -> Tol | str | None:
+    """The tolerance of `case` on `backend` (None: not compared there; SUM_BOUND: the
+    derived bound of the tensor-core modes)."""
     if case.op == "maxpool2d" and case.kw["stride"] < case.kw["size"]:
         overlapping = TOLERANCES.get((backend, "maxpool2d, overlapping"))
         if overlapping is not None:

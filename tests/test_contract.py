@@ -89,6 +89,8 @@ class _Compliant(Backend):
 
     name = "compliant"
     dtype = np.dtype(np.float32)
+    precision = "fp32"
+    precisions = ("fp32",)
 
 
 def test_the_check_names_the_member_and_the_difference():

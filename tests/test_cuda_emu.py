@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import backend_or_skip, compare_with_reference
+from helpers import backend_or_skip, compare_with_reference, compare_within_sum_bound
 from op_cases import case, cases, normal, tolerance
 from tinycnn import backends
 from tinycnn.backends import launch
@@ -253,8 +253,9 @@ def test_cuda_backend_plumbing_through_a_stand_in_cupy(emu, rng, monkeypatch):
     def memcpy_async(dst, src, nbytes, kind, stream):
         ctypes.memmove(dst, src, nbytes)
 
+    capability = {"major": 9, "minor": 0}
     runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0,
-                                    getDeviceProperties=lambda i: {"name": b"Stand-in GPU"},
+                                    getDeviceProperties=lambda i: {"name": b"Stand-in GPU", **capability},
                                     memcpyAsync=memcpy_async, memcpyHostToDevice=1, memcpyDeviceToDevice=3)
     fake = types.SimpleNamespace(
         ndarray=DeviceArray, asarray=device(np.asarray), empty=device(np.empty), zeros=device(np.zeros),
@@ -265,12 +266,22 @@ def test_cuda_backend_plumbing_through_a_stand_in_cupy(emu, rng, monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake)
     cuda_backend._load_kernels.cache_clear()
     try:
-        be = cuda_backend.CudaBackend()
+        be = cuda_backend.CudaBackend(precision="fp32")
         assert len(modules) == len(launch.kernel_sources()) and "Stand-in GPU" in be.device_name()
         for op, name in PLUMBING_CASES:
             c = case(op, name)
             tol = tolerance("cuda", c)
             compare_with_reference(be, c.spec, c.arrays(rng), fwd_tol=tol.fwd, grad_tol=tol.grad, **c.kw)
+        # compute capability 9.0: tensor cores by default, in TF32 (the products' kernels)
+        default = cuda_backend.CudaBackend()
+        assert default.precision == "tf32" and default.precisions == ("fp32", "tf32", "bf16")
+        for op, name in [("conv2d", "stride2_pad1"), ("dense", "split_k")]:
+            c = case(op, name)
+            compare_within_sum_bound(default, op, c.arrays(rng), **c.kw)
+        capability.update(major=7, minor=5)  # no TF32 / BF16 mma before sm_80
+        assert cuda_backend.CudaBackend().precision == "fp32"
+        with pytest.raises(ValueError, match="runs fp32"):
+            cuda_backend.CudaBackend(precision="bf16")
         p2, g, v2 = (normal(rng, (9,)) for _ in range(3))
         p, v = be.asarray(p2), be.asarray(v2)
         be.sgd_update(p, be.asarray(g), v, 0.1, 0.9, 0.0)

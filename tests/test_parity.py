@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import backend_or_skip, compare_with_reference
-from op_cases import CASES, PARITY_BACKENDS, tolerance
+from helpers import IllPosed, backend_or_skip, compare_with_reference, compare_within_sum_bound, split_name
+from op_cases import CASES, PARITY_BACKENDS, SUM_BOUND, tolerance
 
 GPU_BACKENDS = ("cuda",)
+DRAWS = 10  # inputs drawn for a tensor-core case until one has no near tie (IllPosed)
 
 
 def _parameters():
@@ -21,14 +22,22 @@ def _parameters():
             tol = tolerance(backend, case)
             if tol is None:  # the backend runs the reference's code for this op
                 continue
-            marks = [pytest.mark.gpu] if backend in GPU_BACKENDS else []
+            marks = [pytest.mark.gpu] if split_name(backend)[0] in GPU_BACKENDS else []
             yield pytest.param(backend, case, tol, id=f"{backend}-{case.id}", marks=marks)
 
 
 @pytest.mark.parametrize("backend, case, tol", list(_parameters()))
 def test_parity(rng, backend, case, tol):
-    backend_or_skip(backend)
-    compare_with_reference(backend, case.spec, case.arrays(rng), fwd_tol=tol.fwd, grad_tol=tol.grad, **case.kw)
+    be = backend_or_skip(backend)
+    if tol != SUM_BOUND:
+        compare_with_reference(be, case.spec, case.arrays(rng), fwd_tol=tol.fwd, grad_tol=tol.grad, **case.kw)
+        return
+    for draw in range(DRAWS):
+        try:
+            return compare_within_sum_bound(be, case.op, case.arrays(rng), **case.kw)
+        except IllPosed:
+            continue
+    pytest.fail(f"{case.id}: {DRAWS} draws of inputs, each with a near tie")
 
 
 def test_every_case_is_named_once_explained_and_runs_somewhere():

@@ -23,6 +23,26 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The precision modes of the backends. 'fp32': every product on FP32 operands (CUDA
+#: cores on a GPU). 'tf32' / 'bf16': every product of a convolution or dense layer on
+#: operands rounded by round_tf32 / round_bf16 (tensor cores on a GPU), summed in FP32;
+#: the rest of a step (bias, ReLU, pooling, dropout, the loss, the optimizer's update of
+#: the FP32 master weights) is FP32 in every mode.
+PRECISIONS = ("fp32", "tf32", "bf16")
+TENSOR_CORE_PRECISIONS = ("tf32", "bf16")
+
+
+
+def choose(precision: str | None, supported: tuple, default: str, who: str) -> str:
+    """A backend's precision: `default` for None, else `precision` if `who` runs it, else
+    a ValueError that says what it runs."""
+    precision = default if precision is None else precision
+    if precision not in supported:
+        known = "" if precision in PRECISIONS else f" (the modes are {', '.join(PRECISIONS)})"
+        raise ValueError(f"precision {precision!r}: the {who} backend runs {', '.join(supported)}{known}")
+    return precision
+
+
 _ABS = np.uint32(0x7FFFFFFF)
 _INF = np.uint32(0x7F800000)
 
@@ -88,3 +108,16 @@ def fp32_sum_error_bound(abs_sum, n_additions: int, unit: float = FP32_ULP) -> n
     if nu >= 1:
         raise ValueError(f"{n_additions} additions: the bound needs n u < 1")
     return np.asarray(abs_sum, dtype=np.float64) * (nu / (1 - nu))
+
+
+def round_operands(a, precision: str):
+    """``a`` as a product of that precision mode reads it: itself in 'fp32', else rounded
+    by round_tf32 / round_bf16, returned in a's dtype (float64 holds the rounded values
+    exactly)."""
+    if precision == "fp32":
+        return a
+    if precision not in TENSOR_CORE_PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {PRECISIONS}")
+    a = np.asarray(a)
+    rounded = round_tf32(a) if precision == "tf32" else round_bf16(a)
+    return rounded.astype(a.dtype, copy=False)

@@ -19,7 +19,7 @@ _REGISTRY: dict[str, str | Callable] = {
     "cuda-emu": "tinycnn.backends.emulated:EmulatedBackend",
     "numba": "tinycnn.backends.numba_backend:NumbaBackend",
 }
-_INSTANCES: dict[str, object] = {}
+_INSTANCES: dict[tuple, object] = {}  # (name, precision or None) -> backend
 
 
 class BackendUnavailable(RuntimeError):
@@ -29,7 +29,8 @@ class BackendUnavailable(RuntimeError):
 def register(name: str, factory: str | Callable) -> None:
     """Add a backend: a zero-argument callable, or "package.module:Factory"."""
     _REGISTRY[name] = factory
-    _INSTANCES.pop(name, None)
+    for key in [k for k in _INSTANCES if k[0] == name]:
+        del _INSTANCES[key]
 
 
 def names() -> list[str]:
@@ -37,22 +38,32 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name_or_backend="numpy"):
-    """The backend called `name` (one shared instance per name), or `name` itself if it
-    is already a backend object."""
+def get(name_or_backend="numpy", precision: str | None = None):
+    """The backend called `name` (one shared instance per name and precision mode), or
+    `name` itself if it is already a backend object.
+
+    precision (tinycnn/precision.py): 'fp32', 'tf32' or 'bf16'; None takes the backend's
+    default ('tf32' for cuda on a GPU with tensor cores, else 'fp32'). A mode the backend
+    does not run is a ValueError that says which it runs."""
     if not isinstance(name_or_backend, str):
+        have = getattr(name_or_backend, "precision", "fp32")
+        if precision is not None and precision != have:
+            raise ValueError(f"{getattr(name_or_backend, 'name', name_or_backend)!s} runs precision {have!r}, "
+                             f"not {precision!r}: get a backend of that precision by name")
         return name_or_backend
     name = name_or_backend
-    if name in _INSTANCES:
-        return _INSTANCES[name]
+    if (name, precision) in _INSTANCES:
+        return _INSTANCES[(name, precision)]
     if name not in _REGISTRY:
         raise ValueError(f"unknown backend {name!r}; choose from {', '.join(names())}")
     factory = _REGISTRY[name]
     if isinstance(factory, str):
         module_name, attr = factory.split(":")
         factory = getattr(importlib.import_module(module_name), attr)
-    backend = factory()
-    _INSTANCES[name] = backend
+    backend = factory() if precision is None else factory(precision=precision)
+    # get(name) and get(name, its default) are one instance
+    backend = _INSTANCES.setdefault((name, getattr(backend, "precision", "fp32")), backend)
+    _INSTANCES[(name, precision)] = backend
     return backend
 
 

@@ -56,6 +56,14 @@ class Backend(Protocol):
     dtype: np.dtype
     """The float dtype of the backend's arrays: float32 (float64 on numpy64)."""
 
+    precision: str
+    """What the products of conv2d and dense compute (tinycnn/precision.py): 'fp32', or
+    'tf32' / 'bf16': both operands rounded to that format, the sums in FP32. Chosen when
+    the backend is made (backends.get(name, precision=...)); fixed for its life."""
+
+    precisions: tuple
+    """The precision modes this backend runs."""
+
     # ------------------------------------------------------------------ conv2d
     def conv2d_forward(self, x: Array, w: Array, b: Array, stride: int = 1, pad: int = 0) -> tuple[Array, Cache]:
         """2-D cross-correlation with zero padding.

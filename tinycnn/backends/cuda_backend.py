@@ -61,15 +61,23 @@ class CudaBackend(KernelBackend):
 
     name = "cuda"
 
-    def __init__(self):
+    def __init__(self, precision: str | None = None):
+        """precision: 'fp32', 'tf32' or 'bf16' (tinycnn/precision.py); None: 'tf32' on a GPU
+        with tensor cores for it (compute capability 8.0 and newer, as PyTorch's default
+        for convolutions), else 'fp32', the only mode an older GPU runs."""
         cupy = _import_cupy()
         self.xp = cupy
         self._cupy = cupy
         self._device_id = cupy.cuda.runtime.getDevice()
+        props = cupy.cuda.runtime.getDeviceProperties(self._device_id)
+        self.compute_capability = 10 * int(props["major"]) + int(props["minor"])
+        if self.compute_capability < 80:
+            self.precisions = ("fp32",)  # mma.sync with TF32 / BF16 operands needs sm_80
+        self._set_precision(precision, "tf32" if self.compute_capability >= 80 else "fp32")
         self._kernels = _load_kernels(self._device_id)
 
     def __repr__(self) -> str:
-        return f"CudaBackend(device={self._device_id})"
+        return f"CudaBackend(device={self._device_id}, precision={self.precision!r})"
 
     # ------------------------------------------------------------------ arrays
     def _device_empty(self, shape, dtype):

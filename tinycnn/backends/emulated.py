@@ -238,12 +238,16 @@ class EmulatedBackend(HostArrays, KernelBackend):
 
     name = "cuda-emu"
 
-    def __init__(self):
+    def __init__(self, precision: str | None = None):
+        """precision: 'fp32' (the default: the emulator is a CPU, and FP32 is the fastest
+        there), 'tf32' or 'bf16', which run the tensor-core kernels as an sm_80+ GPU does
+        by default (tinycnn/precision.py)."""
+        self._set_precision(precision, "fp32")
         lib = load_library()
         self._kernels = {name: _Kernel(lib, name) for _, names in kernel_sources().values() for name in names}
 
     def __repr__(self) -> str:
-        return "EmulatedBackend()"
+        return f"EmulatedBackend(precision={self.precision!r})"
 
     # ------------------------------------------------------------------ arrays
     def _device_empty(self, shape, dtype):

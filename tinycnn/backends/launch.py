@@ -40,6 +40,8 @@ import re
 import numpy as np
 
 from ..philox import keep_threshold, seed_to_key
+from ..precision import PRECISIONS
+from ..precision import choose as choose_precision
 from ..shapes import check_dense, check_labels, conv2d_out_hw, conv_out_size, pool_out_size
 from .capture import CapturedStep
 from .contract import STAT_COUNT, STAT_LAYOUT, new_step_stats
@@ -94,7 +96,7 @@ BIAS_CHUNK = 8192  # output positions per conv2d bias-gradient block
 SMALLK_TARGET_BLOCKS = 528  # the few-taps weight gradient: about four blocks per SM of an H100
 
 _KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
-_INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
+_INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*(?://.*)?$', re.M)
 _PRAGMA_ONCE_RE = re.compile(r'^\s*#\s*pragma\s+once\s*$', re.M)
 
 INT32_MAX = 2**31 - 1
@@ -206,6 +208,13 @@ class KernelBackend:
     name = "kernels"
     dtype = np.dtype(np.float32)
     xp = None
+    #: The precision modes (tinycnn/precision.py): 'fp32' runs every product on the FP32
+    #: CUDA cores (gemm.cu, conv2d.cu); 'tf32' and 'bf16' run the convolutions and dense
+    #: products on tensor cores (gemm_tc.cu, conv2d_tc.cu) with operands rounded to that
+    #: format and FP32 sums. Everything else (bias, ReLU, pooling, dropout, the loss, the
+    #: optimizer's update of the FP32 master weights) is FP32 in every mode.
+    precisions = PRECISIONS
+    precision = "fp32"
 
     allocations = 0     # arrays the ops allocated (a captured step's replays allocate none)
     _arena = None       # capture.StepArena while a captured step runs
@@ -249,6 +258,9 @@ class KernelBackend:
 
     def device_name(self) -> str:
         raise NotImplementedError
+
+    def _set_precision(self, precision: str | None, default: str) -> None:
+        self.precision = choose_precision(precision, self.precisions, default, self.name)
 
     # ------------------------------------------- allocations, launches, capture
     def _allocate(self, shape, dtype=np.float32):
@@ -410,20 +422,40 @@ class KernelBackend:
                          [c, self.xp.zeros((m * n,), np.float32), bias if bias is not None else c, i32(0),
                           i32(m * n), i32(n), i32(bias is not None)])
             return
-        grid_xy = (cdiv(n, TILE_N), cdiv(m, TILE_M))
-        splits, k_chunk = split_k(grid_xy[0] * grid_xy[1], k)
+        if self.precision == "fp32":
+            grid_xy = (cdiv(n, TILE_N), cdiv(m, TILE_M))
+            splits, k_chunk = split_k(grid_xy[0] * grid_xy[1], k)
+            name, grid, block = "sgemm_strided", grid_xy + (splits,), (TILE_THREADS, 1, 1)
+        else:  # the same arguments, on tensor cores (kernels/gemm_tc.cu)
+            g = tensor_cores.gemm(self.precision, m, n, k)
+            name, grid, block, splits, k_chunk = g.name, g.grid, g.block, g.splits, g.k_chunk
         has_bias = bias is not None
         if splits == 1:
-            self._launch("sgemm_strided", grid_xy + (1,), (TILE_THREADS, 1, 1),
+            self._launch(name, grid, block,
                          [c, a, b, bias if has_bias else c, i32(m), i32(n), i32(k), i32(sam), i32(sak), i32(sbk),
                           i32(sbn), i32(n), i32(k_chunk), i32(0), i32(has_bias)])
             return
         _check_size(splits * m * n)
         ws = self._empty((splits, m, n))
-        self._launch("sgemm_strided", grid_xy + (splits,), (TILE_THREADS, 1, 1),
+        self._launch(name, grid, block,
                      [ws, a, b, ws, i32(m), i32(n), i32(k), i32(sam), i32(sak), i32(sbk), i32(sbn), i32(n),
                       i32(k_chunk), i32(m * n), i32(0)])
         self._reduce_splits(c, ws, splits, m * n, bias, n)
+
+    def _conv_launch(self, kind: str, m: int, cols: int, k: int | None = None) -> tuple:
+        """(kernel, grid, block, splits, k_chunk) of an implicit-GEMM convolution pass
+        (kind: forward, relu_maxpool, backward_data, backward_filter) with m rows (filters
+        or channels) and `cols` columns, in this backend's precision: conv2d.cu's
+        conv2d_<kind>_igemm_<tile> in fp32, conv2d_tc.cu's conv2d_<kind>_<precision>_<tile>
+        otherwise (the same arguments). With k (backward_filter: K = output positions),
+        split over grid z when the tiles are few."""
+        if self.precision != "fp32":
+            g = tensor_cores.conv(kind, self.precision, m, cols, k)
+            return g.name, g.grid, g.block, g.splits, g.k_chunk
+        bm, bn, tile = conv_tile(m)
+        grid_xy = (cdiv(cols, bn), cdiv(m, bm))
+        splits, k_chunk = (1, 0) if k is None else split_k(grid_xy[0] * grid_xy[1], k)
+        return f"conv2d_{kind}_igemm{tile}", grid_xy + (splits,), (TILE_THREADS, 1, 1), splits, k_chunk
 
     # ------------------------------------------------------------------ conv2d
     def conv2d_forward(self, x, w, b, stride: int = 1, pad: int = 0):
@@ -437,9 +469,8 @@ class KernelBackend:
         _check_size(x.size, w.size, n * f * oh * ow)
         out = self._empty((n, f, oh, ow))
         if out.size:
-            bm, bn, tile = conv_tile(f)
-            grid = (cdiv(n * oh * ow, bn), cdiv(f, bm), 1)
-            self._launch("conv2d_forward_igemm" + tile, grid, (TILE_THREADS, 1, 1),
+            name, grid, block, _, _ = self._conv_launch("forward", f, n * oh * ow)
+            self._launch(name, grid, block,
                          [out, x, w, b, i32(n), i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(oh), i32(ow),
                           i32(stride), i32(pad)])
         return out, (x, w, stride, pad)
@@ -463,21 +494,17 @@ class KernelBackend:
 
         dx = self._empty(x.shape) if need_dx else None
         if need_dx and dx.size:
-            bm, bn, tile = conv_tile(c)
-            grid = (cdiv(n * h * wd, bn), cdiv(c, bm), 1)
-            self._launch("conv2d_backward_data_igemm" + tile, grid, (TILE_THREADS, 1, 1), [dx, dout, w] + geometry)
+            name, grid, block, _, _ = self._conv_launch("backward_data", c, n * h * wd)
+            self._launch(name, grid, block, [dx, dout, w] + geometry)
 
         kk, p = c * kh * kw, n * oh * ow
         if kk <= SMALLK_TAPS:  # its one pass over dout gives db too
             return dx, *self._conv_filter_grad_smallk(dout, x, w.shape, geometry, p)
         dw = self._empty(w.shape)
-        bm, bn, tile = conv_tile(f)
-        grid_xy = (cdiv(kk, bn), cdiv(f, bm))
-        splits, k_chunk = split_k(grid_xy[0] * grid_xy[1], p)
+        name, grid, block, splits, k_chunk = self._conv_launch("backward_filter", f, kk, p)
         target = dw if splits == 1 else self._empty((splits,) + w.shape)
         _check_size(target.size)
-        self._launch("conv2d_backward_filter_igemm" + tile, grid_xy + (splits,), (TILE_THREADS, 1, 1),
-                     [target, dout, x] + geometry + [i32(k_chunk)])
+        self._launch(name, grid, block, [target, dout, x] + geometry + [i32(k_chunk)])
         if splits > 1:
             self._reduce_splits(dw, target, splits, dw.size)
 
@@ -512,9 +539,8 @@ class KernelBackend:
         out = self._empty((n, f, ph, pw))
         arg = self._empty((n, f, ph, pw), np.int32)
         if out.size:
-            bm, bn, tile = conv_tile(f)
-            self._launch("conv2d_relu_maxpool_igemm" + tile, (cdiv(n * ph * pw * 4, bn), cdiv(f, bm), 1),
-                         (TILE_THREADS, 1, 1),
+            name, grid, block, _, _ = self._conv_launch("relu_maxpool", f, n * ph * pw * 4)
+            self._launch(name, grid, block,
                          [out, arg, x, w, b, i32(n), i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(oh),
                           i32(ow), i32(stride), i32(pad), i32(ph), i32(pw)])
         return out, ((x, w, stride, pad), out, arg, (oh, ow))
@@ -556,7 +582,8 @@ class KernelBackend:
         part_w = dw if chunks == 1 else self._empty((chunks, f * kk))
         part_b = db if chunks == 1 else self._empty((chunks, f))
         _check_size(part_w.size)
-        self._launch("conv2d_backward_filter_smallk", (chunks, fblocks, 1), (256, 1, 1),
+        name = "conv2d_backward_filter_smallk" + ("" if self.precision == "fp32" else "_" + self.precision)
+        self._launch(name, (chunks, fblocks, 1), (256, 1, 1),
                      [part_w, part_b, dout, x] + geometry + [i32(chunk)])
         if chunks > 1:
             self._reduce_splits(dw, part_w, chunks, dw.size)
@@ -766,6 +793,10 @@ class KernelBackend:
         n, k = logits.shape
         self._launch("train_stats", (1, 1, 1), (1, 1, 1), [stats, loss, logits, self._labels(labels, n, k),
                                                           i32(n), i32(k)])
+
+
+# Imported last: tensor_cores reads this module's constants when it loads.
+from . import tensor_cores  # noqa: E402
 
 
 def _bits(value: float) -> np.uint32:

@@ -48,6 +48,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..philox import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, keep_threshold, seed_to_key
+from ..precision import choose as choose_precision
 from ..shapes import conv2d_out_hw, pool_out_size
 from .numpy_backend import ComposedBlocks, HostArrays, NumpyBackend
 
@@ -448,9 +449,12 @@ class NumbaBackend(ComposedBlocks, HostArrays):
     docstring for how each op is done)."""
 
     name = "numba"
+    precisions = ("fp32",)  # the tensor-core modes run on cuda, cuda-emu and numpy
+    precision = "fp32"
 
-    def __init__(self, dtype=np.float32):
+    def __init__(self, dtype=np.float32, precision: str | None = None):
         self.dtype = np.dtype(dtype)
+        self.precision = choose_precision(precision, self.precisions, "fp32", self.name)
         self._ref = NumpyBackend(dtype)  # dense (one BLAS product) and the tiny ops reuse its code
 
     def __repr__(self) -> str:

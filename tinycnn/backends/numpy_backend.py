@@ -16,6 +16,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..philox import dropout_keep_mask
+from ..precision import PRECISIONS, round_operands
+from ..precision import choose as choose_precision
 from ..shapes import check_dense, check_labels, conv2d_out_hw, pool_out_size
 from .contract import STAT_LAYOUT
 
@@ -120,12 +122,23 @@ class NumpyBackend(ComposedBlocks, HostArrays):
     """Reference implementation of the op contract (docs/design.md)."""
 
     name = "numpy"
+    precisions = PRECISIONS
+    precision = "fp32"
 
-    def __init__(self, dtype=np.float32):
+    def __init__(self, dtype=np.float32, precision: str | None = None):
+        """precision (tinycnn/precision.py): 'fp32' (default), or 'tf32' / 'bf16': both
+        operands of every convolution and dense product rounded as the tensor cores
+        round them (``_operand``), the products and everything else in `dtype`: what
+        the cuda backend computes in that mode, up to the order of its sums."""
         self.dtype = np.dtype(dtype)
+        self.precision = choose_precision(precision, self.precisions, "fp32", self.name)
 
     def __repr__(self) -> str:
-        return f"NumpyBackend(dtype={self.dtype.name})"
+        return f"NumpyBackend(dtype={self.dtype.name}, precision={self.precision!r})"
+
+    def _operand(self, a: np.ndarray) -> np.ndarray:
+        """An operand of a product, as this precision mode reads it."""
+        return round_operands(a, self.precision)
 
     def device_name(self) -> str:
         import platform
@@ -153,7 +166,8 @@ class NumpyBackend(ComposedBlocks, HostArrays):
         xp = xp.transpose(0, 2, 3, 1)                                   # (N, Hp, Wp, C), a view
         win = _windows(xp, kh, kw, stride, oh, ow, axes=(1, 2))         # (N, OH, OW, C, KH, KW)
         cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * c)  # copy
-        wmat = w.transpose(0, 2, 3, 1).reshape(f, kh * kw * c)          # (F, KH*KW*C)
+        cols = self._operand(cols)                                      # (rounded in tf32 / bf16)
+        wmat = self._operand(w.transpose(0, 2, 3, 1).reshape(f, kh * kw * c))  # (F, KH*KW*C)
         out = cols @ wmat.T + b                                         # (N*OH*OW, F)
         out = out.reshape(n, oh, ow, f).transpose(0, 3, 1, 2)           # (N, F, OH, OW)
         cache = (x.shape, w, cols, stride, pad)
@@ -177,9 +191,10 @@ class NumpyBackend(ComposedBlocks, HostArrays):
         f, _, kh, kw = w.shape
         oh, ow = dout.shape[2], dout.shape[3]
         d = dout.transpose(0, 2, 3, 1).reshape(n * oh * ow, f)         # (N*OH*OW, F)
-        wmat = w.transpose(0, 2, 3, 1).reshape(f, kh * kw * c)          # (F, KH*KW*C)
-        dw = (d.T @ cols).reshape(f, kh, kw, c).transpose(0, 3, 1, 2)   # (F, C, KH, KW)
         db = d.sum(axis=0)                                              # (F,)
+        d = self._operand(d)                                            # cols is rounded already
+        wmat = self._operand(w.transpose(0, 2, 3, 1).reshape(f, kh * kw * c))  # (F, KH*KW*C)
+        dw = (d.T @ cols).reshape(f, kh, kw, c).transpose(0, 3, 1, 2)   # (F, C, KH, KW)
         if not need_dx:
             return None, np.ascontiguousarray(dw), db
         dcols = (d @ wmat).reshape(n, oh, ow, kh, kw, c)                # (N, OH, OW, KH, KW, C)
@@ -256,13 +271,15 @@ class NumpyBackend(ComposedBlocks, HostArrays):
     def dense_forward(self, x, w, b):
         """y = x @ w + b.   x: (N, D), w: (D, M), b: (M,) -> y: (N, M)."""
         check_dense(x.shape, w.shape)
+        x, w = self._operand(x), self._operand(w)
         return x @ w + b, (x, w)
 
     def dense_backward(self, dout, cache, need_dx: bool = True):
         """dout: (N, M) -> dx = dout @ w.T (N, D) (None unless need_dx), dw = x.T @ dout (D, M),
         db = sum_n dout (M,)."""
-        x, w = cache
-        return (dout @ w.T if need_dx else None), x.T @ dout, dout.sum(axis=0)
+        x, w = cache  # rounded in tf32 / bf16 by the forward pass
+        d = self._operand(dout)
+        return (d @ w.T if need_dx else None), x.T @ d, dout.sum(axis=0)
 
     # ----------------------------------------------------------------- dropout
     def dropout_forward(self, x, p: float, seed: int, train: bool = True):
@@ -344,8 +361,9 @@ class NumpyBackend(ComposedBlocks, HostArrays):
         param -= t(lr) * mhat / (np.sqrt(vhat) + t(eps))
 
 
-def NumpyBackend64() -> NumpyBackend:
-    """The reference in float64 (registered as "numpy64"), for gradient checks."""
-    backend = NumpyBackend(np.float64)
+def NumpyBackend64(precision: str | None = None) -> NumpyBackend:
+    """The reference in float64 (registered as "numpy64"), for gradient checks; with a
+    tensor-core precision, the exact products of rounded operands."""
+    backend = NumpyBackend(np.float64, precision)
     backend.name = "numpy64"
     return backend

@@ -41,10 +41,7 @@ import numpy as np
 
 from . import launch
 
-#: The backend's precision modes: 'fp32' runs the CUDA-core kernels of gemm.cu and
-#: conv2d.cu, the others the tensor-core kernels here.
-PRECISIONS = ("fp32", "tf32", "bf16")
-TENSOR_CORE_PRECISIONS = ("tf32", "bf16")
+from ..precision import PRECISIONS, TENSOR_CORE_PRECISIONS  # noqa: F401  (re-exported)
 
 # Read from the kernels' own #defines (their one home), as launch.py does.
 _C = launch._defines("tc_tile.cuh", "gemm_tc.cu")
@@ -159,37 +156,38 @@ def gemm_args(g: Geometry, target, a, b, bias, m: int, n: int, k: int, sam: int,
 
 
 # ----------------------------------------------------------------- convolutions
-def _conv(kind: str, precision: str, m: int, cols: int, z: int = 1, k_chunk: int = 0) -> Geometry:
+def conv(kind: str, precision: str, m: int, cols: int, k: int | None = None) -> Geometry:
+    """conv2d_<kind>_<precision>_<BMxBN> for a product with m rows (filters or channels)
+    and `cols` columns; with k (the backward-filter pass: K = output positions), split
+    over grid z into k_chunk positions each when the tiles are few."""
     _check(precision)
     bm, bn = conv_tile(m)
-    return Geometry(f"conv2d_{kind}_{precision}_{bm}x{bn}", (launch.cdiv(cols, bn), launch.cdiv(m, bm), z),
-                    (threads(bm, bn), 1, 1), z, k_chunk)
+    grid_xy = (launch.cdiv(cols, bn), launch.cdiv(m, bm))
+    splits, k_chunk = (1, 0) if k is None else split_k(grid_xy[0] * grid_xy[1], k, precision)
+    return Geometry(f"conv2d_{kind}_{precision}_{bm}x{bn}", grid_xy + (splits,), (threads(bm, bn), 1, 1), splits,
+                    k_chunk)
 
 
 def conv2d_forward(precision: str, n: int, c: int, h: int, w: int, f: int, kh: int, kw: int, oh: int,
                    ow: int) -> Geometry:
     """conv2d_forward_<precision>_<tile>: M = F filters, N = n oh ow output positions."""
-    return _conv("forward", precision, f, n * oh * ow)
+    return conv("forward", precision, f, n * oh * ow)
 
 
 def conv2d_relu_maxpool(precision: str, n: int, f: int, ph: int, pw: int) -> Geometry:
     """The fused block: its columns are the 4 members of each pooling window."""
-    return _conv("relu_maxpool", precision, f, n * ph * pw * 4)
+    return conv("relu_maxpool", precision, f, n * ph * pw * 4)
 
 
 def conv2d_backward_data(precision: str, n: int, c: int, h: int, w: int) -> Geometry:
     """conv2d_backward_data_<precision>_<tile>: M = C channels, N = n h w input pixels."""
-    return _conv("backward_data", precision, c, n * h * w)
+    return conv("backward_data", precision, c, n * h * w)
 
 
 def conv2d_backward_filter(precision: str, f: int, c: int, kh: int, kw: int, positions: int) -> Geometry:
     """conv2d_backward_filter_<precision>_<tile>: M = F, N = c kh kw taps, K = the output
     positions, split over grid z (k_chunk positions each) when the taps give few tiles."""
-    _check(precision)
-    bm, bn = conv_tile(f)
-    kk = c * kh * kw
-    splits, k_chunk = split_k(launch.cdiv(kk, bn) * launch.cdiv(f, bm), positions, precision)
-    return _conv("backward_filter", precision, f, kk, splits, k_chunk)
+    return conv("backward_filter", precision, f, c * kh * kw, positions)
 
 
 def conv_geometry_args(n, c, h, w, f, kh, kw, oh, ow, stride, pad) -> list:
