@@ -41,9 +41,10 @@ from pathlib import Path
 import numpy as np
 
 from tinycnn import backends
-from tinycnn.mammo import memory, metrics, progress, saliency
-from tinycnn.mammo.inference import CLASSES, check_checkpoint, find_checkpoint, list_images
-from tinycnn.mammo.cli import INTERRUPTED, error, finite_float, printable, sigterm_as_ctrl_c, tolerant_std_streams
+from tinycnn.mammo import metrics, progress, saliency
+from tinycnn.mammo.inference import check_checkpoint, find_checkpoint, list_images
+from tinycnn.mammo.cli import (INTERRUPTED, add_precision_argument, backend_with_precision, error, finite_float,
+                               precision_line, printable, sigterm_as_ctrl_c, tolerant_std_streams)
 from tinycnn.mammo.data.preprocess import DataError, UnreadableImage, load_preprocessed
 from tinycnn.mammo.memory import NotEnoughMemory
 from tinycnn.model import CheckpointError, load_model
@@ -60,6 +61,7 @@ def parse_args(argv=None):
                                  "checkpoint, an input or a file that is not an earlier predictions table")
     p.add_argument("--backend", default="numpy", choices=("auto", "numpy", "numba", "cuda", "cuda-emu"),
                    help="numpy by default: it starts at once, and a few images need no more; auto as in training")
+    add_precision_argument(p)
     p.add_argument("--threshold", type=finite_float, default=0.5,
                    help="probability at which a ROI is called malignant")
     p.add_argument("--batch-size", type=int, default=64)
@@ -117,9 +119,12 @@ def classify(args) -> int:
         backend_name = backends.resolve(args.backend)
         size, prep = check_checkpoint(ckpt, min(args.batch_size, len(files)), backend_name,
                                       backward=args.explain is not None)
-        net, _ = load_model(ckpt, backend=backend_name)
+        backend = backend_with_precision(backend_name, args.precision)
+        net, _ = load_model(ckpt, backend=backend)
     except (DataError, CheckpointError, FileNotFoundError, NotEnoughMemory) as e:
         return error(e)
+    except ValueError as e:  # a --precision the backend does not run
+        return error(f"--precision {args.precision}: {e}")
     except OSError as e:  # a checkpoint that cannot be opened (permissions, ...)
         return error(f"cannot read {args.checkpoint}: {e}")
     except backends.BackendUnavailable as e:
@@ -152,7 +157,8 @@ def classify(args) -> int:
         for n, q, c in zip(shown, probs, calls):
             print(f"{n:<{width}}  {q:12.4f}  {c}")
         print(printable(f"{len(names)} image(s) classified with {ckpt} ({size}x{size}, "
-                        f"{prep.get('normalisation', '?')})" + (f"; wrote {args.csv}" if args.csv else "")
+                        f"{prep.get('normalisation', '?')}; {backend_name}, {precision_line(net.backend)})"
+                        + (f"; wrote {args.csv}" if args.csv else "")
                         + (f"; saliency overlays (gradient, Grad-CAM) of each in {args.explain}"
                            if args.explain else "")))
     if skipped:

@@ -45,7 +45,8 @@ import numpy as np
 
 from tinycnn import backends
 from tinycnn.mammo import memory, scan
-from tinycnn.mammo.cli import INTERRUPTED, error, finite_float, printable, sigterm_as_ctrl_c, tolerant_std_streams
+from tinycnn.mammo.cli import (INTERRUPTED, add_precision_argument, backend_with_precision, error, finite_float,
+                               precision_line, printable, sigterm_as_ctrl_c, tolerant_std_streams)
 from tinycnn.mammo.data import mias
 from tinycnn.mammo.data.preprocess import DataError, UnreadableImage, read_image
 from tinycnn.mammo.inference import check_checkpoint, find_checkpoint, list_images
@@ -69,6 +70,7 @@ def parse_args(argv=None):
     p.add_argument("--top", type=int, default=10, help="regions per film in the CSV (default 10)")
     p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (lowered to fit memory)")
     p.add_argument("--backend", default="auto", choices=("auto", "numpy", "numba", "cuda", "cuda-emu"))
+    add_precision_argument(p)
     p.add_argument("--no-breast-mask", action="store_true", help="scan the background too")
     p.add_argument("--min-inside", type=finite_float, default=0.5,
                    help="fraction of a window that must lie in the breast for it to be scanned (default 0.5)")
@@ -177,7 +179,7 @@ class Scanner:
         self.window, self.window_why = ((args.window, "as asked") if args.window else
                                         window_default(records["meta"], self.size))
         self.stride = args.stride or max(1, self.window // 4)
-        self.net, _ = load_model(ckpt, backend=backend_name)
+        self.net, _ = load_model(ckpt, backend=backend_with_precision(backend_name, args.precision))
         self.args = args
 
     def run(self, film: np.ndarray, name: str):
@@ -231,13 +233,15 @@ def scan_films(args) -> int:
         scanner = Scanner(ckpt, args, backend_name)
     except (DataError, CheckpointError, FileNotFoundError, NotEnoughMemory) as e:
         return error(e)
+    except ValueError as e:  # a --precision the backend does not run
+        return error(f"--precision {args.precision}: {e}")
     except OSError as e:
         return error(f"cannot read {args.checkpoint}: {e}")
     except backends.BackendUnavailable as e:
         return error(f"backend {args.backend!r} is not available here: {e}")
     print(printable(f"{ckpt}: windows of {scanner.window} film pixels ({scanner.window_why}), stride "
                     f"{scanner.stride}, each resized to {scanner.size}x{scanner.size} and normalised per window; "
-                    f"batches of {scanner.batch}"))
+                    f"batches of {scanner.batch}; {backend_name}, {precision_line(scanner.net.backend)}"))
     out.mkdir(parents=True, exist_ok=True)
     skipped, done = [], 0
     for f in films:
@@ -357,7 +361,8 @@ def heldout(args) -> int:
             raise DataError(f"{summary_file} exists and is not an earlier held-out summary: remove it or choose "
                             "another --out")
         backend_name = backends.resolve(args.backend)
-    except (DataError, OSError) as e:
+        backend_with_precision(backend_name, args.precision)  # a mode it cannot run: say so before scanning
+    except (DataError, OSError, ValueError) as e:
         return error(e)
     except backends.BackendUnavailable as e:
         return error(f"backend {args.backend!r} is not available here: {e}")

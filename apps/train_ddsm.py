@@ -43,7 +43,8 @@ import numpy as np
 
 from tinycnn import backends
 from tinycnn.mammo import cv, memory, metrics, report
-from tinycnn.mammo.cli import INTERRUPTED, error, finite_float, printable, sigterm_as_ctrl_c, tolerant_std_streams
+from tinycnn.mammo.cli import (INTERRUPTED, add_precision_argument, backend_with_precision, error, finite_float,
+                               precision_line, printable, sigterm_as_ctrl_c, tolerant_std_streams)
 from tinycnn.mammo.data import DATASETS, DataError, load_dataset, preprocess
 from tinycnn.mammo.data.split import PAPER_WARNING, PatientLeak, make_split
 from tinycnn.mammo.memory import NotEnoughMemory
@@ -88,6 +89,7 @@ def parse_args(argv=None):
                         "sides of a fold); out-of-fold predictions pooled into one AUC. CBIS-DDSM's official "
                         "split is not used then")
     t.add_argument("--backend", default="auto", choices=("auto", "numpy", "numba", "cuda", "cuda-emu"))
+    add_precision_argument(t)
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--optimizer", default="adam", choices=("sgd", "adam"))
@@ -274,6 +276,8 @@ def banner(args, rois, plan, net, backend_name, backend) -> str:
     lines += ["", net.summary(batch_size=args.batch_size, compact=True), "",
               f"backend  {backend_name} ({'chosen by auto' if args.backend == 'auto' else 'as asked'}) on {backend.device_name()}"
               f"; BLAS threads: {args.blas_threads}",
+              f"         {precision_line(backend)}"
+              f"{' (chosen by auto)' if args.precision == 'auto' else ''}",
               f"train    {args.epochs} epochs, batch {args.batch_size}, {args.optimizer} lr {args.lr:g} "
               f"({args.lr_schedule}), hidden {args.hidden}, seed {args.seed}",
               f"output   {args.out}", "=" * 78]
@@ -405,13 +409,14 @@ def say(message) -> None:
 
 def config_record(args, backend_name, backend) -> dict:
     cfg = {k: v for k, v in vars(args).items()}
-    cfg.update(backend_resolved=backend_name, device=backend.device_name(), argv=sys.argv[1:])
+    cfg.update(backend_resolved=backend_name, precision_resolved=backend.precision, device=backend.device_name(),
+               argv=sys.argv[1:])
     return cfg
 
 
-def new_net(args, backend_name):
+def new_net(args, backend):
     """The run's network, freshly initialised from --seed (every protocol starts from it)."""
-    return paper_net(hidden=args.hidden, in_size=args.image_size, backend=backend_name, seed=args.seed)
+    return paper_net(hidden=args.hidden, in_size=args.image_size, backend=backend, seed=args.seed)
 
 
 PROTOCOL_NAMES = {"patient": "patient split", "paper": "paper order (augment, then split)"}
@@ -687,7 +692,8 @@ def write_report(args, rois, results: dict, meta: dict, started: float) -> int:
     record = dict(main_result)
     record.update(dataset={"name": args.dataset, "data_dir": args.data_dir, **rois.counts(),
                            "skipped": rois.skipped, "notes": rois.notes},
-                  config=meta["config"], preprocessing=meta["preprocessing"],
+                  precision=meta["config"]["precision_resolved"], config=meta["config"],
+                  preprocessing=meta["preprocessing"],
                   wall_seconds=round(time.time() - started, 1))
     if len(results) > 1:
         record["protocols"] = public
@@ -725,7 +731,10 @@ def train_and_report(args) -> int:
     started = time.time()
     backend_name = resolve_backend(args.backend)
     args.blas_threads = limit_blas_threads(args)
-    backend = backends.get(backend_name)
+    try:
+        backend = backend_with_precision(backend_name, args.precision)
+    except ValueError as e:
+        return error(f"--precision {args.precision}: {e}", 2)
     try:
         memory_for_data = check_network_memory(args, backend_name)
         lock = acquire_out(args)
@@ -749,7 +758,7 @@ def train_all(args, rois, plan, backend_name, backend, started) -> int:
     """Every protocol into the locked --out, then the report. With --overwrite the old
     run is moved aside first and deleted at the new run's first checkpoint; if the new
     run ends before that, it is put back."""
-    net = new_net(args, backend_name)  # built once for the banner and the first protocol
+    net = new_net(args, backend)  # built once for the banner and the first protocol
     print(printable(banner(args, rois, plan, net, backend_name, backend)), flush=True)
     meta = {"preprocessing": preprocess.settings(args.image_size), "classes": ["benign", "malignant"],
             "dataset": args.dataset, "config": config_record(args, backend_name, backend)}
@@ -772,7 +781,7 @@ def train_all(args, rois, plan, backend_name, backend, started) -> int:
             fold = i + 1 if args.cv else None
             for protocol, split in splits.items():
                 if net is None:  # every protocol and fold starts from the same initial weights
-                    net = new_net(args, backend_name)
+                    net = new_net(args, backend)
                 result = train_protocol(args, rois, split, run_dir(args, protocol, fold), net, meta,
                                         replacement.commit if replacement is not None else None, fold)
                 net = None  # trained: free it before the next one builds its own

@@ -236,3 +236,30 @@ def test_classify_bad_checkpoints(tmp_path, capsys):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     assert classify.main([str(tmp_path / "junk.npz"), str(img)]) == 2
     assert "not a tinycnn checkpoint (not an .npz archive)" in capsys.readouterr().err
+
+
+def test_precision_is_chosen_printed_and_recorded(run, tmp_path, capsys):
+    """--precision runs end to end (the numpy reference computes the tensor-core modes'
+    roundings on the CPU): the banner and metrics.json say which ran, a checkpoint
+    remembers it, and classify runs in the mode it is given."""
+    rc, out, err = run("--synthetic-count", "8", "--no-baseline", "--precision", "bf16")
+    assert rc == 0, err
+    assert "precision bf16: conv and dense products on BF16 operands" in out
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["precision"] == "bf16" and m["config"]["precision"] == "bf16"
+    assert m["config"]["precision_resolved"] == "bf16"
+    rc, out, err = run("--synthetic-count", "8", "--no-baseline", "--resume", "--epochs", "2")  # auto: fp32 here
+    assert rc == 0, err
+    assert "trained in precision bf16 and continues in fp32" in out
+    rc = classify.main([str(tmp_path / "run"), str(tmp_path / "run" / "roc.png"), "--precision", "tf32"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "precision tf32: conv and dense products on TF32 operands" in out
+
+
+def test_a_precision_the_backend_cannot_run_is_a_clear_error(run, tmp_path, capsys):
+    pytest.importorskip("numba")
+    rc, out, err = run("--synthetic-count", "8", "--backend", "numba", "--precision", "tf32")
+    assert rc == 2 and "--precision tf32: precision 'tf32': the numba backend runs fp32" in err
+    assert not (tmp_path / "run").exists()
+    assert "invalid choice: 'fp16'" in usage_error(train_ddsm.parse_args, ["--precision", "fp16"], capsys)

@@ -38,7 +38,9 @@ def choose(precision: str | None, supported: tuple, default: str, who: str) -> s
     a ValueError that says what it runs."""
     precision = default if precision is None else precision
     if precision not in supported:
-        known = "" if precision in PRECISIONS else f" (the modes are {', '.join(PRECISIONS)})"
+        known = (f" (the modes are {', '.join(PRECISIONS)})" if precision not in PRECISIONS else
+                 "; the tensor-core modes run on the cuda backend (cuda-emu and numpy compute them on the CPU)"
+                 if precision in TENSOR_CORE_PRECISIONS else "")
         raise ValueError(f"precision {precision!r}: the {who} backend runs {', '.join(supported)}{known}")
     return precision
 

@@ -69,3 +69,32 @@ def tolerant_std_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+
+
+PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16")
+PRECISION_HELP = ("what the conv and dense products compute: fp32 (FP32 operands, CUDA cores), tf32 or bf16 "
+                  "(operands rounded to TF32 / BF16, FP32 sums and FP32 master weights: tensor cores on a "
+                  "GPU; the numpy and cuda-emu backends compute the same roundings on the CPU); auto: the "
+                  "backend's default, tf32 on a GPU with tensor cores (compute capability 8.0+), else fp32")
+
+
+def add_precision_argument(parser) -> None:
+    """--precision, the same in every app."""
+    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help=PRECISION_HELP)
+
+
+def backend_with_precision(name: str, precision: str):
+    """The backend `name` (already resolved) in --precision `precision` ('auto': its
+    default); ValueError naming the modes the backend runs."""
+    from tinycnn import backends
+
+    return backends.get(name, None if precision == "auto" else precision)
+
+
+def precision_line(backend) -> str:
+    """One line for a banner: the precision mode that runs, and what it means."""
+    meaning = {"fp32": "FP32 operands and sums",
+               "tf32": "TF32 operands (10-bit mantissa), FP32 sums, FP32 master weights",
+               "bf16": "BF16 operands (7-bit mantissa), FP32 sums, FP32 master weights"}
+    p = getattr(backend, "precision", "fp32")
+    return f"precision {p}: conv and dense products on {meaning.get(p, p)}"

@@ -336,7 +336,8 @@ class Trainer:
         extra["position"] = np.array([s.epoch, s.batch, s.global_step, s.correct, s.seen], dtype=np.int64)
         extra["loss_sum"] = np.array(s.loss_sum, dtype=np.float64)
         meta = dict(self.meta, identity=self._identity(), train_config=asdict(self.config),
-                    history=s.history, best_auc=s.best_auc, best_epoch=s.best_epoch)
+                    history=s.history, best_auc=s.best_auc, best_epoch=s.best_epoch,
+                    precision=getattr(self.net.backend, "precision", "fp32"))
         self.net.save(path, extra=extra, meta=meta)
         if self.on_save is not None:
             self.on_save(path)
@@ -365,6 +366,10 @@ class Trainer:
         self.state = TrainState(epoch, batch, step, float(loss_sum), correct, seen, list(history),
                                 float(best_auc), best_epoch)
         self.log(f"resumed from {path}: epoch {epoch + 1}, batch {batch}, step {step}")
+        was, now = meta.get("precision"), getattr(self.net.backend, "precision", "fp32")
+        if isinstance(was, str) and was != now:
+            self.log(f"note: the run so far was trained in precision {was} and continues in {now}: the weights "
+                     f"will differ from an uninterrupted run in either")
         before = train_config.get("epochs")
         if before is not None and before != self.config.epochs and self.config.lr_schedule != "constant":
             self.log(f"note: the run was planned for {before} epochs and now for {self.config.epochs}; the "
