@@ -100,3 +100,20 @@ def test_a_tensor_core_step_runs_every_product_in_its_mode(monkeypatch):
     assert products and all("bf16" in n for n in products), sorted(set(products))
     assert {"conv2d_backward_filter_smallk_bf16", "sgemm_bf16_strided"} <= set(names)
     assert any(n.startswith("conv2d_relu_maxpool_bf16_") for n in names)
+
+
+def test_the_paper_literal_network_fits_an_80_gb_gpu_in_bf16():
+    """hidden=28800 at batch 64: the shape-based estimate of a training run (FP32 storage
+    in every mode) is under 80 GB, and no dense product of the step splits K (which
+    would add a (splits, M, N) workspace)."""
+    pytest.importorskip("PIL")  # tinycnn.mammo needs the app extra
+    from tinycnn.backends import tensor_cores
+    from tinycnn.mammo import memory
+    from tinycnn.model import architecture_shapes
+
+    shapes = architecture_shapes(memory.paper_architecture(28800, 256))
+    assert shapes.num_parameters() > 1.6e9
+    assert memory.training_bytes(shapes, 64) < 80e9 / 2
+    batch, d, hidden = 64, 28800, 28800
+    for m, n, k in [(batch, hidden, d), (batch, d, hidden), (d, hidden, batch)]:  # y = x w; dx; dw
+        assert tensor_cores.gemm("bf16", m, n, k).splits == 1, (m, n, k)
