@@ -163,6 +163,8 @@ CASES = [
            why="a kernel wider than tall, with stride and padding; numba: im2col (40 taps)"),
     conv2d("five_images_pad1", (5, 6, 9, 7), (4, 6, 3, 3), pad=1,
            why="numba: im2col over five images; test_numba_backend reruns it with one image per chunk"),
+    conv2d("f40_tc_64x64", (1, 6, 7, 6), (40, 6, 3, 3), pad=1,
+           why="32 < F <= 64: the tensor-core 64x64 tile in the forward pass and the filter gradient"),
     conv2d("16_channels_61x61", (8, 16, 61, 61), (32, 16, 3, 3), backends=GPU_ONLY,
            why="a paper_net-sized layer: many tiles in every direction"),
     conv2d("130x127_stride2_pad1", (4, 3, 130, 127), (16, 3, 3, 3), stride=2, pad=1, backends=GPU_ONLY,
@@ -176,6 +178,8 @@ CASES = [
                why="the 32x128 tile, padding, the bias gradient from the fused backward pass"),
     conv_block("stride2_floor_64x64", (1, 5, 11, 11), (70, 5, 3, 3), stride=2, ceil_mode=False,
                why="two 64-row tiles, stride 2, floor mode: the last conv row and column are in no window"),
+    conv_block("f40_tc_64x64", (1, 4, 9, 8), (40, 4, 3, 3),
+               why="32 < F <= 64: the tensor-core 64x64 tile of the fused block"),
     conv_block("paper_block2_batch8", (8, 16, 127, 127), (32, 16, 3, 3), backends=GPU_ONLY,
                why="paper_net's second block (125 -> 63) at batch 8"),
 

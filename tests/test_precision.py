@@ -117,3 +117,32 @@ def test_the_paper_literal_network_fits_an_80_gb_gpu_in_bf16():
     batch, d, hidden = 64, 28800, 28800
     for m, n, k in [(batch, hidden, d), (batch, d, hidden), (d, hidden, batch)]:  # y = x w; dx; dw
         assert tensor_cores.gemm("bf16", m, n, k).splits == 1, (m, n, k)
+
+
+def test_the_parity_table_runs_every_product_kernel_in_every_mode():
+    """Every conv and GEMM kernel of kernels/*.cu (each pass, tile and precision, the
+    few-taps weight gradient in each mode) is launched by some case of tests/op_cases.py
+    on cuda-emu, so tests/test_parity.py holds each to the reference of its mode. The
+    launches are recorded, not run (the backend's dry pass)."""
+    from op_cases import CASES
+
+    from tinycnn.backends import launch
+    from tinycnn.gradcheck import OPS, run_op
+
+    product = re.compile(r"conv2d_(forward|relu_maxpool|backward_data|backward_filter)_\w+_\d+x\d+"
+                         r"|conv2d_backward_filter_smallk\w*|sgemm\w*_strided")
+    kernels = {n for f in ("conv2d.cu", "conv2d_tc.cu", "gemm.cu", "gemm_tc.cu")
+               for n in launch.kernel_sources()[f][1] if product.fullmatch(n)}
+    launched = set()
+    for name in ("cuda-emu", "cuda-emu:tf32", "cuda-emu:bf16"):
+        be = backend_or_skip(name)
+        for case in CASES:
+            if case.op not in ("conv2d", "dense", "conv2d_relu_maxpool") or name not in case.backends:
+                continue
+            recorded = []
+            with be._stepping(None, recorded):
+                arrays = case.arrays(np.random.default_rng(0))
+                out, _ = run_op(OPS[case.op], be, arrays, **case.kw)
+                run_op(OPS[case.op], be, arrays, dout=np.zeros(out.shape, np.float32), **case.kw)
+            launched |= {r[0] for r in recorded}
+    assert kernels - launched == set(), f"kernels no parity case launches: {sorted(kernels - launched)}"
