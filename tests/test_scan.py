@@ -163,8 +163,11 @@ def test_scan_film_end_to_end(checkpoint, tmp_path, capsys):
         assert [r["rank"] for r in rows] == ["1", "2", "3"][:len(rows)] and rows
         assert all(0 <= float(r["p_malignant"]) <= 1 for r in rows)
     assert Image.open(out / "big.heatmap.png").size == (90, 70)
-    # again into the same folder: its own earlier outputs are replaced, nothing else
-    assert scan_film.main([str(checkpoint), str(big), "--out", str(out), "--backend", "numpy"]) == 0
+    assert "numpy, precision fp32" in text
+    # again into the same folder: its own earlier outputs are replaced, nothing else; in bf16
+    assert scan_film.main([str(checkpoint), str(big), "--out", str(out), "--backend", "numpy",
+                           "--precision", "bf16"]) == 0
+    assert "numpy, precision bf16: conv and dense products on BF16 operands" in capsys.readouterr().out
 
 
 def test_scan_film_refuses_with_one_line(checkpoint, tmp_path, capsys):
