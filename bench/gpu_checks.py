@@ -5,14 +5,19 @@
 Runs from the repository root, in this order, each with its own time limit:
 
     tests     PYTHONPATH=. python3 -m pytest -m gpu -v        (tests/test_gpu.py)
-    step      python3 -m bench.bench_step_cuda                (paper_net step, batch 64: eager and captured
-                                                              graph against PyTorch eager, TF32 and FP32)
+    step      python3 -m bench.bench_step_cuda                (paper_net step, batch 64, in each precision
+                                                              mode (fp32, tf32, bf16), eager and captured
+                                                              graph, each validated against an FP32
+                                                              reference first, beside PyTorch eager at
+                                                              its defaults, with TF32 off and with bf16
+                                                              autocast)
     model     python3 -m bench.gpu_model --measure            (each kernel measured beside the static
-                                                              model's prediction; needs nvcc and the
-                                                              cuobjdump/nvdisasm wheels)
+                                                              model's prediction, in each precision mode;
+                                                              needs nvcc and the cuobjdump/nvdisasm wheels)
     pipeline  python3 -m bench.bench_data_pipeline            (data loading vs a preloaded batch)
     report    python3 -m bench.report --batch 64 --out DIR    (every op, with the roofline columns)
-    variants  python3 -m bench.variants.run --batch 64        (numbered conv2d / SGEMM kernels)
+    variants  python3 -m bench.variants.run --batch 64        (numbered conv2d / SGEMM kernels, from the
+                                                              naive SGEMM to the tensor-core tile)
 
 and writes DIR/gpu-run.md: a docs/gpu-test-log.md entry (date, device, driver, CUDA,
 CuPy, commit; each command with its exit code, wall time and the lines that carry
@@ -41,8 +46,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = {
     "tests": ([sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-p", "no:cacheprovider", "tests"], 540,
               r"PASSED|FAILED|ERROR|SKIPPED|passed|failed"),
-    "step": ([sys.executable, "-m", "bench.bench_step_cuda"], 540, r"validated|ms/step| / |paper_net|skipped"),
-    "model": ([sys.executable, "-m", "bench.gpu_model", "--measure"], 540, r"predicted step|measured step|needs"),
+    "step": ([sys.executable, "-m", "bench.bench_step_cuda"], 540,
+             r"validated|FAILED|reference|ms/step| / |paper_net|torch|skipped"),
+    "model": ([sys.executable, "-m", "bench.gpu_model", "--measure"], 540,
+              r"predicted step|measured step|^(fp32|tf32|bf16) |needs|skipped"),
     "pipeline": ([sys.executable, "-m", "bench.bench_data_pipeline"], 540, r"validated|ms/step|paper_net|skipped"),
     "report": ([sys.executable, "-m", "bench.report", "--batch", "64"], 540, r"^\||GFLOP|peak|bandwidth|saved"),
     "variants": ([sys.executable, "-m", "bench.variants.run", "--batch", "64"], 540, r"."),

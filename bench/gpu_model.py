@@ -2,7 +2,9 @@
 own output. A MODEL, not a measurement: it says where the time should go, and what
 a kernel change should move, on a machine without a GPU.
 
-    python -m bench.gpu_model                       # batch 64, hidden 1024, 256x256, H100 SXM + H200
+    python -m bench.gpu_model                       # batch 64, hidden 1024, 256x256, H100 SXM + H200,
+                                                    # each precision mode (fp32, tf32, bf16)
+    python -m bench.gpu_model --precision tf32      # one mode
     python -m bench.gpu_model --batch 32 --hidden 28800
     python -m bench.gpu_model --measure             # on a GPU: measured time beside each prediction
 
@@ -10,35 +12,55 @@ Inputs, all read here, none typed in:
 - registers, shared memory and spills of every kernel: ``nvcc -arch=sm_90 -cubin
   -Xptxas -v`` on kernels/*.cu (the sources the backend loads);
 - the instruction mix of each kernel's main loop: the SASS (``cuobjdump -sass``,
-  pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm), the loop being the backward branch whose body
-  holds the most FFMA; the body's static instructions are counted once per trip;
-- the launch list of one real training step at the requested shapes: the step runs on
-  a recording backend (tinycnn.backends.launch.KernelBackend with host arrays that
-  are never touched) that keeps every launch's kernel, grid, block and arguments, and
-  each launch's layer.
+  pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm), the loop being the backward
+  branch whose body holds the most HMMA (the tensor-core kernels of gemm_tc.cu and
+  conv2d_tc.cu), else the most FFMA; among equals the shortest (a kernel with several
+  such loops, e.g. gemm_tc.cu's four operand orientations or a table path beside its
+  fallback, is modelled by its fastest; the report's "alt" column counts them); the
+  body's static instructions are counted once per trip;
+- the launch list of one real training step at the requested shapes, in each precision
+  mode: the step runs on a recording backend (tinycnn.backends.launch.KernelBackend,
+  in that mode, with host arrays that are never touched) that keeps every launch's
+  kernel, grid, block and arguments, and each launch's layer.
 
 Per launch (assumptions, stated once; they are the model's, to be calibrated):
 - issue: every warp executes the code outside the main loop once and the loop body
   once per trip; trips = the reduction length / (TILE_K x FFMA per body / 256) for
-  the tiled kernels, positions / lanes for the few-taps weight gradient;
-  a scheduler issues one warp instruction per clock when it holds >= 2 warps
-  (the main loops have 16 independent FMAs per thread), proportionally less below;
+  the FP32 tiled kernels, positions / lanes for the few-taps weight gradient, and
+  tensor_cores.k_tiles / (HMMA per body / tensor_cores.hmma_per_trip) for the
+  tensor-core kernels; a scheduler issues one warp instruction per clock when it holds
+  >= 2 warps (the main loops have 16 independent FMAs or 8 independent mma
+  accumulators per thread), proportionally less below; an HMMA takes one issue slot
+  like any other instruction;
+- tensor cores (HMMA kernels): each HMMA does tensor_cores.HMMA_FLOPS[opcode] FLOPs
+  (whole fragments, idle rows of a tile included); an SM's tensor cores do
+  MMA_SYNC_FRACTION x the dense peak (tensor_cores.PEAK_TFLOPS) / (SMs x clock) FLOPs
+  per clock: warp-level mma.sync does not reach Hopper's wgmma peak (see
+  MMA_SYNC_FRACTION, an assumption);
 - shared memory: one wavefront (128 bytes) per clock per SM; LDS/STS.32 = 1
-  wavefront, .64 = 2, .128 = 2 (the tiles' 128-bit reads: A broadcast to the warp,
-  1 wavefront; B 2-4);
+  wavefront, .64 = 2, .128 = 2 in the FP32 tiles (their 128-bit reads: A broadcast to
+  the warp, 1 wavefront; B 2-4) and 4 in the tensor-core tiles (every lane reads or
+  writes its own 16 bytes, conflict-free by the swizzle of kernels/tc_tile.cuh; a
+  cp.async LDGSTS.128 writes as much);
 - DRAM: every array argument crosses DRAM once (L2 catches the tile reuse; the
   multi-tensor optimizer: 20 or 28 bytes per parameter); grid-stride element-wise
   kernels are DRAM-bound;
 - the busiest SM sets the time: it runs ceil(blocks / SMs) blocks (a partial last
   wave costs a whole one);
 - each launch costs at least LAUNCH_US (back-to-back launches from a stream).
-time = max(issue, shared memory, DRAM), at least LAUNCH_US.
+time = max(issue, shared memory, DRAM, tensor), at least LAUNCH_US.
+
+Reported per tiled launch: the HMMA (or FFMA) share of the main loop's instructions,
+the operand bytes its block tiles stage (FP32 elements read through L2, whole grid),
+the occupancy (blocks per SM from registers, shared memory and threads), each bound's
+time and the one that sets it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -47,16 +69,32 @@ import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tinycnn.backends import launch
+from tinycnn.backends import launch, tensor_cores
 from tinycnn.model import paper_net
 from tinycnn.optim import SGD
+from tinycnn.precision import PRECISIONS
 
 LAUNCH_US = 2.0
 # Bytes an optimizer kernel moves per parameter element (kernels/optim.cu's napkin math).
 OPTIMIZER_BYTES = {"sgd_update": 20, "adam_update": 28}
+
+#: ASSUMPTION: the fraction of the dense tensor-core peak that warp-level mma.sync (our
+#: HMMA.1688 / HMMA.16816) can reach on Hopper; the full peak needs the warp-group wgmma.
+#: Public, unofficial figures: Hazy Research, "GPUs Go Brrr" (2024-05-12): without wgmma
+#: an H100 "tops out around 63%" of peak; a CUDA forum-style report of WMMA at about 50%
+#: of the FP16 peak with no memory traffic at all; kernels/gemm_tc.cu's header guessed 2/3.
+#: 5/8 sits in that range. A GPU run (bench.variants.run, gpu_model --measure) calibrates it.
+MMA_SYNC_FRACTION = 0.625
+#: The precision of each HMMA opcode (its row of tensor_cores.PEAK_TFLOPS).
+MMA_PRECISION = {op: ("tf32" if op.endswith("TF32") else "bf16") for op in tensor_cores.HMMA_FLOPS}
+# Shared-memory wavefronts (128 bytes) of one warp's LDS / STS by width: the FP32 tiles
+# broadcast their A reads (see the module docstring), the tensor-core tiles do not.
+WAVEFRONTS_FP32 = {"32": 1, "64": 2, "128": 2}
+WAVEFRONTS_TC = {"32": 1, "64": 2, "128": 4}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +108,12 @@ class Device:
     smem_per_sm: int = 228 * 1024
     threads_per_sm: int = 2048
     blocks_per_sm: int = 32
+    # dense tensor-core peaks by precision, TFLOP/s (the data sheets: the same GH100 chip)
+    tensor_tflops: dict = dataclasses.field(default_factory=lambda: dict(tensor_cores.PEAK_TFLOPS))
+
+    def tensor_flops_per_clock(self, precision: str) -> float:
+        """Dense FLOPs per clock of one SM's tensor cores at the model's clock."""
+        return self.tensor_tflops[precision] * 1e12 / (self.sms * self.clock_ghz * 1e9)
 
 
 DEVICES = {
@@ -89,10 +133,31 @@ class KernelCode:
     total: int = 0                    # static SASS instructions
     loop: dict = dataclasses.field(default_factory=dict)   # opcode class -> count in the main loop body
     loop_len: int = 0                 # static instructions in the main loop body
+    alternatives: int = 1             # loops as good as the main one by HMMA and FFMA count
 
     @property
     def ffma_share(self) -> float:
         return self.loop.get("FFMA", 0) / self.loop_len if self.loop_len else 0.0
+
+    @property
+    def hmma(self) -> int:
+        """HMMA instructions in the main loop body (per warp and trip)."""
+        return sum(n for c, n in self.loop.items() if c.startswith("HMMA"))
+
+    @property
+    def hmma_share(self) -> float:
+        return self.hmma / self.loop_len if self.loop_len else 0.0
+
+    @property
+    def mma_flops(self) -> int:
+        """FLOPs of the main loop body's HMMA, per warp and trip."""
+        return sum(n * tensor_cores.HMMA_FLOPS[c] for c, n in self.loop.items() if c.startswith("HMMA"))
+
+    def tensor_clocks(self, dev: Device) -> float:
+        """SM clocks the tensor cores need for one warp's trip of the main loop, at
+        MMA_SYNC_FRACTION of the dense peak."""
+        return sum(n * tensor_cores.HMMA_FLOPS[c] / (MMA_SYNC_FRACTION * dev.tensor_flops_per_clock(MMA_PRECISION[c]))
+                   for c, n in self.loop.items() if c.startswith("HMMA"))
 
 
 def tool(name: str) -> str | None:
@@ -113,18 +178,26 @@ def tool(name: str) -> str | None:
 
 
 _PTXAS_FN = re.compile(r"Compiling entry function '(\w+)'")
-_PTXAS_REGS = re.compile(r"Used (\d+) registers(?:, used \d+ barriers)?(?:, (\d+) bytes smem)?")
+_PTXAS_REGS = re.compile(r"Used (\d+) registers")
+_PTXAS_SMEM = re.compile(r"(\d+) bytes smem")  # on the same line, after barriers and any stack size
 _PTXAS_SPILL = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 _SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 
 
 def opcode_class(op: str) -> str:
-    """FFMA, LDS.32/.64/.128, STS.*, LDG, STG, BAR, BRA, INT (integer and address
-    arithmetic), or OTHER."""
+    """FFMA, LDS.32/.64/.128, STS.*, LDGSTS (cp.async, 16 bytes), LDG, STG, BAR, BRA,
+    INT (integer and address arithmetic), OTHER, or an HMMA's whole opcode (its shape
+    and types set its FLOPs: tensor_cores.HMMA_FLOPS; another HMMA is an error)."""
     base = op.split(".")[0]
+    if base == "HMMA":
+        if op not in tensor_cores.HMMA_FLOPS:
+            raise ValueError(f"{op}: an HMMA shape the model does not know (tensor_cores.HMMA_FLOPS)")
+        return op
     if base in ("LDS", "STS"):
         width = next((w for w in ("128", "64") if f".{w}" in op), "32")
         return f"{base}.{width}"
+    if base == "LDGSTS":
+        return base
     if base in ("FFMA", "LDG", "STG", "BAR", "BRA"):
         return base
     if base in ("IMAD", "IADD3", "IABS", "LEA", "SHF", "LOP3", "ISETP", "SEL", "IMNMX", "VIMNMX", "MOV",
@@ -135,56 +208,88 @@ def opcode_class(op: str) -> str:
     return "OTHER"
 
 
-def main_loop(instructions: list) -> tuple[int, dict]:
-    """(length, opcode-class counts) of the loop body (a backward branch's span) with
-    the most FFMA; (0, {}) when the code has no loop."""
-    loops = []
+def loops(instructions: list) -> list[tuple[int, dict]]:
+    """(length, opcode-class counts) of every loop body: a backward branch's span."""
+    found = []
     for i, (addr, op, rest) in enumerate(instructions):
         m = re.search(r"0x([0-9a-f]+)", rest)
         if op.split(".")[0] != "BRA" or not m or int(m.group(1), 16) >= addr:
             continue
-        body = [o for a, o, _ in instructions[:i + 1] if a >= int(m.group(1), 16)]
         counts = defaultdict(int)
-        for o in body:
-            counts[opcode_class(o)] += 1
-        loops.append((counts["FFMA"], -len(body), dict(counts)))
-    if not loops:
+        for a, o, _ in instructions[:i + 1]:
+            if a >= int(m.group(1), 16):
+                counts[opcode_class(o)] += 1
+        found.append((sum(counts.values()), dict(counts)))
+    return found
+
+
+def _work(counts: dict) -> tuple[int, int]:
+    """What makes a loop the main one: its HMMA, then its FFMA."""
+    return sum(n for c, n in counts.items() if c.startswith("HMMA")), counts.get("FFMA", 0)
+
+
+def main_loop(instructions: list) -> tuple[int, dict]:
+    """(length, opcode-class counts) of the loop body with the most HMMA, else the most
+    FFMA, the shortest among equals; (0, {}) when the code has no loop."""
+    found = loops(instructions)
+    if not found:
         return 0, {}
-    ffma, neg_len, counts = max(loops, key=lambda loop: loop[:2])
-    return -neg_len, counts
+    return max(found, key=lambda loop: (*_work(loop[1]), -loop[0]))
 
 
-def compile_kernels(arch: str = "sm_90") -> dict:
-    """{kernel name: KernelCode} for every kernel of kernels/*.cu."""
+def alternatives(instructions: list) -> int:
+    """How many loops hold as many HMMA and FFMA as the main loop (orientations or
+    paths of which a launch runs one; the model takes the shortest)."""
+    _, counts = main_loop(instructions)
+    return sum(_work(c) == _work(counts) for _, c in loops(instructions)) if counts else 0
+
+
+def parse_ptxas(log: str, codes: dict) -> None:
+    """Registers, static shared memory and spill bytes of each kernel of a ``ptxas -v``
+    log, into codes {name: KernelCode} (created as needed)."""
+    current = None
+    for line in log.splitlines():
+        if m := _PTXAS_FN.search(line):
+            current = codes.setdefault(m.group(1), KernelCode(m.group(1)))
+        elif current and (m := _PTXAS_REGS.search(line)):
+            smem = _PTXAS_SMEM.search(line)
+            current.registers, current.smem = int(m.group(1)), int(smem.group(1)) if smem else 0
+        elif current and (m := _PTXAS_SPILL.search(line)):
+            current.spills = int(m.group(1)) + int(m.group(2))
+
+
+def _compile_file(fname: str, arch: str, folder: str) -> tuple[str, str]:
+    """(ptxas -v log, SASS) of one kernels/*.cu."""
     nvcc, cuobjdump, nvdisasm = tool("nvcc"), tool("cuobjdump"), tool("nvdisasm")
-    if not (nvcc and cuobjdump and nvdisasm):
-        raise SystemExit("bench.gpu_model needs nvcc, cuobjdump and nvdisasm "
-                         "(pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
     # cuobjdump -sass runs nvdisasm, which it looks for on PATH
     env = dict(os.environ, PATH=os.path.dirname(nvdisasm) + os.pathsep + os.environ.get("PATH", ""))
+    cubin = os.path.join(folder, fname + ".cubin")
+    res = subprocess.run([nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-I", launch.KERNEL_DIR,
+                          "-o", cubin, os.path.join(launch.KERNEL_DIR, fname)],
+                         capture_output=True, text=True, check=True)
+    sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, check=True, env=env).stdout
+    return res.stdout + res.stderr, sass
+
+
+@functools.lru_cache(maxsize=None)
+def compile_kernels(arch: str = "sm_90") -> dict:
+    """{kernel name: KernelCode} for every kernel of kernels/*.cu (the files compiled in
+    parallel, once per process)."""
+    if not all(tool(t) for t in ("nvcc", "cuobjdump", "nvdisasm")):
+        raise SystemExit("bench.gpu_model needs nvcc, cuobjdump and nvdisasm "
+                         "(pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
     codes = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for fname in sorted(launch.kernel_sources()):
-            cubin = os.path.join(tmp, fname + ".cubin")
-            res = subprocess.run([nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-I", launch.KERNEL_DIR,
-                                  "-o", cubin, os.path.join(launch.KERNEL_DIR, fname)],
-                                 capture_output=True, text=True, check=True)
-            current = None
-            for line in (res.stdout + res.stderr).splitlines():
-                if m := _PTXAS_FN.search(line):
-                    current = codes.setdefault(m.group(1), KernelCode(m.group(1)))
-                elif current and (m := _PTXAS_REGS.search(line)):
-                    current.registers, current.smem = int(m.group(1)), int(m.group(2) or 0)
-                elif current and (m := _PTXAS_SPILL.search(line)):
-                    current.spills = int(m.group(1)) + int(m.group(2))
-            sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, check=True,
-                                  env=env).stdout
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        outputs = pool.map(lambda fname: _compile_file(fname, arch, tmp), sorted(launch.kernel_sources()))
+        for log, sass in outputs:
+            parse_ptxas(log, codes)
             for block in sass.split("Function : ")[1:]:
                 name = block.split()[0]
                 instructions = [(int(a, 16), op, rest) for a, op, rest in _SASS_LINE.findall(block)]
                 code = codes.setdefault(name, KernelCode(name))
                 code.total = len(instructions)
                 code.loop_len, code.loop = main_loop(instructions)
+                code.alternatives = alternatives(instructions)
     return codes
 
 
@@ -205,7 +310,9 @@ class RecordingBackend(launch.KernelBackend):
     name = "recording"
     xp = np
 
-    def __init__(self):
+    def __init__(self, precision: str = "fp32"):
+        """precision: the mode whose kernels the step launches (fp32, tf32, bf16)."""
+        self._set_precision(precision, "fp32")
         self.launches: list[Launch] = []
         self.layer = "-"
         self.dry_layers: list[str] = []
@@ -297,11 +404,11 @@ def training_step(backend, batch: int, hidden: int, size: int):
     return backend.capture(step), step, inputs, net
 
 
-def record_step(batch: int, hidden: int, size: int):
-    """(launches, allocations, graph launches) of one replayed training step: the
-    third call of the captured step, after the one that fills its arena and the one
-    that records its launch list."""
-    backend = RecordingBackend()
+def record_step(batch: int, hidden: int, size: int, precision: str = "fp32"):
+    """(launches, allocations, graph launches) of one replayed training step in that
+    precision mode: the third call of the captured step, after the one that fills its
+    arena and the one that records its launch list."""
+    backend = RecordingBackend(precision)
     run, _, inputs, net = training_step(backend, batch, hidden, size)
     label_layers(net, backend)
     run(*inputs)
@@ -322,8 +429,28 @@ def _i(args, k: int) -> int:
     return int(args[k])
 
 
+_CONV = re.compile(r"conv2d_(forward|relu_maxpool|backward_data|backward_filter)_(igemm|tf32|bf16)_(\d+)x(\d+)")
+_GEMM = re.compile(r"sgemm_(?:(tf32|bf16)_)?strided")
+
+
+def tile_shape(kernel: str) -> tuple[int, int] | None:
+    """(BM, BN) of a tiled product kernel (conv2d's *_BMxBN, the SGEMMs' 64 x 64); None
+    for any other kernel."""
+    if m := _CONV.fullmatch(kernel):
+        return int(m.group(3)), int(m.group(4))
+    if m := _GEMM.fullmatch(kernel):
+        return (tensor_cores.GEMM_TILE,) * 2 if m.group(1) else (launch.TILE_M, launch.TILE_N)
+    return None
+
+
+def kernel_precision(kernel: str) -> str:
+    """The precision mode a kernel computes in: tf32 or bf16 for the tensor-core kernels
+    and the few-taps weight gradient that rounds like them, else fp32."""
+    return next((p for p in tensor_cores.TENSOR_CORE_PRECISIONS if f"_{p}" in kernel), "fp32")
+
+
 def reduction_steps(kernel: str, args: list) -> int:
-    """TILE_K steps of a tiled kernel's main loop for one block (0: not tiled)."""
+    """TILE_K steps of an FP32 tiled kernel's main loop for one block (0: not one)."""
     if kernel.startswith("conv2d_forward_igemm"):        # K = C KH KW
         return math.ceil(_i(args, 5) * _i(args, 9) * _i(args, 10) / launch.TILE_K)
     if kernel.startswith("conv2d_relu_maxpool_igemm"):   # the fused block: K = C KH KW
@@ -340,23 +467,39 @@ def reduction_steps(kernel: str, args: list) -> int:
 
 def main_loop_trips(kernel: str, args: list, code: KernelCode) -> float:
     """Trips of the main loop for one thread (0: no loop model; DRAM-bound)."""
-    if kernel == "conv2d_backward_filter_smallk":  # one trip per SMALLK_LANES positions of the chunk
+    if kernel.startswith("conv2d_backward_filter_smallk"):  # one trip per SMALLK_LANES positions of the chunk
         return math.ceil(_i(args, 15) / launch.SMALLK_LANES)
+    tiles = tensor_cores.k_tiles(kernel, args)
+    if tiles and code.hmma:  # the body may hold several k-tiles' HMMA (an unrolled loop)
+        return tiles / (code.hmma / tensor_cores.hmma_per_trip(*tile_shape(kernel)))
     steps = reduction_steps(kernel, args)
     if steps and code.loop.get("FFMA"):
         return steps / (code.loop["FFMA"] / (16 * launch.TILE_K))  # 4x4 outputs x TILE_K per thread and step
     return 0
 
 
+def operand_bytes(kernel: str, args: list, blocks: int) -> int:
+    """Bytes of FP32 operands the block tiles of a tiled kernel read (through L2, into
+    registers, converted, into shared memory), whole grid: (BM + BN) x the depth of K
+    each block stages x 4 bytes; 0 for other kernels."""
+    shape = tile_shape(kernel)
+    if shape is None:
+        return 0
+    tiles = tensor_cores.k_tiles(kernel, args)
+    depth = (tiles * tensor_cores.k_tile(kernel_precision(kernel)) if tiles
+             else reduction_steps(kernel, args) * launch.TILE_K)
+    return blocks * depth * sum(shape) * 4
+
+
 def useful_flops(kernel: str, args: list) -> float:
     """2 M N K of the product a tiled kernel computes (its whole grid)."""
-    if kernel.startswith("conv2d_") and "igemm" in kernel:
+    if m := _CONV.fullmatch(kernel):
         # argument positions of (N, C, F, KH, KW, OH, OW)
-        where = ((5, 6, 9, 10, 11, 12, 13) if "maxpool" in kernel else (4, 5, 8, 9, 10, 11, 12)
-                 if "forward" in kernel else (3, 4, 7, 8, 9, 10, 11))
+        where = {"relu_maxpool": (5, 6, 9, 10, 11, 12, 13), "forward": (4, 5, 8, 9, 10, 11, 12)}.get(
+            m.group(1), (3, 4, 7, 8, 9, 10, 11))
         n, c, f, kh, kw, oh, ow = (_i(args, k) for k in where)
         return 2.0 * n * oh * ow * f * c * kh * kw
-    if kernel == "sgemm_strided":
+    if _GEMM.fullmatch(kernel):
         return 2.0 * _i(args, 4) * _i(args, 5) * _i(args, 6)
     return 0.0
 
@@ -371,20 +514,30 @@ def occupancy(code: KernelCode, threads: int, dev: Device) -> int:
     return max(1, min(limits))
 
 
+def smem_wavefronts(code: KernelCode) -> int:
+    """Shared-memory wavefronts of one warp's trip of the main loop."""
+    width = WAVEFRONTS_TC if code.hmma else WAVEFRONTS_FP32
+    return (sum(n * width[c.split(".")[1]] for c, n in code.loop.items() if c.startswith(("LDS.", "STS.")))
+            + code.loop.get("LDGSTS", 0) * width["128"])
+
+
 @dataclasses.dataclass
 class Prediction:
     launch: Launch
-    us: float
-    bound: str
-    flops: float
+    us: float                 # the launch's predicted time
+    bound: str                # the bound that sets it: issue, smem, DRAM or tensor
+    flops: float              # useful FLOPs (2 M N K of a tiled product)
     dram_bytes: int
-    blocks_per_sm: int
+    blocks_per_sm: int        # occupancy
+    times: dict = dataclasses.field(default_factory=dict)  # each bound's time, us
+    trips: float = 0.0        # main-loop trips per warp
+    operand_bytes: int = 0    # FP32 operands the block tiles stage, whole grid
+    mma_flops: float = 0.0    # FLOPs the tensor cores execute (whole fragments), whole grid
 
 
 def predict(lau: Launch, code: KernelCode, dev: Device) -> Prediction:
     threads = lau.block[0] * lau.block[1] * lau.block[2]
     blocks = lau.grid[0] * lau.grid[1] * lau.grid[2]
-    warps = blocks * math.ceil(threads / 32)
     per_sm = occupancy(code, threads, dev)
     clock = dev.clock_ghz * 1e9
     dram = sum(a.nbytes for a in lau.args if isinstance(a, np.ndarray) and a.ndim > 0)
@@ -392,6 +545,7 @@ def predict(lau: Launch, code: KernelCode, dev: Device) -> Prediction:
         dram = int(lau.args[1][-1]) * OPTIMIZER_BYTES[lau.kernel]
     t = {"DRAM": dram / (dev.dram_tb_s * 1e12)}
     trips = main_loop_trips(lau.kernel, lau.args, code)
+    mma = 0.0
     if trips:
         # The busiest SM runs ceil(blocks / SMs) blocks, at most per_sm at a time:
         # a partial last wave costs a whole one.
@@ -400,11 +554,18 @@ def predict(lau: Launch, code: KernelCode, dev: Device) -> Prediction:
         resident = min(per_sm, on_sm) * warps_per_block / dev.schedulers
         per_warp = (code.total - code.loop_len) + trips * code.loop_len
         t["issue"] = on_sm * warps_per_block * per_warp / (dev.schedulers * clock * min(1.0, resident / 2))
-        wavefronts = sum(n * {"32": 1, "64": 2, "128": 2}[c.split(".")[1]]
-                         for c, n in code.loop.items() if c.startswith(("LDS.", "STS.")))
-        t["smem"] = on_sm * warps_per_block * trips * wavefronts / clock
+        t["smem"] = on_sm * warps_per_block * trips * smem_wavefronts(code) / clock
+        if code.hmma:  # the SM's tensor cores, shared by its warps
+            t["tensor"] = on_sm * warps_per_block * trips * code.tensor_clocks(dev) / clock
+            mma = blocks * warps_per_block * trips * code.mma_flops
     bound = max(t, key=t.get)
-    return Prediction(lau, max(t[bound] * 1e6, LAUNCH_US), bound, useful_flops(lau.kernel, lau.args), dram, per_sm)
+    return Prediction(lau, max(t[bound] * 1e6, LAUNCH_US), bound, useful_flops(lau.kernel, lau.args), dram, per_sm,
+                      {k: v * 1e6 for k, v in t.items()}, trips, operand_bytes(lau.kernel, lau.args, blocks), mma)
+
+
+def predict_step(launches: list, codes: dict) -> dict:
+    """{device name: [Prediction of each launch]}."""
+    return {d: [predict(lau, codes[lau.kernel], dev) for lau in launches] for d, dev in DEVICES.items()}
 
 
 # ------------------------------------------------------------ report
@@ -412,64 +573,108 @@ def family(kernel: str) -> str:
     return re.sub(r"_\d+x\d+$", "", kernel)
 
 
-def report(predictions: dict, codes: dict, launches: list, counts: tuple, args) -> str:
-    lines = []
-    first = next(iter(DEVICES))
-    preds = predictions[first]
-    lines.append(f"# bench.gpu_model: a static model (not a measurement) of one training step")
-    allocations, graphs = counts
-    lines.append(f"# paper_net batch {args.batch}, {args.size}x{args.size}, hidden {args.hidden}, SGD momentum; "
-                 f"sm_90 SASS; a replayed step: {len(launches)} kernels in {graphs} graph launch(es), "
-                 f"{allocations} allocations")
-    lines.append("")
-    lines.append(f"{'kernel':40s} {'regs':>4s} {'smem':>6s} {'blk/SM':>6s} {'loop':>5s} {'FFMA%':>6s} "
-                 f"{'LDS':>4s} {'INT':>4s}")
+def kernel_table(preds: list, codes: dict) -> list[str]:
+    """What the compiler says of each kernel the step launches."""
+    lines = [f"{'kernel':40s} {'regs':>4s} {'spill':>5s} {'smem':>6s} {'blk/SM':>6s} {'loop':>5s} {'alt':>3s} "
+             f"{'FFMA%':>6s} {'HMMA%':>6s} {'LDS':>4s} {'INT':>4s}"]
     for name in sorted({p.launch.kernel for p in preds}):
         c = codes[name]
         blocks = next(p.blocks_per_sm for p in preds if p.launch.kernel == name)
         lds = sum(n for k, n in c.loop.items() if k.startswith("LDS"))
-        lines.append(f"{name:40s} {c.registers:4d} {c.smem:6d} {blocks:6d} {c.loop_len:5d} "
-                     f"{100 * c.ffma_share:5.1f}% {lds:4d} {c.loop.get('INT', 0):4d}")
-    lines.append("")
+        alt = str(c.alternatives) if any(_work(c.loop)) else "-"  # ties of loops without work mean nothing
+        lines.append(f"{name:40s} {c.registers:4d} {c.spills:5d} {c.smem:6d} {blocks:6d} {c.loop_len:5d} {alt:>3s} "
+                     f"{100 * c.ffma_share:5.1f}% {100 * c.hmma_share:5.1f}% {lds:4d} {c.loop.get('INT', 0):4d}")
+    return lines
+
+
+def launch_table(preds: list, codes: dict) -> list[str]:
+    """Each launch with a main-loop model (the tiled products, the few-taps weight
+    gradient): its grid, occupancy, trips, the HMMA (or FFMA) share of its loop, the
+    operands its tiles stage, each bound's time and the one that sets it."""
+    lines = [f"{'layer':16s} {'kernel':38s} {'blocks':>6s} {'blk/SM':>6s} {'trips':>6s} {'unit':>9s} "
+             f"{'operand MB':>10s} {'issue':>7s} {'smem':>7s} {'DRAM':>7s} {'tensor':>7s}  bound"]
+    for p in preds:
+        if not p.trips:
+            continue
+        c = codes[p.launch.kernel]
+        unit = f"HMMA {100 * c.hmma_share:3.0f}%" if c.hmma else f"FFMA {100 * c.ffma_share:3.0f}%"
+        blocks = p.launch.grid[0] * p.launch.grid[1] * p.launch.grid[2]
+        times = " ".join(f"{p.times[k]:7.1f}" if k in p.times else f"{'-':>7s}"
+                         for k in ("issue", "smem", "DRAM", "tensor"))
+        lines.append(f"{p.launch.layer:16s} {p.launch.kernel:38s} {blocks:6d} {p.blocks_per_sm:6d} {p.trips:6.1f} "
+                     f"{unit:>9s} {p.operand_bytes / 1e6:10.1f} {times}  {p.bound}")
+    return lines
+
+
+def layer_table(predictions: dict) -> list[str]:
+    """Launches, useful GFLOP, DRAM MB and time of each layer, per device."""
+    first = next(iter(DEVICES))
     head = f"{'layer':18s} {'launches':>8s} {'GFLOP':>7s} {'MB':>8s}"
     for dev in DEVICES:
         head += f" {dev + ' us':>13s}"
-    head += "  bound (first device)"
-    lines.append(head)
-    layers = []
-    for p in preds:
-        if p.launch.layer not in layers:
-            layers.append(p.launch.layer)
+    lines = [head + "  bound (first device)"]
+    layers = list(dict.fromkeys(p.launch.layer for p in predictions[first]))
     for layer in layers:
         rows = {d: [p for p in predictions[d] if p.launch.layer == layer] for d in DEVICES}
-        first_rows = rows[first]
         bounds = defaultdict(float)
-        for p in first_rows:
+        for p in rows[first]:
             bounds[f"{family(p.launch.kernel)}:{p.bound}"] += p.us
-        top = max(bounds, key=bounds.get)
-        line = (f"{layer:18s} {len(first_rows):8d} {sum(p.flops for p in first_rows) / 1e9:7.2f} "
-                f"{sum(p.dram_bytes for p in first_rows) / 1e6:8.1f}")
+        line = (f"{layer:18s} {len(rows[first]):8d} {sum(p.flops for p in rows[first]) / 1e9:7.2f} "
+                f"{sum(p.dram_bytes for p in rows[first]) / 1e6:8.1f}")
         for d in DEVICES:
             line += f" {sum(p.us for p in rows[d]):13.1f}"
-        lines.append(line + f"  {top}")
-    lines.append("")
+        lines.append(line + f"  {max(bounds, key=bounds.get)}")
+    return lines
+
+
+def step_ms(preds: list) -> float:
+    return sum(p.us for p in preds) / 1e3
+
+
+def report(precision: str, predictions: dict, codes: dict, launches: list, counts: tuple, args) -> str:
+    """One precision mode's section: kernels, tiled launches, layers, step time per device."""
+    first = next(iter(DEVICES))
+    allocations, graphs = counts
+    lines = [f"# bench.gpu_model: a static model (not a measurement) of one training step, precision {precision}",
+             f"# paper_net batch {args.batch}, {args.size}x{args.size}, hidden {args.hidden}, SGD momentum; "
+             f"sm_90 SASS; a replayed step: {len(launches)} kernels in {graphs} graph launch(es), "
+             f"{allocations} allocations"]
+    if precision != "fp32":
+        lines.append(f"# tensor cores: {MMA_SYNC_FRACTION:g} (MMA_SYNC_FRACTION, an assumption) of the dense peak "
+                     f"{DEVICES[first].tensor_tflops[precision]:g} TFLOP/s = "
+                     f"{MMA_SYNC_FRACTION * DEVICES[first].tensor_flops_per_clock(precision):.0f} FLOP per SM clock")
+    lines += [""] + kernel_table(predictions[first], codes)
+    lines += ["", f"# launches with a main-loop model ({first}; times in us)"] + launch_table(predictions[first], codes)
+    lines += [""] + layer_table(predictions) + [""]
     for d in DEVICES:
-        lines.append(f"{d}: {sum(p.us for p in predictions[d]) / 1e3:.2f} ms, "
-                     f"{sum(p.flops for p in predictions[d]) / 1e9:.1f} GFLOP in tiled kernels")
-    total = sum(p.us for p in predictions[first]) / 1e3
-    lines.append(f"predicted step: {total:.2f} ms ({first}, batch {args.batch}, hidden {args.hidden})")
+        mma = sum(p.mma_flops for p in predictions[d])
+        lines.append(f"{d}: {step_ms(predictions[d]):.2f} ms, {sum(p.flops for p in predictions[d]) / 1e9:.1f} "
+                     f"GFLOP in tiled kernels" + (f" ({mma / 1e9:.1f} GFLOP of HMMA issued)" if mma else ""))
     return "\n".join(lines)
 
 
-def measure(launches: list, args, repeats: int = 20) -> tuple[list, float]:
-    """On a GPU: (each launch of an eager step timed with CUDA events, in launch order;
-    the median time of the captured step's graph replays, in microseconds). The
-    recorded list and the real one come from the same code; a test checks they match."""
+def summary(totals: dict, args) -> str:
+    """The step time of each precision mode on each device, and the one-line result."""
+    first = next(iter(DEVICES))
+    lines = ["# predicted step time per precision mode (a model, not a measurement)",
+             f"{'precision':10s}" + "".join(f" {d + ' ms':>12s}" for d in DEVICES)]
+    for precision, per_device in totals.items():
+        lines.append(f"{precision:10s}" + "".join(f" {per_device[d]:12.2f}" for d in DEVICES))
+    lines.append("predicted step: " + ", ".join(f"{p} {t[first]:.2f} ms" for p, t in totals.items())
+                 + f" ({first}, batch {args.batch}, hidden {args.hidden})")
+    return "\n".join(lines)
+
+
+def measure(launches: list, args, precision: str = "fp32", repeats: int = 20) -> tuple[list, float]:
+    """On a GPU: (each launch of an eager step in that precision mode timed with CUDA
+    events, in launch order; the median time of the captured step's graph replays, in
+    microseconds). The recorded list and the real one come from the same code; a test
+    checks they match."""
     import cupy
 
     from tinycnn import backends
 
-    be = backends.get("cuda")
+    be = backends.get("cuda", precision)
     run, step, inputs, _ = training_step(be, args.batch, args.hidden, args.size)
     timed = []
     original = be._run
@@ -490,7 +695,7 @@ def measure(launches: list, args, repeats: int = 20) -> tuple[list, float]:
     finally:
         be._run = original
     if [n for n, _, _ in timed] != [lau.kernel for lau in launches]:
-        raise RuntimeError("the GPU step launched other kernels than the recorded one")
+        raise RuntimeError(f"the GPU step ({precision}) launched other kernels than the recorded one")
     per_launch = [cupy.cuda.get_elapsed_time(s, e) * 1e3 for _, s, e in timed]
     for _ in range(3):  # arena, capture, first replay
         run(*inputs)
@@ -505,26 +710,51 @@ def measure(launches: list, args, repeats: int = 20) -> tuple[list, float]:
     return per_launch, float(np.median(graph_times))
 
 
+def gpu_unavailable() -> str | None:
+    """Why the cuda backend cannot run here (None: it can)."""
+    from tinycnn import backends
+
+    try:
+        backends.get("cuda")
+    except (backends.BackendUnavailable, ImportError) as e:
+        return str(e)
+    return None
+
+
+def measured_section(precision: str, preds: list, measured: list, graph_us: float) -> str:
+    first = next(iter(DEVICES))
+    lines = [f"# measured (CUDA events, this GPU) beside predicted ({first}), precision {precision}"]
+    for p, us in zip(preds, measured):
+        lines.append(f"{p.launch.layer:18s} {p.launch.kernel:40s} {p.us:9.1f} {us:9.1f}")
+    lines.append(f"measured step ({precision}, sum of eager launches): {sum(measured) / 1e3:.2f} ms")
+    lines.append(f"measured step ({precision}, captured graph, median of 20): {graph_us / 1e3:.2f} ms")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--precision", default="all", choices=("all",) + PRECISIONS,
+                    help="the precision mode(s) of the step (default: all three, one section each)")
     ap.add_argument("--measure", action="store_true", help="on a GPU: time each launch beside its prediction")
     args = ap.parse_args(argv)
+    sections, totals = [], {}
+    if args.measure and (why := gpu_unavailable()):
+        sections.append(f"# --measure skipped: {why}")
+        args.measure = False
     codes = compile_kernels()
-    launches, allocations, graphs = record_step(args.batch, args.hidden, args.size)
-    predictions = {d: [predict(lau, codes[lau.kernel], dev) for lau in launches] for d, dev in DEVICES.items()}
-    text = report(predictions, codes, launches, (allocations, graphs), args)
-    if args.measure:
-        measured, graph_us = measure(launches, args)
-        first = next(iter(DEVICES))
-        text += "\n\n# measured (CUDA events, this GPU) beside predicted (" + first + ")\n"
-        for p, us in zip(predictions[first], measured):
-            text += f"{p.launch.layer:18s} {p.launch.kernel:40s} {p.us:9.1f} {us:9.1f}\n"
-        text += f"measured step (sum of eager launches): {sum(measured) / 1e3:.2f} ms\n"
-        text += f"measured step (captured graph, median of 20): {graph_us / 1e3:.2f} ms"
-    print(text)
+    for precision in PRECISIONS if args.precision == "all" else (args.precision,):
+        launches, allocations, graphs = record_step(args.batch, args.hidden, args.size, precision)
+        predictions = predict_step(launches, codes)
+        sections.append(report(precision, predictions, codes, launches, (allocations, graphs), args))
+        totals[precision] = {d: step_ms(preds) for d, preds in predictions.items()}
+        if args.measure:
+            measured, graph_us = measure(launches, args, precision)
+            sections.append(measured_section(precision, predictions[next(iter(DEVICES))], measured, graph_us))
+    sections.append(summary(totals, args))
+    print("\n\n".join(sections))
     return 0
 
 

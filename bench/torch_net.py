@@ -12,10 +12,10 @@ import numpy as np
 
 def torch_available() -> bool:
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         return False
-    return True
+    return torch is not None  # (uses the name: the import itself is the test)
 
 
 def torch_mirror(net, device: str = "cpu"):
@@ -64,3 +64,18 @@ def check_mirror(net, tnet, x: np.ndarray, rtol: float = 1e-4) -> float:
     if err > rtol:
         raise AssertionError(f"torch mirror disagrees with tinycnn: rel. error {err:.2e}")
     return err
+
+
+def mirror_gradients(net, tnet) -> dict:
+    """The gradients of the torch mirror `tnet` of `net` after a backward pass, as float64
+    NumPy arrays keyed and laid out as tinycnn's (``"<layer index>.<param name>"``; a
+    Linear's weight gradient transposed back to Dense's (in, out))."""
+    from tinycnn.layers import Dense
+
+    out = {}
+    for i, (layer, module) in enumerate(zip(net.layers, tnet)):
+        for name in layer.params:
+            tensor = {"w": module.weight, "b": module.bias}[name]
+            grad = tensor.grad.detach().float().cpu().numpy().astype(np.float64)
+            out[f"{i}.{name}"] = grad.T if isinstance(layer, Dense) and name == "w" else grad
+    return out

@@ -1,12 +1,18 @@
 """Numbered kernel variants, from naive to the one in kernels/ (in the manner of
-llm.c's dev/cuda): compile each, validate it against NumPy, time it.
+llm.c's dev/cuda): compile each, validate it against NumPy, time it. The SGEMM steps go
+on from the FP32 tile (v4) to the tensor cores: v5 a minimal mma.sync TF32 tile, v6 the
+backend's TF32 tile (kernels/gemm_tc.cu).
 
     python -m bench.variants.run [--kernel conv2d_forward|sgemm|all] [--batch 64] [--repeats 20]
 
 On a GPU each variant is compiled by NVRTC (cupy.RawModule, local includes
 inlined), validated on the benchmark shapes, then timed with CUDA events after
 warm-up (inputs rotated among copies larger than twice the L2 together), and its
-GFLOP/s and % of the device's FP32 peak are printed. Without a GPU each variant is
+GFLOP/s and % of the peak of its precision are printed (the device's FP32 peak; for
+the TF32 variants the dense TF32 tensor-core peak of an H100 SXM / H200,
+tinycnn.backends.tensor_cores.PEAK_TFLOPS). A variant in a tensor-core precision is
+validated against NumPy on operands rounded as the tensor core rounds them
+(tinycnn.precision.round_tf32), with the FP32-sum tolerance of its kind. Without a GPU each variant is
 compiled for the CPU by the cuda-emu path (g++ -fopenmp against
 kernels/emu/cuda_emu.h) and only validated, on small shapes (the emulator is not a
 performance model). tests/test_variants.py runs the same validation in CI.
@@ -31,8 +37,9 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from tinycnn.backends import launch
+from tinycnn.backends import launch, tensor_cores
 from tinycnn.gradcheck import rel_error
+from tinycnn.precision import round_operands
 from tinycnn.shapes import conv_out_size
 
 VARIANT_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -48,6 +55,7 @@ class Variant:
     entry: str           # the kernel the harness launches
     launch: Callable     # (variant, run, arrays, shape, empty) -> output array; run(name, grid, block, args)
     supports: Callable = lambda shape: True
+    precision: str = "fp32"  # what its products compute (tinycnn/precision.py): fp32, or tf32 on tensor cores
 
     @property
     def idea(self) -> str:
@@ -142,6 +150,37 @@ def gemm_v3(variant, run, a, shape, empty):
     return c
 
 
+def variant_defines(variant: Variant) -> dict:
+    """{NAME: value} of the integer #defines of the variant's own file (its tile, its
+    threads): the launch reads them there, their one home."""
+    with open(os.path.join(VARIANT_DIR, variant.file), encoding="utf-8") as f:
+        return {name: int(value) for name, value in launch._DEFINE_RE.findall(f.read())}
+
+
+def gemm_v5(variant, run, a, shape, empty):
+    """The minimal tensor-core tile: one V5_TILE square of C per block, no split-K."""
+    m, n, k = shape
+    d = variant_defines(variant)
+    c = empty((m, n))
+    run(variant.entry, (launch.cdiv(n, d["V5_TILE"]), launch.cdiv(m, d["V5_TILE"]), 1), (d["V5_THREADS"], 1, 1),
+        [c, a["A"], a["B"], i32(m), i32(n), i32(k)])
+    return c
+
+
+def gemm_tc(variant, run, a, shape, empty):
+    """kernels/gemm_tc.cu's sgemm_<precision>_strided with the geometry and split-K of
+    tinycnn/backends/tensor_cores.py, as the dense layer runs it in that precision."""
+    m, n, k = shape
+    c = empty((m, n))
+    g = tensor_cores.gemm(variant.precision, m, n, k)
+    target = c if g.splits == 1 else empty((g.splits, m, n))
+    run(g.name, g.grid, g.block, tensor_cores.gemm_args(g, target, a["A"], a["B"], None, m, n, k, k, 1, n, 1))
+    if g.splits > 1:
+        run("split_k_reduce", launch._grid_1d(m * n), (256, 1, 1),
+            [c, target, target, i32(g.splits), i32(m * n), i32(n), i32(0)])
+    return c
+
+
 def _stride1_small(shape):
     (_, _, _, _), (_, _, kh, kw), stride, _ = shape
     return stride == 1 and kh <= 5 and kw <= 5
@@ -157,6 +196,8 @@ VARIANTS = [
     Variant("sgemm", 2, "sgemm_v2_smem.cu", "sgemm_v2_smem", gemm_simple),
     Variant("sgemm", 3, "sgemm_v3_regblock.cu", "sgemm_strided", gemm_v3),
     Variant("sgemm", 4, "sgemm_v4_double_buffer.cu", "sgemm_strided", gemm_v3),
+    Variant("sgemm", 5, "sgemm_v5_tf32_mma.cu", "sgemm_v5_tf32_mma", gemm_v5, precision="tf32"),
+    Variant("sgemm", 6, "sgemm_v6_tf32_tile.cu", "sgemm_tf32_strided", gemm_tc, precision="tf32"),
 ]
 
 
@@ -206,6 +247,25 @@ KINDS = {
     "conv2d_forward": (conv_inputs, conv_reference, conv_flops, CONV_TOL),
     "sgemm": (gemm_inputs, gemm_reference, gemm_flops, GEMM_TOL),
 }
+# The inputs that are operands of the product: rounded in a tensor-core precision (a bias is not).
+OPERANDS = {"conv2d_forward": ("x", "w"), "sgemm": ("A", "B")}
+
+
+def expected(variant: Variant, a: dict, shape) -> np.ndarray:
+    """The float64 reference of the variant's kind on its precision's operands: the
+    inputs themselves in fp32, round_tf32 of A and B (x and w) in tf32. The products
+    of rounded operands are exact, so the kind's FP32-sum tolerance still applies."""
+    _, ref, _, _ = KINDS[variant.kernel]
+    rounded = {k: round_operands(v, variant.precision) if k in OPERANDS[variant.kernel] else v for k, v in a.items()}
+    return ref(rounded, shape)
+
+
+def peak_flops(variant: Variant, props: dict) -> float:
+    """The peak a variant's GFLOP/s are a share of: the device's FP32 peak, or for a
+    tensor-core precision the dense data-sheet peak of an H100 SXM / H200."""
+    if variant.precision == "fp32":
+        return props["fp32_peak_flops"]
+    return tensor_cores.PEAK_TFLOPS[variant.precision] * 1e12
 
 
 def paper_conv_shapes(batch: int) -> list[tuple[str, tuple]]:
@@ -293,7 +353,7 @@ def kernel_names(variant: Variant) -> list[str]:
 def validate_emulated(variant: Variant, shapes=None) -> list[tuple[str, float]]:
     """Relative error of the variant (run by the emulator) against NumPy on each
     small shape; raises AssertionError beyond the kind's tolerance."""
-    make, ref, _, tol = KINDS[variant.kernel]
+    make, _, _, tol = KINDS[variant.kernel]
     run = emu_runner(variant, kernel_names(variant))
     rng = np.random.default_rng(0)
     results = []
@@ -302,7 +362,7 @@ def validate_emulated(variant: Variant, shapes=None) -> list[tuple[str, float]]:
             continue
         a = make(shape, rng)
         out = variant.launch(variant, run, a, shape, lambda s: np.empty(s, np.float32))
-        err = rel_error(out, ref(a, shape))
+        err = rel_error(out, expected(variant, a, shape))
         if not err <= tol:
             raise AssertionError(f"{variant.label} on {label}: rel. error {err:.2e} > {tol:g}")
         results.append((label, err))
@@ -321,12 +381,14 @@ def run_gpu(variants: list[Variant], batch: int, repeats: int) -> None:
           f"CUDA events, median of {repeats} after warm-up\n")
     shapes = {"conv2d_forward": paper_conv_shapes(batch), "sgemm": paper_gemm_shapes(batch)}
     rng = np.random.default_rng(0)
+    print("% peak: of the FP32 peak above; for tf32 variants of the dense TF32 tensor-core peak of an "
+          f"H100 SXM / H200 ({tensor_cores.PEAK_TFLOPS['tf32']} TFLOP/s)\n")
     print(f"{'variant':<44} {'shape':<28} {'rel.err':>8} {'time':>10} {'GFLOP/s':>9} {'% peak':>7}")
     for kernel in dict.fromkeys(v.kernel for v in variants):
-        make, ref, flops, tol = KINDS[kernel]
+        make, _, flops, tol = KINDS[kernel]
         for label, shape in shapes[kernel]:
             host = make(shape, rng)
-            expected = ref(host, shape)
+            references = {}  # by precision: one reference per rounding of the operands
             nbytes = sum(a.nbytes for a in host.values())
             sets = [{k: cupy.asarray(v) for k, v in host.items()} for _ in range(rotation_copies(nbytes))]
             for v in (v for v in variants if v.kernel == kernel):
@@ -340,7 +402,9 @@ def run_gpu(variants: list[Variant], batch: int, repeats: int) -> None:
                     fns[name](tuple(int(g) for g in grid), tuple(int(b) for b in block), tuple(args))
 
                 out = v.launch(v, run, sets[0], shape, lambda s: cupy.empty(s, np.float32))
-                err = rel_error(cupy.asnumpy(out), expected)
+                if v.precision not in references:
+                    references[v.precision] = expected(v, host, shape)
+                err = rel_error(cupy.asnumpy(out), references[v.precision])
                 if not err <= tol:
                     raise SystemExit(f"{v.label} on {label}: rel. error {err:.2e} > {tol:g} (validation FAILED)")
                 state = {"i": 0}
@@ -354,7 +418,7 @@ def run_gpu(variants: list[Variant], batch: int, repeats: int) -> None:
                 t = statistics.median(times)
                 rate = flops(shape) / t
                 print(f"{v.label:<44} {label:<28} {err:8.1e} {t * 1e3:8.3f} ms {rate / 1e9:9.0f} "
-                      f"{100 * rate / props['fp32_peak_flops']:6.1f}%", flush=True)
+                      f"{100 * rate / peak_flops(v, props):6.1f}%", flush=True)
         print()
 
 
