@@ -469,6 +469,8 @@ def main_loop_trips(kernel: str, args: list, code: KernelCode) -> float:
     """Trips of the main loop for one thread (0: no loop model; DRAM-bound)."""
     if kernel.startswith("conv2d_backward_filter_smallk"):  # one trip per SMALLK_LANES positions of the chunk
         return math.ceil(_i(args, 15) / launch.SMALLK_LANES)
+    if kernel.startswith("conv2d_relu_maxpool_smallk"):  # one trip per filter of the block (the taps unrolled)
+        return min(launch.SMALLK_FWD_FILTERS, _i(args, 9))
     tiles = tensor_cores.k_tiles(kernel, args)
     if tiles and code.hmma:  # the body may hold several k-tiles' HMMA (an unrolled loop)
         return tiles / (code.hmma / tensor_cores.hmma_per_trip(*tile_shape(kernel)))

@@ -868,6 +868,139 @@ extern "C" __global__ void __launch_bounds__(256)
                                           chunk);
 }
 
+// The fused block's forward pass for few taps (C*KH*KW <= SMALLK_TAPS: the paper's
+// first layer, 1 channel, 3x3), as direct loops: pooled, arg as
+// conv2d_relu_maxpool_igemm_* (the same sums in the same order, the same ReLU and
+// first-maximum rule, so the same bits), without a GEMM tile. A tile would spend a
+// whole k-tile (16 taps, or a tensor core's 16 / 32) on 9 taps and stage every
+// operand through shared memory for one trip; here a thread owns one pooling window:
+// it reads the window's taps once (a 4x4 patch of x for 3x3 stride 1, through L1),
+// rounded once in a tensor-core precision mode, and multiplies them by the block's
+// SMALLK_FWD_FILTERS filters, whose weights sit in shared memory (every thread reads
+// the same word: a broadcast).
+//
+//   grid (ceil(N*PH*PW / SMALLK_FWD_THREADS), ceil(F / SMALLK_FWD_FILTERS)); thread q of
+//   the grid's x: pooled output (n, ph, pw) = q, consecutive threads along pw
+//   (coalesced stores of each filter's plane).
+//
+// Napkin math (conv1 at batch 64: 1.03 M windows, 16 filters): per window 36 loads and
+// 16 x 4 x 9 = 576 FFMA: ~30 M warp-instructions, ~30 us of an H100's issue; the
+// outputs (pooled and arg, 132 MB) ~40 us of DRAM. The 16x256 GEMM tile spends most of
+// its time staging and in its epilogue (bench.gpu_model: ~450-480 us).
+#define SMALLK_FWD_FILTERS 16
+#define SMALLK_FWD_THREADS 256
+
+template <int PREC>
+__device__ __forceinline__ void conv2d_relu_maxpool_smallk_tile(float *__restrict__ pooled, int *__restrict__ arg,
+                                                                const float *__restrict__ x,
+                                                                const float *__restrict__ w,
+                                                                const float *__restrict__ b, int N, int C, int H,
+                                                                int W, int F, int KH, int KW, int OH, int OW,
+                                                                int stride, int pad, int PH, int PW) {
+    // This block's filters, rounded, zero past the KK taps (as the GEMM tile's padding),
+    // and each tap (c, u, v): its offset c H W + u W + v from the window's corner, u, v.
+    __shared__ __align__(16) float ws[SMALLK_FWD_FILTERS][SMALLK_TAPS];
+    __shared__ float bs[SMALLK_FWD_FILTERS];
+    __shared__ int tap_off[SMALLK_TAPS], tap_u[SMALLK_TAPS], tap_v[SMALLK_TAPS];
+    const int KHW = KH * KW, KK = C * KHW, HW = H * W, PHW = PH * PW;
+    const int f0 = blockIdx.y * SMALLK_FWD_FILTERS;
+    for (int i = threadIdx.x; i < SMALLK_FWD_FILTERS * SMALLK_TAPS; i += SMALLK_FWD_THREADS) {
+        const int j = i / SMALLK_TAPS, k = i % SMALLK_TAPS;
+        ws[j][k] = (f0 + j < F && k < KK) ? round_operand<PREC>(w[(long long)(f0 + j) * KK + k]) : 0.0f;
+    }
+    if (threadIdx.x < SMALLK_FWD_FILTERS) bs[threadIdx.x] = f0 + threadIdx.x < F ? b[f0 + threadIdx.x] : 0.0f;
+    if (threadIdx.x < SMALLK_TAPS) {
+        const int k = threadIdx.x < KK ? threadIdx.x : 0;
+        const int u = (k % KHW) / KW, v = k % KW;
+        tap_off[threadIdx.x] = (k / KHW) * HW + u * W + v;
+        tap_u[threadIdx.x] = u;
+        tap_v[threadIdx.x] = v;
+    }
+    __syncthreads();
+    const int q = blockIdx.x * SMALLK_FWD_THREADS + threadIdx.x;
+    if (q >= N * PHW) return;  // after the block's only barrier
+    const int n = q / PHW, ph = (q % PHW) / PW, pw = q % PW;
+    const float *xn = x + (long long)n * C * HW;
+
+    // The window's members (dy, dx) in row-major order; in ceil mode the window may hang
+    // over the conv output's bottom or right edge, and such a member takes no part. Its
+    // taps: one load each where the member's receptive field lies inside x, bounds checked
+    // per tap at the edges (corner may point outside x there; only taps inside are read).
+    const bool right = 2 * pw + 1 < OW, below = 2 * ph + 1 < OH;
+    const bool valid[4] = {true, right, below, right && below};
+    int off[SMALLK_TAPS];
+#pragma unroll
+    for (int k = 0; k < SMALLK_TAPS; k++) off[k] = tap_off[k];
+    float xv[4][SMALLK_TAPS];
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+        const int ih0 = (2 * ph + m / 2) * stride - pad, iw0 = (2 * pw + m % 2) * stride - pad;
+        const float *corner = xn + ih0 * W + iw0;
+        if (valid[m] && ih0 >= 0 && iw0 >= 0 && ih0 + KH <= H && iw0 + KW <= W) {
+#pragma unroll
+            for (int k = 0; k < SMALLK_TAPS; k++) xv[m][k] = k < KK ? round_operand<PREC>(corner[off[k]]) : 0.0f;
+        } else {
+#pragma unroll
+            for (int k = 0; k < SMALLK_TAPS; k++) {
+                const bool in = valid[m] && k < KK && (unsigned)(ih0 + tap_u[k]) < (unsigned)H &&
+                                (unsigned)(iw0 + tap_v[k]) < (unsigned)W;
+                xv[m][k] = in ? round_operand<PREC>(corner[off[k]]) : 0.0f;
+            }
+        }
+    }
+
+    for (int j = 0; j < SMALLK_FWD_FILTERS && f0 + j < F; j++) {  // uniform over the block
+        float wk[SMALLK_TAPS];  // the filter's taps: broadcast 128-bit reads
+#pragma unroll
+        for (int h = 0; h < SMALLK_TAPS / 4; h++) {
+            const float4 t = *reinterpret_cast<const float4 *>(&ws[j][4 * h]);
+            wk[4 * h] = t.x, wk[4 * h + 1] = t.y, wk[4 * h + 2] = t.z, wk[4 * h + 3] = t.w;
+        }
+        // relu(conv + b), then the FIRST maximum in row-major window order: as
+        // conv2d_forward_tile's POOLED epilogue, which also adds all 16 taps of its one
+        // k-tile in order from 0 (zeros past KK), then b
+        float best = 0.0f;
+        int best_k = 0;
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            float acc = 0.0f;
+#pragma unroll
+            for (int k = 0; k < SMALLK_TAPS; k++) acc += wk[k] * xv[m][k];
+            const float v = acc + bs[j];
+            const float r = v > 0.0f ? v : 0.0f;
+            if (m == 0) best = r;
+            else if (valid[m] && r > best) {
+                best = r;
+                best_k = m;
+            }
+        }
+        const long long o = ((long long)n * F + f0 + j) * PHW + ph * PW + pw;
+        pooled[o] = best;
+        arg[o] = best_k;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(SMALLK_FWD_THREADS, 2)
+    conv2d_relu_maxpool_smallk(float *__restrict__ pooled, int *__restrict__ arg, const float *__restrict__ x,
+                               const float *__restrict__ w, const float *__restrict__ b, int N, int C, int H, int W, int F,
+                               int KH, int KW, int OH, int OW, int stride, int pad, int PH, int PW) {
+    conv2d_relu_maxpool_smallk_tile<0>(pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
+}
+
+extern "C" __global__ void __launch_bounds__(SMALLK_FWD_THREADS, 2)
+    conv2d_relu_maxpool_smallk_tf32(float *__restrict__ pooled, int *__restrict__ arg, const float *__restrict__ x,
+                                    const float *__restrict__ w, const float *__restrict__ b, int N, int C, int H, int W, int F,
+                                    int KH, int KW, int OH, int OW, int stride, int pad, int PH, int PW) {
+    conv2d_relu_maxpool_smallk_tile<1>(pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
+}
+
+extern "C" __global__ void __launch_bounds__(SMALLK_FWD_THREADS, 2)
+    conv2d_relu_maxpool_smallk_bf16(float *__restrict__ pooled, int *__restrict__ arg, const float *__restrict__ x,
+                                    const float *__restrict__ w, const float *__restrict__ b, int N, int C, int H, int W, int F,
+                                    int KH, int KW, int OH, int OW, int stride, int pad, int PH, int PW) {
+    conv2d_relu_maxpool_smallk_tile<2>(pooled, arg, x, w, b, N, C, H, W, F, KH, KW, OH, OW, stride, pad, PH, PW);
+}
+
 // Partial bias gradients: block (s, f) sums dout[n, f, :, :] over the flat positions
 // i = n*OHW + ohw in [s * chunk, (s+1) * chunk) into part[s * F + f]. Thread t takes
 // i = start + t, start + t + 128, ... in order; a fixed tree adds the 128 sums.

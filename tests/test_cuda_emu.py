@@ -135,7 +135,8 @@ def test_conv_backward_is_deterministic(emu, rng):
         np.testing.assert_array_equal(a, c)
 
 
-@pytest.mark.parametrize("name", ["first_layer_ceil", "pad1_32x128", "stride2_floor_64x64"])
+@pytest.mark.parametrize("name", ["first_layer_ceil", "pad1_32x128", "stride2_floor_64x64", "few_taps_f20_stride2_pad1",
+                                  "few_taps_2x2_floor"])
 def test_the_fused_block_is_the_three_kernels_bit_for_bit(emu, rng, name):
     """conv2d_relu_maxpool_* (one kernel, pooled output only) and its one-pass backward
     give exactly what conv2d, relu and maxpool2d give in turn on the same kernels: the

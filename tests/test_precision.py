@@ -87,18 +87,18 @@ def test_two_runs_with_one_seed_give_the_same_bits(precision):
 
 def test_a_tensor_core_step_runs_every_product_in_its_mode(monkeypatch):
     """In bf16 every conv and dense product of a training step is a bf16 kernel (the
-    tensor-core ones, and the few-taps weight gradient with rounded operands); no FP32
-    product kernel runs."""
+    tensor-core ones, and the first layer's few-taps forward and weight gradient with
+    rounded operands); no FP32 product kernel runs."""
     be = backend_or_skip("cuda-emu:bf16")
     names = []
     run = type(be)._run
     monkeypatch.setattr(be, "_run", lambda name, *a: (names.append(name), run(be, name, *a)))
     _one_step(be)
     product = re.compile(r"conv2d_(forward|relu_maxpool|backward_data|backward_filter)_\w+_\d+x\d+"
-                         r"|conv2d_backward_filter_smallk\w*|sgemm\w*")
+                         r"|conv2d_(backward_filter|relu_maxpool)_smallk\w*|sgemm\w*")
     products = [n for n in names if product.fullmatch(n)]
     assert products and all("bf16" in n for n in products), sorted(set(products))
-    assert {"conv2d_backward_filter_smallk_bf16", "sgemm_bf16_strided"} <= set(names)
+    assert {"conv2d_relu_maxpool_smallk_bf16", "conv2d_backward_filter_smallk_bf16", "sgemm_bf16_strided"} <= set(names)
     assert any(n.startswith("conv2d_relu_maxpool_bf16_") for n in names)
 
 
@@ -121,7 +121,7 @@ def test_the_paper_literal_network_fits_an_80_gb_gpu_in_bf16():
 
 def test_the_parity_table_runs_every_product_kernel_in_every_mode():
     """Every conv and GEMM kernel of kernels/*.cu (each pass, tile and precision, the
-    few-taps weight gradient in each mode) is launched by some case of tests/op_cases.py
+    few-taps forward and weight gradient in each mode) is launched by some case of tests/op_cases.py
     on cuda-emu, so tests/test_parity.py holds each to the reference of its mode. The
     launches are recorded, not run (the backend's dry pass)."""
     from op_cases import CASES
@@ -130,7 +130,7 @@ def test_the_parity_table_runs_every_product_kernel_in_every_mode():
     from tinycnn.gradcheck import OPS, run_op
 
     product = re.compile(r"conv2d_(forward|relu_maxpool|backward_data|backward_filter)_\w+_\d+x\d+"
-                         r"|conv2d_backward_filter_smallk\w*|sgemm\w*_strided")
+                         r"|conv2d_(backward_filter|relu_maxpool)_smallk\w*|sgemm\w*_strided")
     kernels = {n for f in ("conv2d.cu", "conv2d_tc.cu", "gemm.cu", "gemm_tc.cu")
                for n in launch.kernel_sources()[f][1] if product.fullmatch(n)}
     launched = set()

@@ -84,6 +84,8 @@ TILE_M, TILE_N, TILE_K, TILE_THREADS = _C["TILE_M"], _C["TILE_N"], _C["TILE_K"],
 BIAS_THREADS = _C["BIAS_THREADS"]  # conv2d bias gradient (kernels/conv2d.cu)
 # conv2d weight gradient for few taps (kernels/conv2d.cu: conv2d_backward_filter_smallk)
 SMALLK_TAPS, SMALLK_BLOCK_FILTERS, SMALLK_LANES = _C["SMALLK_TAPS"], _C["SMALLK_BLOCK_FILTERS"], _C["SMALLK_LANES"]
+# the fused block's forward pass for as few taps (conv2d_relu_maxpool_smallk)
+SMALLK_FWD_FILTERS, SMALLK_FWD_THREADS = _C["SMALLK_FWD_FILTERS"], _C["SMALLK_FWD_THREADS"]
 XENT_THREADS = _C["XENT_THREADS"]  # kernels/softmax_ce.cu
 # Numbers of the launch alone (the kernels take them as arguments or loop over any grid):
 # element-wise kernels: 256 threads, grid-stride loops over at most this many blocks.
@@ -442,6 +444,11 @@ class KernelBackend:
                       i32(k_chunk), i32(m * n), i32(0)])
         self._reduce_splits(c, ws, splits, m * n, bias, n)
 
+    def _precision_suffix(self) -> str:
+        """The name suffix of a CUDA-core kernel's variant that rounds its operands as
+        this precision mode says (the few-taps kernels): '', '_tf32' or '_bf16'."""
+        return "" if self.precision == "fp32" else "_" + self.precision
+
     def _conv_launch(self, kind: str, m: int, cols: int, k: int | None = None) -> tuple:
         """(kernel, grid, block, splits, k_chunk) of an implicit-GEMM convolution pass
         (kind: forward, relu_maxpool, backward_data, backward_filter) with m rows (filters
@@ -526,7 +533,8 @@ class KernelBackend:
     # ------------------------------------------------------- the fused block
     def conv2d_relu_maxpool_forward(self, x, w, b, stride: int = 1, pad: int = 0, ceil_mode: bool = True):
         """x (N, C, H, W) -> maxpool2d(relu(conv2d(x, w, b)), 2, 2, ceil_mode) (N, F, PH, PW)
-        in one kernel (kernels/conv2d.cu: conv2d_relu_maxpool_igemm_*): the full-size conv
+        in one kernel (kernels/conv2d.cu: conv2d_relu_maxpool_igemm_*, or _smallk for at
+        most SMALLK_TAPS taps; conv2d_tc.cu in the tensor-core modes): the full-size conv
         output is never stored; the cache keeps the pooled output and each window's winner."""
         x, w, b = self._f32(x), self._f32(w), self._f32(b)
         n, c, h, wd = x.shape
@@ -539,7 +547,12 @@ class KernelBackend:
         out = self._empty((n, f, ph, pw))
         arg = self._empty((n, f, ph, pw), np.int32)
         if out.size:
-            name, grid, block, _, _ = self._conv_launch("relu_maxpool", f, n * ph * pw * 4)
+            if c * kh * kw <= SMALLK_TAPS:  # direct loops: a GEMM tile would idle on so short a K
+                name = "conv2d_relu_maxpool_smallk" + self._precision_suffix()
+                grid = (cdiv(n * ph * pw, SMALLK_FWD_THREADS), cdiv(f, SMALLK_FWD_FILTERS), 1)
+                block = (SMALLK_FWD_THREADS, 1, 1)
+            else:
+                name, grid, block, _, _ = self._conv_launch("relu_maxpool", f, n * ph * pw * 4)
             self._launch(name, grid, block,
                          [out, arg, x, w, b, i32(n), i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(oh),
                           i32(ow), i32(stride), i32(pad), i32(ph), i32(pw)])
@@ -582,7 +595,7 @@ class KernelBackend:
         part_w = dw if chunks == 1 else self._empty((chunks, f * kk))
         part_b = db if chunks == 1 else self._empty((chunks, f))
         _check_size(part_w.size)
-        name = "conv2d_backward_filter_smallk" + ("" if self.precision == "fp32" else "_" + self.precision)
+        name = "conv2d_backward_filter_smallk" + self._precision_suffix()
         self._launch(name, (chunks, fblocks, 1), (256, 1, 1),
                      [part_w, part_b, dout, x] + geometry + [i32(chunk)])
         if chunks > 1:
