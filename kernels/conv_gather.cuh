@@ -1,11 +1,14 @@
 // conv_gather.cuh: the index algebra of the implicit-GEMM convolution gathers, one
 // element at a time, and the fused block's pooling of one 2x2 window, used by the
-// tensor-core convolutions (conv2d_tc.cu). im2col_at, dgrad_gather_at, dgrad_weight_at,
-// wgrad_x_at, wgrad_dout_at and relu_pool_window are the expressions conv2d.cu's FP32
-// tiles inline in their loaders and epilogue (same bounds tests, same addresses, same
-// tie rule), so conv2d.cu can call them instead; the strided backward-data walk
-// (DgradWalk) is new: it would also take the four divisions per element out of
-// conv2d.cu's strided gather.
+// tensor-core convolutions (conv2d_tc.cu): by their general gathers (any padding and
+// stride) and epilogues; their fast gathers (pad 0, or stride 1 for backward-data) read
+// per-block tables of offsets instead (conv2d_tc.cu). im2col_at, dgrad_gather_at,
+// dgrad_weight_at, wgrad_x_at, wgrad_dout_at and relu_pool_window are the expressions
+// conv2d.cu's FP32 tiles inline in their loaders and epilogue (same bounds tests, same
+// addresses, same tie rule), so conv2d.cu can call them instead (dgrad_gather_at serves
+// only that now: conv2d_tc.cu's stride-1 backward-data reads a tap table, and its other
+// strides take the walk); the strided backward-data walk (DgradWalk) is new: it would
+// also take the four divisions per element out of conv2d.cu's strided gather.
 //
 //   x (N, C, H, W), w (F, C, KH, KW), dout (N, F, OH, OW); taps k = (c, u, v) or
 //   (f, u, v), output positions p = (n, oh, ow), input pixels q = (n, h, w), all moved

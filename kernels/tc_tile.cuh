@@ -39,18 +39,23 @@
 //     16-bank halves of a 32-word line;
 //   - staging writes (two STS.128 per unit, see below): 8 lanes write either 4 chunks of
 //     one parity in each of 2 pair-rows (A) / 2 chunks in each of 4 rows (B), or one chunk
-//     in each of 8 consecutive pair-rows / rows: the swizzles spread them over all 32
-//     banks (unswizzled, the last pattern would be 8-way (A) or 4-way (B)).
+//     in each of 8 consecutive pair-rows / rows, or (single chunks, conv2d_tc.cu's 32x128
+//     A and 128x64 B) the 8 chunks of one pair-row / one chunk in each of 8 consecutive
+//     rows: the swizzles spread them over all 32 banks (unswizzled, the one-chunk-per-row
+//     patterns would be 8-way (A) or 4-way (B)).
 //
-// STAGING. A thread stages UNITS of 8 words (two 16-byte chunks):
+// STAGING. A thread stages UNITS of 8 words (two 16-byte chunks), or single chunks:
 //   A unit (i, c): words 4c .. 4c+3 of tile rows 2i and 2i + 1 (two runs of 4 words);
 //   B unit (r, c): words 8c .. 8c+7 of tile row r (two runs of 4 words),
 // a run being 4 K_PER_WORD consecutive k of one row. Global loads (or gathers) for k-tile
 // s + 1 are issued before the mma of tile s; afterwards they are converted to words once
-// per block (to_tf32: 4 SASS instructions per element on sm_80/sm_90; pack_bf16x2: one
-// F2FP per two) and stored: double buffering with one barrier per k-tile. Rounding here,
+// per block (tc_tf32_word: 2 SASS instructions per element; pack_bf16x2: one F2FP per
+// two) and stored: double buffering with one barrier per k-tile. Rounding here,
 // not at the fragment reads, costs once per element and block instead of once per warp
-// that reads it.
+// that reads it. Two k loops: tc_k_loop (gemm_tc.cu: buffer indices, a store(buf)
+// callback) and tc_k_loop_ahead (conv2d_tc.cu: staging and fragment addresses carried
+// across the loop, block-shared decoding two k-tiles ahead, the last k-tile peeled off
+// so that the loop's loads need no K bounds tests; see below).
 //
 // WARPS. A BM x BN tile has BN / 32 warps along N and max(BM / 32, 1) along M; each warp
 // owns a WM x 32 sub-tile (WM = 32, or 16 for BM = 16): MI = WM / 16 row fragments times
@@ -98,15 +103,31 @@ struct TcShape {
 __device__ __forceinline__ int tc_a_offset(int i, int j) { return i * 2 * TC_K_WORDS + ((j ^ (i & 7)) << 2); }
 __device__ __forceinline__ int tc_b_offset(int r, int j) { return r * TC_K_WORDS + ((j ^ ((r >> 1) & 3)) << 2); }
 
-// Four operand words from one run (4 K_PER_WORD consecutive k of one row).
-template <class P>
-__device__ __forceinline__ void tc_words(const float *v, unsigned (&w)[4]) {
+// One TF32 operand word: to_tf32 (cvt.rna.tf32.f32) as ptxas expands it for sm_80 and
+// sm_90 (a finite x gets half an ulp, 0x1000, added to its bits; infinities and NaNs are
+// kept; then the low 13 bits are cleared), less the clearing: the mma reads only the top
+// 19 bits of a .tf32 operand (mma.cuh; the emulator models it: emu_tf32_operand), so the
+// product sees the same rounded value, and the word costs two instructions (FSETP and a
+// predicated IADD) instead of three. The emulator (and a pre-sm_80 build, which traps)
+// take to_tf32 itself.
+__device__ __forceinline__ unsigned tc_tf32_word(float x) {
+#if defined(TINYCNN_EMU) || defined(TINYCNN_MMA_TRAP)
+    return to_tf32(x);
+#else
+    const unsigned u = __float_as_uint(x);
+    return fabsf(x) < __int_as_float(0x7f800000) ? u + 0x1000u : u;
+#endif
+}
+
+// NW operand words from one run (NW K_PER_WORD consecutive k of one row).
+template <class P, int NW>
+__device__ __forceinline__ void tc_words(const float *v, unsigned (&w)[NW]) {
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < NW; i++) {
         if constexpr (P::IS_BF16)
             w[i] = pack_bf16x2(v[2 * i], v[2 * i + 1]);
         else
-            w[i] = to_tf32(v[i]);
+            w[i] = tc_tf32_word(v[i]);
     }
 }
 
@@ -212,6 +233,159 @@ __device__ __forceinline__ void tc_k_loop(unsigned (*As)[S::A_WORDS], unsigned (
         if (s + 1 < steps) store((s + 1) & 1);
         __syncthreads();
     }
+}
+
+// A compile-time flag as a value, for generic lambdas: load(TcBool<true>()).
+template <bool B>
+struct TcBool {
+    static constexpr bool value = B;
+};
+
+// ADDRESSES CARRIED ACROSS THE LOOP (tc_k_loop_ahead). The swizzled offsets of a thread's
+// fragment reads and staging stores depend on threadIdx only, but NVVM recomputes them
+// from threadIdx inside the k loop (about 60 instructions per k-tile in conv2d_tc.cu's
+// loops) instead of keeping them in registers. Here each is a BYTE offset into the flat
+// two-buffer tile (&As[0][0], &Bs[0][0]) that the loop moves to the other buffer every
+// k-tile: loop-carried values, which it cannot recompute. Buffer 1 starts 4 A_WORDS
+// (4 B_WORDS) bytes on, a power of two above every offset in buffer 0, so the move is an
+// XOR. The other offsets follow by constants: A fragment mi, ks at (fa + 1024 mi) ^ 16 ks
+// (8 pair-rows of 128 bytes; the XOR flips chunk bit 0), B fragment ni at fb + 512 ni (8
+// rows of 64 bytes), the second chunk of a staging unit at sa ^ 16, chunk c of a B run
+// that starts at an even chunk at sb ^ 16 c.
+struct TcOffsets {
+    int fa, fb;  // the lane's A chunk (mi 0, ks 0) and B chunk (ni 0) of the buffer read next
+    int sa, sb;  // the thread's first A / B staging chunk in the buffer written next
+};
+
+template <class S>
+__device__ __forceinline__ TcOffsets tc_offsets(int a_pair_row, int a_chunk, int b_row, int b_chunk) {
+    int wm0, wn0;
+    tc_warp_origin<S>(wm0, wn0);
+    const int lane = (int)(threadIdx.x % 32), g = lane >> 2, t = lane & 3;
+    TcOffsets o;
+    o.fa = 4 * tc_a_offset(wm0 / 2 + g, 2 * t);
+    o.fb = 4 * tc_b_offset(wn0 + g, t);
+    o.sa = 4 * tc_a_offset(a_pair_row, a_chunk);
+    o.sb = 4 * tc_b_offset(b_row, b_chunk);
+    return o;
+}
+
+// The word at a byte offset of a tile.
+__device__ __forceinline__ unsigned *tc_at(unsigned *tile, int off) {
+    return reinterpret_cast<unsigned *>(reinterpret_cast<char *>(tile) + off);
+}
+__device__ __forceinline__ const unsigned *tc_at(const unsigned *tile, int off) {
+    return reinterpret_cast<const unsigned *>(reinterpret_cast<const char *>(tile) + off);
+}
+
+// tc_store_a_unit at a carried offset (the unit's first chunk).
+template <class P>
+__device__ __forceinline__ void tc_store_a_at(unsigned *tile, int off, const float (*v)[4 * P::K_PER_WORD]) {
+    unsigned lo[4], hi[4];
+    tc_words<P>(v[0], lo);
+    tc_words<P>(v[1], hi);
+    tc_sts128(tc_at(tile, off), lo[0], hi[0], lo[1], hi[1]);
+    tc_sts128(tc_at(tile, off ^ 16), lo[2], hi[2], lo[3], hi[3]);
+}
+// One chunk of A at a carried offset: words 2j, 2j + 1 of tile rows 2i (v[0]) and 2i + 1
+// (v[1]), the half of an A unit (conv2d_tc.cu's 32x128 tile stages one per thread).
+template <class P>
+__device__ __forceinline__ void tc_store_a_chunk_at(unsigned *tile, int off, const float (*v)[2 * P::K_PER_WORD]) {
+    unsigned lo[2], hi[2];
+    tc_words<P>(v[0], lo);
+    tc_words<P>(v[1], hi);
+    tc_sts128(tc_at(tile, off), lo[0], hi[0], lo[1], hi[1]);
+}
+// One chunk of B at a carried offset: words 4j .. 4j + 3 of a tile row from v.
+template <class P>
+__device__ __forceinline__ void tc_store_b_chunk_at(unsigned *tile, int off, const float *v) {
+    unsigned w[4];
+    tc_words<P>(v, w);
+    tc_sts128(tc_at(tile, off), w[0], w[1], w[2], w[3]);
+}
+
+// tc_mma_tile at carried offsets (A, B: the flat two-buffer tiles).
+template <class P, int MI, int NI>
+__device__ __forceinline__ void tc_mma_tile_at(const unsigned *A, const unsigned *B, int fa, int fb,
+                                               float (&acc)[MI][NI][4]) {
+    unsigned b[NI][4];
+#pragma unroll
+    for (int ni = 0; ni < NI; ni++) {
+        const uint4 q = *reinterpret_cast<const uint4 *>(tc_at(B, fb + 512 * ni));
+        b[ni][0] = q.x;
+        b[ni][1] = q.y;
+        b[ni][2] = q.z;
+        b[ni][3] = q.w;
+    }
+#pragma unroll
+    for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+        for (int ks = 0; ks < 2; ks++) {
+            const uint4 q = *reinterpret_cast<const uint4 *>(tc_at(A, (fa + 1024 * mi) ^ (16 * ks)));
+            const unsigned a[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+            for (int ni = 0; ni < NI; ni++) {
+                const unsigned bf[2] = {b[ni][2 * ks], b[ni][2 * ks + 1]};
+                tc_mma<P>(acc[mi][ni], a, bf);
+            }
+        }
+}
+
+// The k loop of the table-driven conv gathers (conv2d_tc.cu): as tc_k_loop, with carried
+// offsets (o from tc_offsets: read and write buffer 0 at entry), plus
+//   - prep(t): block-shared decoding for k-tile t (a few threads write its entries of a
+//     two-slot ring, slot t & 1), called two k-tiles ahead of the load that reads it, so
+//     that one barrier separates writing from reading and reading from overwriting;
+//   - load(TcBool<FULL>()): FULL says the k-tile lies wholly inside K (every tile but the
+//     last), so the loader may drop its K bounds tests. The last k-tile is peeled off the
+//     main loop (as is the first, whose load runs before the loop), so the main loop holds
+//     only the FULL loader;
+//   - store(sa, sb): the staged k-tile to the carried offsets.
+// Every branch is uniform over the block (steps is), as the emulator's barriers and mma
+// require. acc must be zero on entry.
+template <class P, class S, class Prep, class Load, class Store>
+__device__ __forceinline__ void tc_k_loop_ahead(unsigned (*As)[S::A_WORDS], unsigned (*Bs)[S::B_WORDS], int steps,
+                                                TcOffsets o, Prep &prep, Load &load, Store &store,
+                                                float (&acc)[S::MI][S::NI][4]) {
+    const unsigned *A = &As[0][0], *B = &Bs[0][0];
+    if (steps > 0) prep(0);
+    if (steps > 1) prep(1);
+    __syncthreads();
+    if (steps > 0) {
+        load(TcBool<false>());
+        store(o.sa, o.sb);
+    }
+    constexpr int A_BUF = 4 * S::A_WORDS, B_BUF = 4 * S::B_WORDS;  // bytes
+    static_assert((A_BUF & (A_BUF - 1)) == 0 && (B_BUF & (B_BUF - 1)) == 0,
+                  "a buffer's offsets differ from the other's in one bit");
+    o.sa ^= A_BUF;  // the loop writes buffer 1 first
+    o.sb ^= B_BUF;
+    __syncthreads();
+    auto swap = [&]() {  // read the other buffer, write the one just read
+        o.fa ^= A_BUF;
+        o.fb ^= B_BUF;
+        o.sa ^= A_BUF;
+        o.sb ^= B_BUF;
+    };
+    // left: the k-tiles not yet multiplied (one counter: the loop keeps no other bound)
+    int left = steps, t = 2;  // t: the k-tile the next prep decodes
+    for (; left > 2; left--) {  // loads k-tile steps - left + 1 < steps - 1: not the last
+        load(TcBool<true>());
+        tc_mma_tile_at<P, S::MI, S::NI>(A, B, o.fa, o.fb, acc);
+        store(o.sa, o.sb);
+        prep(t++);
+        swap();
+        __syncthreads();
+    }
+    if (left == 2) {  // loads the last k-tile
+        load(TcBool<false>());
+        tc_mma_tile_at<P, S::MI, S::NI>(A, B, o.fa, o.fb, acc);
+        store(o.sa, o.sb);
+        swap();
+        __syncthreads();
+        left--;
+    }
+    if (left == 1) tc_mma_tile_at<P, S::MI, S::NI>(A, B, o.fa, o.fb, acc);
 }
 
 template <int MI, int NI>

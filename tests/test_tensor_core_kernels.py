@@ -23,10 +23,16 @@ and launched with the geometry of tinycnn/backends/tensor_cores.py. What is chec
   ceil-mode pooling windows hanging over the bottom and right edges.
 - The fused block equals the forward kernel followed by ReLU and the 2x2 pool bit for bit
   (the emulator's summation order is fixed, so both compute the same FP32 sums).
+- Both gathers of each convolution pass (conv2d_tc.cu: the fast table / ring path and
+  the general one carrying digits) and their loaders with and without K tests: the
+  geometries below are chosen to reach each (pad 0 or not, stride 1 or not, taps per
+  window up to 32 or more, three k-tiles or more), and the BF16 forward's vector weight
+  loads agree with its scalar ones.
 - nvcc for sm_90 (and sm_80 for the GEMM): every kernel's main loop (the backward
-  branch with the most HMMA) holds HMMA.1688.F32.TF32 or HMMA.16816.F32.BF16, and the
-  GEMM's cp.async path is LDGSTS. (tests/test_nvcc.py and test_nvrtc.py compile every
-  kernels/*.cu for warnings, spills and NVRTC.)
+  branch with the most HMMA, the shortest among equals) holds HMMA.1688.F32.TF32 or
+  HMMA.16816.F32.BF16, and the GEMM's cp.async path is LDGSTS; the convolutions' main
+  loops stay within instruction budgets per k-tile. (tests/test_nvcc.py and
+  test_nvrtc.py compile every kernels/*.cu for warnings, spills and NVRTC.)
 """
 
 from __future__ import annotations
@@ -253,10 +259,30 @@ def pool_max(y):
 
 # (N, C, H, W, F, KH, KW, stride, pad): 'main' has K = 72 (several k-tiles in both
 # precisions); 'strided' has stride 2, padding, a 2x3 filter and OH, OW = 5: the fused
-# block's last windows hang over both edges. The rows of each pass (F, or C for
-# backward-data) are set per tile below.
-GEOMETRIES = {"main": (2, 8, 7, 6, None, 3, 3, 1, 1), "strided": (1, 3, 9, 10, None, 2, 3, 2, 1)}
-SMALL_K = 5  # the other side of backward-data (its K = F KH KW) and of the strided case
+# block's last windows hang over both edges. Each pass has a fast gather and a general
+# one (conv2d_tc.cu), picked per launch: the forward pass and the fused block take the
+# tap table with pad 0 and at most 32 taps per window, backward-data its tap table with
+# stride 1 and at most 32 taps, backward-filter the position ring with pad 0; the rest
+# carry digits. The k-tiles between a pass's first and last run loaders without K tests,
+# so each fast path gets three k-tiles or more in both precisions somewhere:
+#   'pad0': K = 45 (three TF32 k-tiles, two BF16; backward-data K = 72: five, three),
+#           every fast path;
+#   'pad0_strided': stride 2, OH, OW = 5, K = 18: the fast forward and backward-filter
+#           beside backward-data's strided walk;
+#   'wide_taps': 6 x 6 = 36 taps, stride 1, pad 0: the forward digits and backward-data's
+#           walk with stride 1 beside backward-filter's position ring;
+#   'taps32': 4 x 8 = 32 taps, K = 64 (backward-data 256), OH, OW = 5: every phase of
+#           the tables, the mask's bit 31, the BF16 forward's vector weight loads (weights
+#           16-byte aligned; test_conv_forward_vector_and_scalar_weight_loads_agree has
+#           three BF16 k-tiles).
+# The rows of each pass (F, or C for backward-data) are set per tile below.
+GEOMETRIES = {"main": (2, 8, 7, 6, None, 3, 3, 1, 1), "strided": (1, 3, 9, 10, None, 2, 3, 2, 1),
+              "pad0": (2, 5, 7, 9, None, 3, 3, 1, 0), "pad0_strided": (1, 3, 11, 12, None, 2, 3, 2, 0),
+              "wide_taps": (1, 2, 8, 9, None, 6, 6, 1, 0), "taps32": (1, 2, 8, 12, None, 4, 8, 1, 0)}
+# backward-filter's chunk of positions in the rounded-reference test (None: one chunk):
+# 32 = a whole number of k-tiles, 40 = a partial last k-tile in every chunk
+K_CHUNKS = {"main": 32, "pad0": 40}
+SMALL_K = 8  # the other side of backward-data (its K = F KH KW: 72 for 3 x 3, three BF16 k-tiles)
 
 
 def rows_for(bm):
@@ -352,12 +378,12 @@ def test_conv_passes_are_exact_on_integers(conv_k, prec, tile, geometry):
 @pytest.mark.parametrize("prec, tile, geometry", CONV_CASES, ids=CONV_IDS)
 def test_conv_passes_against_the_rounded_reference(conv_k, prec, tile, geometry):
     """Bounds: forward K + 1 additions (the bias), backward-data F KH KW, backward-filter
-    N OH OW plus the split-K slices ('main' runs backward-filter split in chunks of 32
+    N OH OW plus the split-K slices (backward-filter split in chunks of K_CHUNKS
     positions); the fused block within the largest bound of its window (ReLU and max are
     1-Lipschitz), and bit for bit the forward kernel's output pooled."""
     geo, fwd, bwd = conv_case(tile[0], geometry, integers=False, seed=3 * tile[0] + len(geometry))
     n, c, h, w, f, kh, kw, oh, ow, s, p = geo
-    k_chunk = 32 if geometry == "main" else None
+    k_chunk = K_CHUNKS.get(geometry)
     splits = cdiv(n * oh * ow, k_chunk) if k_chunk else 1
     out, (pooled, arg), dx, dw = run_conv_passes(conv_k, prec, tile, geo, fwd, bwd, k_chunk=k_chunk)
     (ref_out, ref_dx, ref_dw), (out_abs, dx_abs, dw_abs) = conv_references(prec, geo, fwd, bwd)
@@ -374,6 +400,40 @@ def test_conv_passes_against_the_rounded_reference(conv_k, prec, tile, geometry)
     (un_out, _, un_dw), _ = conv_references(prec, geo, fwd, bwd, rounded=False)
     assert_rounding_visible(un_out, ref_out, bound_out, f"{prec} forward")
     assert_rounding_visible(un_dw, ref_dw, bound_dw, f"{prec} backward-filter")
+
+
+@pytest.mark.parametrize("tile", TILES, ids=[f"{t[0]}x{t[1]}" for t in TILES])
+def test_conv_forward_vector_and_scalar_weight_loads_agree(conv_k, tile):
+    """BF16 forward, pad 0, K a multiple of 4: weights 16-byte aligned take the LDG.128
+    loads, the same weights one float past alignment the scalar ones; same bits, and the
+    exact product on integers (plain forward and fused block)."""
+    n, c, h, w, kh, kw = 1, 8, 6, 9, 3, 3  # K = 72: three k-tiles, the last partial
+    f = rows_for(tile[0])
+    rng = np.random.default_rng(17)
+    x = rng.integers(-3, 4, (n, c, h, w)).astype(np.float32)
+    wt = rng.integers(-3, 4, (f, c, kh, kw)).astype(np.float32)
+    b = rng.integers(-3, 4, f).astype(np.float32)
+    oh, ow = h - kh + 1, w - kw + 1
+    ph, pw = pool_out_size(oh, 2, 2, True), pool_out_size(ow, 2, 2, True)
+    g = tc.conv_geometry_args(n, c, h, w, f, kh, kw, oh, ow, 1, 0)
+    want = np.einsum("fcuv,ncuvhw->nfhw", wt.astype(np.float64), im2col(x.astype(np.float64), kh, kw, 1, 0))
+    want += b[None, :, None, None]
+    results = []
+    for offset in (0, 1):
+        buf = np.zeros(wt.size + 8, np.float32)
+        view = buf[offset:offset + wt.size]
+        view[:] = wt.ravel()
+        assert (view.ctypes.data % 16 == 0) == (offset == 0)
+        out = np.full((n, f, oh, ow), np.nan, np.float32)
+        launch_conv(conv_k, "forward", "bf16", tile, f, n * oh * ow, [out, x, view, b] + g)
+        pooled = np.full((n, f, ph, pw), np.nan, np.float32)
+        arg = np.full((n, f, ph, pw), -1, np.int32)
+        launch_conv(conv_k, "relu_maxpool", "bf16", tile, f, n * ph * pw * 4,
+                    [pooled, arg, x, view, b] + g + [i32(ph), i32(pw)])
+        np.testing.assert_array_equal(out, want, err_msg=f"offset {offset}")
+        results.append((out, pooled, arg))
+    for a, b_ in zip(*results):
+        np.testing.assert_array_equal(a, b_)
 
 
 def test_conv_geometry_picks_the_shortest_covering_tile():
@@ -435,8 +495,9 @@ def _tool(name):
 
 def main_loops(sass_text: str) -> dict:
     """{kernel: (opcodes of its main loop, opcodes of the whole function)}; the main loop
-    is the backward branch whose body holds the most HMMA (bench.gpu_model's rule with
-    HMMA in place of FFMA)."""
+    is the backward branch whose body holds the most HMMA, among equals the shortest
+    (bench.gpu_model's rule: conv2d_tc.cu's kernels hold a fast gather beside a general
+    one, and the model runs the fast one)."""
     from bench.gpu_model import _SASS_LINE
 
     loops = {}
@@ -449,7 +510,8 @@ def main_loops(sass_text: str) -> dict:
             if op.split(".")[0] != "BRA" or not m or int(m.group(1), 16) >= addr:
                 continue
             body = [o for a, o, _ in ins[:i + 1] if a >= int(m.group(1), 16)]
-            if sum(o.startswith("HMMA") for o in body) > sum(o.startswith("HMMA") for o in best):
+            hmma, best_hmma = (sum(o.startswith("HMMA") for o in x) for x in (body, best))
+            if hmma > best_hmma or (hmma == best_hmma and hmma and len(body) < len(best)):
                 best = body
         loops[name] = (best, [op for _, op, _ in ins])
     return loops
@@ -496,3 +558,31 @@ def test_every_main_loop_runs_on_tensor_cores(sass, fname, arch):
         assert not any(o.startswith("FFMA") for o in body), name
         if fname == "gemm_tc.cu":  # the K-contiguous operands go through cp.async
             assert any(o.startswith("LDGSTS") for o in whole), name
+
+
+# Instructions per k-tile and warp of each convolution's fastest main loop (sm_90, nvcc
+# 13.0; the paths paper_net runs): kernels/conv2d_tc.cu's header has the breakdown. The
+# budgets are those counts plus about 10%: a longer loop means the staging regressed (the
+# compiler recomputing the staging addresses from threadIdx inside the loop, a gather
+# pointer folded into 64-bit arithmetic per element, K tests back in the full k-tiles).
+# Before issue 13's staging work the same loops took 408-1332 instructions.
+CONV_LOOP_BUDGET = {
+    ("forward", "tf32"): {"32x128": 150, "64x64": 125, "128x64": 105},
+    ("forward", "bf16"): {"32x128": 168, "64x64": 125, "128x64": 102},
+    ("backward_data", "tf32"): {"32x128": 188, "64x64": 152, "128x64": 128},
+    ("backward_data", "bf16"): {"32x128": 247, "64x64": 195, "128x64": 150},
+    ("backward_filter", "tf32"): {"32x128": 209, "64x64": 190, "128x64": 172},
+    ("backward_filter", "bf16"): {"32x128": 229, "64x64": 206, "128x64": 180},
+}
+
+
+def test_conv_main_loops_stay_within_their_instruction_budgets(sass):
+    loops = sass[("conv2d_tc.cu", "sm_90")]
+    over = {}
+    for name, (body, _) in loops.items():
+        m = re.match(r"conv2d_(\w+?)_(tf32|bf16)_(\d+x\d+)$", name)
+        kind = "forward" if m.group(1) == "relu_maxpool" else m.group(1)
+        budget = CONV_LOOP_BUDGET[(kind, m.group(2))][m.group(3)]
+        if len(body) > budget:
+            over[name] = (len(body), budget)
+    assert not over, f"main loops over budget (instructions, budget): {over}"
