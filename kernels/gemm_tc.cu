@@ -39,7 +39,7 @@
 //   Per k-tile, per warp: 16 mma (TF32: 16 x 2048 FLOP; BF16: 16 x 4096) against
 //   8 LDS.128; per thread: 8 (TF32) or 16 (BF16) operand elements loaded, converted
 //   and stored with 4 STS.128. Shared memory: 16 KB of tiles + 8 / 16 KB landing.
-//   SASS (sm_90): loops of 224-250 (TF32) / 252-281 (BF16) instructions per warp and
+//   SASS (sm_90): loops of 208-234 (TF32) / 252-281 (BF16) instructions per warp and
 //   k-tile for 16 HMMA, by orientation; per 64 x 64 x 16 of work ~0.9k / ~0.5k
 //   warp-instructions against ~3.6k for sgemm_strided: 4x / 7x fewer issue slots.
 #include "tc_tile.cuh"
