@@ -74,6 +74,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from tinycnn.backends import launch, tensor_cores
+from tinycnn.backends.emulated import HostMemory
 from tinycnn.model import paper_net
 from tinycnn.optim import SGD
 from tinycnn.precision import PRECISIONS
@@ -303,7 +304,7 @@ class Launch:
     layer: str
 
 
-class RecordingBackend(launch.KernelBackend):
+class RecordingBackend(HostMemory, launch.KernelBackend):
     """The kernel backend's launch code on host arrays that are never written:
     np.empty reserves address space only, so the paper's shapes cost no memory."""
 
@@ -331,20 +332,8 @@ class RecordingBackend(launch.KernelBackend):
         for (name, grid, block, args), layer in graph:
             self.launches.append(Launch(name, grid, block, list(args), layer))
 
-    def _device_empty(self, shape, dtype):
-        return np.empty(shape, dtype=dtype)
-
     def _device_run(self, name, grid, block, args):
         self.launches.append(Launch(name, tuple(grid), tuple(block), list(args), self.layer))
-
-    def _device_copy(self, dst, src):
-        np.copyto(dst, src)
-
-    def _device_upload(self, dst, host):
-        np.copyto(dst, host)
-
-    def _address(self, a) -> int:
-        return a.ctypes.data
 
     def asarray(self, a, dtype=None):
         a = np.asarray(a)

@@ -233,7 +233,24 @@ class _Kernel:
             raise RuntimeError(f"{self.name}: launch failed (status {status}, block {tuple(block)})")
 
 
-class EmulatedBackend(HostArrays, KernelBackend):
+class HostMemory:
+    """KernelBackend's memory hooks for "device" arrays that are NumPy arrays in host
+    memory (cuda-emu, and bench.gpu_model's recording backend)."""
+
+    def _device_empty(self, shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
+    def _device_copy(self, dst, src):
+        np.copyto(dst, src)
+
+    def _device_upload(self, dst, host):
+        np.copyto(dst, host)
+
+    def _address(self, a) -> int:
+        return a.ctypes.data
+
+
+class EmulatedBackend(HostMemory, HostArrays, KernelBackend):
     """kernels/*.cu on the CPU, with NumPy arrays (see the module docstring)."""
 
     name = "cuda-emu"
@@ -249,21 +266,9 @@ class EmulatedBackend(HostArrays, KernelBackend):
     def __repr__(self) -> str:
         return f"EmulatedBackend(precision={self.precision!r})"
 
-    # ------------------------------------------------------------------ arrays
-    def _device_empty(self, shape, dtype):
-        return np.empty(shape, dtype=dtype)
-
+    # ------------------------------------------------------------------ launches
     def _device_run(self, name, grid, block, args):
         self._kernels[name](grid, block, args)
-
-    def _device_copy(self, dst, src):
-        np.copyto(dst, src)
-
-    def _device_upload(self, dst, host):
-        np.copyto(dst, host)
-
-    def _address(self, a) -> int:
-        return a.ctypes.data
 
     # A graph here is the recorded launch list itself, run in order: the GPU's graph
     # replays the same list, so CI tests what a replay needs (capture.py).
