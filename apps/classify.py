@@ -47,6 +47,7 @@ from tinycnn.mammo.cli import (INTERRUPTED, add_precision_argument, backend_with
                                precision_line, printable, sigterm_as_ctrl_c, tolerant_std_streams)
 from tinycnn.mammo.data.preprocess import DataError, UnreadableImage, load_preprocessed
 from tinycnn.mammo.memory import NotEnoughMemory
+from tinycnn.mammo.runfolder import inside
 from tinycnn.model import CheckpointError, load_model
 
 CSV_HEADER = ["file", "p_malignant", "prediction"]
@@ -235,9 +236,8 @@ def explain_targets(out: str, inputs, files, ckpt: Path) -> dict:
     would join the data), and no overlay would replace an input, the checkpoint or a
     file that is not an earlier overlay."""
     folder = Path(out)
-    target = folder.resolve()
-    for a in map(Path, inputs):
-        if a.is_dir() and (target == a.resolve() or a.resolve() in target.parents):
+    for a in inputs:
+        if inside(folder, a):
             raise DataError(f"--explain {out} is inside the input folder {a}: the overlays are images and would "
                             "join the inputs; choose a folder outside it")
     targets = {}

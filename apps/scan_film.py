@@ -51,6 +51,7 @@ from tinycnn.mammo.data import mias
 from tinycnn.mammo.data.preprocess import DataError, UnreadableImage, read_image
 from tinycnn.mammo.inference import check_checkpoint, find_checkpoint, list_images
 from tinycnn.mammo.memory import NotEnoughMemory
+from tinycnn.mammo.runfolder import inside, unusable_folder
 from tinycnn.mammo.saliency import is_overlay, write_png
 from tinycnn.model import CheckpointError, architecture_shapes, load_model, read_checkpoint_records
 
@@ -98,16 +99,11 @@ def parse_args(argv=None):
 
 def out_problem(out: Path, inputs) -> str | None:
     """Why --out cannot receive the outputs, from the paths alone."""
-    if out.exists() and not out.is_dir():
-        return f"--out {out} is a file, not a folder"
-    existing = next(p for p in [out.absolute(), *out.absolute().parents] if p.exists())
-    if not existing.is_dir():
-        return f"--out {out}: {existing} is a file, so no folder can be made under it"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"--out {out}: {existing} is not writable"
-    target = out.resolve()
-    for a in map(Path, inputs):
-        if a.is_dir() and (target == a.resolve() or a.resolve() in target.parents):
+    problem = unusable_folder(out)
+    if problem:
+        return problem
+    for a in inputs:
+        if inside(out, a):
             return (f"--out {out} is inside the input folder {a}: the heat maps are images and would join the "
                     "inputs; choose a folder outside it")
     return None

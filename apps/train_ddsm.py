@@ -33,7 +33,6 @@ Ctrl-C or SIGTERM saves last.npz and exits with 130.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -48,8 +47,8 @@ from tinycnn.mammo.cli import (INTERRUPTED, add_precision_argument, backend_with
 from tinycnn.mammo.data import DATASETS, DataError, load_dataset, preprocess
 from tinycnn.mammo.data.split import PAPER_WARNING, PatientLeak, make_split
 from tinycnn.mammo.memory import NotEnoughMemory
-from tinycnn.mammo.runfolder import Replacement, RunFolderBusy, RunLock, holds_run, in_use, recover, \
-    remove_stale_temporaries
+from tinycnn.mammo.runfolder import Replacement, RunFolderBusy, RunLock, holds_run, in_use, inside, recover, \
+    remove_stale_temporaries, unusable_folder
 from tinycnn.mammo.train import LAST, NonFiniteLoss, ResumeError, TrainConfig, Trainer, config_identity, \
     identity_differences
 from tinycnn.model import CheckpointError, architecture_shapes, check_architecture, paper_net, \
@@ -150,18 +149,12 @@ def parse_args(argv=None):
 def out_problem(out: Path, data_dir) -> str | None:
     """Why --out cannot hold a run, from the path alone (before minutes of reading):
     a file, under a file, not writable, or inside the data it would be trained on."""
-    if out.exists() and not out.is_dir():
-        return f"--out {out} is a file, not a folder"
-    existing = next(p for p in [out.absolute(), *out.absolute().parents] if p.exists())
-    if not existing.is_dir():
-        return f"--out {out}: {existing} is a file, so no folder can be made under it"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"--out {out}: {existing} is not writable"
-    if data_dir is not None and Path(data_dir).is_dir():
-        data, target = Path(data_dir).resolve(), out.resolve()
-        if target == data or data in target.parents:
-            return (f"--out {out} is inside --data-dir {data_dir}: the run's files (its plots are images) "
-                    "would mix with the data; choose an --out outside it")
+    problem = unusable_folder(out)
+    if problem:
+        return problem
+    if data_dir is not None and inside(out, data_dir):
+        return (f"--out {out} is inside --data-dir {data_dir}: the run's files (its plots are images) "
+                "would mix with the data; choose an --out outside it")
     return None
 
 

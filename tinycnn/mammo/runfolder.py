@@ -245,3 +245,25 @@ def recover(folder) -> str | None:
                 "before it was stopped")
     _restore(backup, folder)
     return f"restored the run in {folder}: an --overwrite run was stopped before it saved anything"
+
+
+def unusable_folder(folder: Path, flag: str = "--out") -> str | None:
+    """Why `folder` cannot receive outputs, from the path alone (before any work): a
+    file, under a file, or not writable; None when it can."""
+    if folder.exists() and not folder.is_dir():
+        return f"{flag} {folder} is a file, not a folder"
+    existing = next(p for p in [folder.absolute(), *folder.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        return f"{flag} {folder}: {existing} is a file, so no folder can be made under it"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{flag} {folder}: {existing} is not writable"
+    return None
+
+
+def inside(folder: Path, other) -> bool:
+    """Whether `folder` is the existing folder `other` or lies below it."""
+    other = Path(other)
+    if not other.is_dir():
+        return False
+    target, base = Path(folder).resolve(), other.resolve()
+    return target == base or base in target.parents
