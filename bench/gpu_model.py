@@ -19,7 +19,7 @@ Inputs, all read here, none typed in:
   fallback, is modelled by its fastest; the report's "alt" column counts them); the
   body's static instructions are counted once per trip;
 - the launch list of one real training step at the requested shapes, in each precision
-  mode: the step runs on a recording backend (tinycnn.backends.launch.KernelBackend,
+  mode: the step runs on a recording backend (tinycnn.backends.KernelBackend,
   in that mode, with host arrays that are never touched) that keeps every launch's
   kernel, grid, block and arguments, and each launch's layer.
 
@@ -27,14 +27,14 @@ Per launch (assumptions, stated once; they are the model's, to be calibrated):
 - issue: every warp executes the code outside the main loop once and the loop body
   once per trip; trips = the reduction length / (TILE_K x FFMA per body / 256) for
   the FP32 tiled kernels, positions / lanes for the few-taps weight gradient, and
-  tensor_cores.k_tiles / (HMMA per body / tensor_cores.hmma_per_trip) for the
+  k_tiles / (HMMA per body / hmma_per_trip) for the
   tensor-core kernels; a scheduler issues one warp instruction per clock when it holds
   >= 2 warps (the main loops have 16 independent FMAs or 8 independent mma
   accumulators per thread), proportionally less below; an HMMA takes one issue slot
   like any other instruction;
-- tensor cores (HMMA kernels): each HMMA does tensor_cores.HMMA_FLOPS[opcode] FLOPs
+- tensor cores (HMMA kernels): each HMMA does HMMA_FLOPS[opcode] FLOPs
   (whole fragments, idle rows of a tile included); an SM's tensor cores do
-  MMA_SYNC_FRACTION x the dense peak (tensor_cores.PEAK_TFLOPS) / (SMs x clock) FLOPs
+  MMA_SYNC_FRACTION x the dense peak (PEAK_TFLOPS) / (SMs x clock) FLOPs
   per clock: warp-level mma.sync does not reach Hopper's wgmma peak (see
   MMA_SYNC_FRACTION, an assumption);
 - shared memory: one wavefront (128 bytes) per clock per SM; LDS/STS.32 = 1
@@ -73,11 +73,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tinycnn.backends import launch, tensor_cores
-from tinycnn.backends.emulated import HostMemory
+from bench.hmma import HMMA_FLOPS, PEAK_TFLOPS, hmma_per_trip, k_tiles
+from tinycnn.backends import geometry as geo
+from tinycnn.backends.cuda_emu import HostMemory
+from tinycnn.backends.kernel_backend import KernelBackend
+from tinycnn.backends.kernel_sources import KERNEL_DIR, kernel_sources
 from tinycnn.model import paper_net
 from tinycnn.optim import SGD
-from tinycnn.precision import PRECISIONS
+from tinycnn.precision import PRECISIONS, TENSOR_CORE_PRECISIONS
 
 LAUNCH_US = 2.0
 # Bytes an optimizer kernel moves per parameter element (kernels/optim.cu's napkin math).
@@ -90,8 +93,8 @@ OPTIMIZER_BYTES = {"sgd_update": 20, "adam_update": 28}
 #: of the FP16 peak with no memory traffic at all; kernels/gemm_tc.cu's header guessed 2/3.
 #: 5/8 sits in that range. A GPU run (bench.variants.run, gpu_model --measure) calibrates it.
 MMA_SYNC_FRACTION = 0.625
-#: The precision of each HMMA opcode (its row of tensor_cores.PEAK_TFLOPS).
-MMA_PRECISION = {op: ("tf32" if op.endswith("TF32") else "bf16") for op in tensor_cores.HMMA_FLOPS}
+#: The precision of each HMMA opcode (its row of PEAK_TFLOPS).
+MMA_PRECISION = {op: ("tf32" if op.endswith("TF32") else "bf16") for op in HMMA_FLOPS}
 # Shared-memory wavefronts (128 bytes) of one warp's LDS / STS by width: the FP32 tiles
 # broadcast their A reads (see the module docstring), the tensor-core tiles do not.
 WAVEFRONTS_FP32 = {"32": 1, "64": 2, "128": 2}
@@ -110,7 +113,7 @@ class Device:
     threads_per_sm: int = 2048
     blocks_per_sm: int = 32
     # dense tensor-core peaks by precision, TFLOP/s (the data sheets: the same GH100 chip)
-    tensor_tflops: dict = dataclasses.field(default_factory=lambda: dict(tensor_cores.PEAK_TFLOPS))
+    tensor_tflops: dict = dataclasses.field(default_factory=lambda: dict(PEAK_TFLOPS))
 
     def tensor_flops_per_clock(self, precision: str) -> float:
         """Dense FLOPs per clock of one SM's tensor cores at the model's clock."""
@@ -152,12 +155,12 @@ class KernelCode:
     @property
     def mma_flops(self) -> int:
         """FLOPs of the main loop body's HMMA, per warp and trip."""
-        return sum(n * tensor_cores.HMMA_FLOPS[c] for c, n in self.loop.items() if c.startswith("HMMA"))
+        return sum(n * HMMA_FLOPS[c] for c, n in self.loop.items() if c.startswith("HMMA"))
 
     def tensor_clocks(self, dev: Device) -> float:
         """SM clocks the tensor cores need for one warp's trip of the main loop, at
         MMA_SYNC_FRACTION of the dense peak."""
-        return sum(n * tensor_cores.HMMA_FLOPS[c] / (MMA_SYNC_FRACTION * dev.tensor_flops_per_clock(MMA_PRECISION[c]))
+        return sum(n * HMMA_FLOPS[c] / (MMA_SYNC_FRACTION * dev.tensor_flops_per_clock(MMA_PRECISION[c]))
                    for c, n in self.loop.items() if c.startswith("HMMA"))
 
 
@@ -188,11 +191,11 @@ _SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_
 def opcode_class(op: str) -> str:
     """FFMA, LDS.32/.64/.128, STS.*, LDGSTS (cp.async, 16 bytes), LDG, STG, BAR, BRA,
     INT (integer and address arithmetic), OTHER, or an HMMA's whole opcode (its shape
-    and types set its FLOPs: tensor_cores.HMMA_FLOPS; another HMMA is an error)."""
+    and types set its FLOPs: HMMA_FLOPS; another HMMA is an error)."""
     base = op.split(".")[0]
     if base == "HMMA":
-        if op not in tensor_cores.HMMA_FLOPS:
-            raise ValueError(f"{op}: an HMMA shape the model does not know (tensor_cores.HMMA_FLOPS)")
+        if op not in HMMA_FLOPS:
+            raise ValueError(f"{op}: an HMMA shape the model does not know (HMMA_FLOPS)")
         return op
     if base in ("LDS", "STS"):
         width = next((w for w in ("128", "64") if f".{w}" in op), "32")
@@ -265,8 +268,8 @@ def _compile_file(fname: str, arch: str, folder: str) -> tuple[str, str]:
     # cuobjdump -sass runs nvdisasm, which it looks for on PATH
     env = dict(os.environ, PATH=os.path.dirname(nvdisasm) + os.pathsep + os.environ.get("PATH", ""))
     cubin = os.path.join(folder, fname + ".cubin")
-    res = subprocess.run([nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-I", launch.KERNEL_DIR,
-                          "-o", cubin, os.path.join(launch.KERNEL_DIR, fname)],
+    res = subprocess.run([nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-I", KERNEL_DIR,
+                          "-o", cubin, os.path.join(KERNEL_DIR, fname)],
                          capture_output=True, text=True, check=True)
     sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, check=True, env=env).stdout
     return res.stdout + res.stderr, sass
@@ -281,7 +284,7 @@ def compile_kernels(arch: str = "sm_90") -> dict:
                          "(pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
     codes = {}
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        outputs = pool.map(lambda fname: _compile_file(fname, arch, tmp), sorted(launch.kernel_sources()))
+        outputs = pool.map(lambda fname: _compile_file(fname, arch, tmp), sorted(kernel_sources()))
         for log, sass in outputs:
             parse_ptxas(log, codes)
             for block in sass.split("Function : ")[1:]:
@@ -304,7 +307,7 @@ class Launch:
     layer: str
 
 
-class RecordingBackend(HostMemory, launch.KernelBackend):
+class RecordingBackend(HostMemory, KernelBackend):
     """The kernel backend's launch code on host arrays that are never written:
     np.empty reserves address space only, so the paper's shapes cost no memory."""
 
@@ -428,44 +431,44 @@ def tile_shape(kernel: str) -> tuple[int, int] | None:
     if m := _CONV.fullmatch(kernel):
         return int(m.group(3)), int(m.group(4))
     if m := _GEMM.fullmatch(kernel):
-        return (tensor_cores.GEMM_TILE,) * 2 if m.group(1) else (launch.TILE_M, launch.TILE_N)
+        return (geo.TC_GEMM_TILE,) * 2 if m.group(1) else (geo.TILE_M, geo.TILE_N)
     return None
 
 
 def kernel_precision(kernel: str) -> str:
     """The precision mode a kernel computes in: tf32 or bf16 for the tensor-core kernels
     and the few-taps weight gradient that rounds like them, else fp32."""
-    return next((p for p in tensor_cores.TENSOR_CORE_PRECISIONS if f"_{p}" in kernel), "fp32")
+    return next((p for p in TENSOR_CORE_PRECISIONS if f"_{p}" in kernel), "fp32")
 
 
 def reduction_steps(kernel: str, args: list) -> int:
     """TILE_K steps of an FP32 tiled kernel's main loop for one block (0: not one)."""
     if kernel.startswith("conv2d_forward_igemm"):        # K = C KH KW
-        return math.ceil(_i(args, 5) * _i(args, 9) * _i(args, 10) / launch.TILE_K)
+        return math.ceil(_i(args, 5) * _i(args, 9) * _i(args, 10) / geo.TILE_K)
     if kernel.startswith("conv2d_relu_maxpool_igemm"):   # the fused block: K = C KH KW
-        return math.ceil(_i(args, 6) * _i(args, 10) * _i(args, 11) / launch.TILE_K)
+        return math.ceil(_i(args, 6) * _i(args, 10) * _i(args, 11) / geo.TILE_K)
     if kernel.startswith("conv2d_backward_data_igemm"):  # K = F KH KW
-        return math.ceil(_i(args, 7) * _i(args, 8) * _i(args, 9) / launch.TILE_K)
+        return math.ceil(_i(args, 7) * _i(args, 8) * _i(args, 9) / geo.TILE_K)
     if kernel.startswith("conv2d_backward_filter_igemm"):  # K = this split's share of N OH OW
         n, oh, ow, chunk = _i(args, 3), _i(args, 10), _i(args, 11), _i(args, 14)
-        return math.ceil(min(chunk, n * oh * ow) / launch.TILE_K)
+        return math.ceil(min(chunk, n * oh * ow) / geo.TILE_K)
     if kernel == "sgemm_strided":
-        return math.ceil(min(_i(args, 12), _i(args, 6)) / launch.TILE_K)  # k_chunk, k
+        return math.ceil(min(_i(args, 12), _i(args, 6)) / geo.TILE_K)  # k_chunk, k
     return 0
 
 
 def main_loop_trips(kernel: str, args: list, code: KernelCode) -> float:
     """Trips of the main loop for one thread (0: no loop model; DRAM-bound)."""
     if kernel.startswith("conv2d_backward_filter_smallk"):  # one trip per SMALLK_LANES positions of the chunk
-        return math.ceil(_i(args, 15) / launch.SMALLK_LANES)
+        return math.ceil(_i(args, 15) / geo.SMALLK_LANES)
     if kernel.startswith("conv2d_relu_maxpool_smallk"):  # one trip per filter of the block (the taps unrolled)
-        return min(launch.SMALLK_FWD_FILTERS, _i(args, 9))
-    tiles = tensor_cores.k_tiles(kernel, args)
+        return min(geo.SMALLK_FWD_FILTERS, _i(args, 9))
+    tiles = k_tiles(kernel, args)
     if tiles and code.hmma:  # the body may hold several k-tiles' HMMA (an unrolled loop)
-        return tiles / (code.hmma / tensor_cores.hmma_per_trip(*tile_shape(kernel)))
+        return tiles / (code.hmma / hmma_per_trip(*tile_shape(kernel)))
     steps = reduction_steps(kernel, args)
     if steps and code.loop.get("FFMA"):
-        return steps / (code.loop["FFMA"] / (16 * launch.TILE_K))  # 4x4 outputs x TILE_K per thread and step
+        return steps / (code.loop["FFMA"] / (16 * geo.TILE_K))  # 4x4 outputs x TILE_K per thread and step
     return 0
 
 
@@ -476,9 +479,9 @@ def operand_bytes(kernel: str, args: list, blocks: int) -> int:
     shape = tile_shape(kernel)
     if shape is None:
         return 0
-    tiles = tensor_cores.k_tiles(kernel, args)
-    depth = (tiles * tensor_cores.k_tile(kernel_precision(kernel)) if tiles
-             else reduction_steps(kernel, args) * launch.TILE_K)
+    tiles = k_tiles(kernel, args)
+    depth = (tiles * geo.k_tile(kernel_precision(kernel)) if tiles
+             else reduction_steps(kernel, args) * geo.TILE_K)
     return blocks * depth * sum(shape) * 4
 
 

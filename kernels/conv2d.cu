@@ -541,7 +541,7 @@ __device__ __forceinline__ void conv2d_backward_filter_tile(float (*As)[TILE_K][
 // channels for backward-data) fills its tile: 64 x 64 for wide layers, 32 x 128 for
 // 17-32 rows and 16 x 256 for at most 16 (the paper's first conv has 1 input and 16
 // output channels; a 64-row tile would leave 3/4 of its rows idle, or 63/64).
-// tinycnn/backends/launch.py picks the shortest tile that covers M.
+// tinycnn/backends/geometry.py picks the shortest tile that covers M.
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
     conv2d_forward_igemm_64x64(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
                               const float *__restrict__ b, int N, int C, int H, int W, int F, int KH, int KW, int OH,

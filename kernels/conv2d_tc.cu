@@ -869,7 +869,7 @@ __device__ __forceinline__ void conv2d_backward_filter_kernel(float *__restrict_
 
 // ------------------------------------------------------------------------ kernels
 // Each pass in both precisions and three tile shapes (launch: the shortest tile that
-// covers M, tinycnn/backends/tensor_cores.py). Registers (nvcc -Xptxas -v, no spills on
+// covers M, tinycnn/backends/geometry.py). Registers (nvcc -Xptxas -v, no spills on
 // sm_80 and sm_90): the 128-thread forward tiles ask for 4 blocks per SM (at most 128
 // registers), the backward ones for 3 (168), the 256-thread 128x64 tile for 2 (128; its
 // BF16 kernels use all of them: a change there may spill, test_nvcc.py says so).

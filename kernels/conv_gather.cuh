@@ -14,7 +14,7 @@
 //   (f, u, v), output positions p = (n, oh, ow), input pixels q = (n, h, w), all moved
 //   along K with the carried Digits of gemm_tile.cuh.
 // Offsets inside one tensor are int: the launcher refuses tensors of 2^31 elements or more
-// (launch.py: _check_size), and 64-bit products per gathered element cost registers.
+// (geometry.py: check_size), and 64-bit products per gathered element cost registers.
 #pragma once
 
 #include "gemm_tile.cuh"

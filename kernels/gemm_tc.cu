@@ -1,5 +1,5 @@
 // gemm_tc.cu: the dense-layer SGEMM on tensor cores (issue 13): TF32 or BF16 operands,
-// FP32 accumulation, with the argument list of sgemm_strided (gemm.cu), so launch.py's
+// FP32 accumulation, with the argument list of sgemm_strided (gemm.cu), so kernel_backend.py's
 // grid, split-K workspace and split_k_reduce serve it unchanged.
 //
 //   sgemm_tf32_strided / sgemm_bf16_strided:

@@ -18,7 +18,8 @@ import pytest
 from helpers import backend_or_skip, compare_with_reference, compare_within_sum_bound
 from op_cases import case, cases, normal, tolerance
 from tinycnn import backends
-from tinycnn.backends import launch
+from tinycnn.backends import geometry as geo
+from tinycnn.backends.kernel_sources import kernel_sources
 from tinycnn.gradcheck import rel_error
 from tinycnn.shapes import conv2d_out_hw
 
@@ -33,14 +34,14 @@ def emu():
 # ------------------------------------------------------------------- the shared cases reach every path
 def _conv_launches(c):
     """(filter-gradient splits, bias-gradient chunks, tile for M = F, tile for M = C) of a
-    conv2d case, as launch.KernelBackend computes them."""
+    conv2d case, as kernel_backend.KernelBackend computes them."""
     n, ch, h, w = c.inputs["x"]
     f, _, kh, kw = c.inputs["w"]
     oh, ow = conv2d_out_hw((n, ch, h, w), (f, ch, kh, kw), c.kw["stride"], c.kw["pad"])
-    bm, bn, _ = launch.conv_tile(f)
-    splits, _ = launch.split_k(launch.cdiv(ch * kh * kw, bn) * launch.cdiv(f, bm), n * oh * ow)
-    chunks = launch.cdiv(n * oh * ow, launch.BIAS_CHUNK)
-    return splits, chunks, (bm, bn), launch.conv_tile(ch)[:2]
+    bm, bn = geo.conv_tile("fp32", f)
+    splits, _ = geo.split_k(geo.cdiv(ch * kh * kw, bn) * geo.cdiv(f, bm), n * oh * ow)
+    chunks = geo.cdiv(n * oh * ow, geo.BIAS_CHUNK)
+    return splits, chunks, (bm, bn), geo.conv_tile("fp32", ch)
 
 
 def test_the_shared_cases_take_every_multi_pass_path():
@@ -51,15 +52,15 @@ def test_the_shared_cases_take_every_multi_pass_path():
     convs = [_conv_launches(c) for c in cases("conv2d", BACKEND)]
     assert any(splits > 1 for splits, _, _, _ in convs), "no conv2d case splits K in the filter gradient"
     assert any(chunks > 1 for _, chunks, _, _ in convs), "no conv2d case chunks the bias gradient"
-    tiles = set(launch._conv_tiles())
+    tiles = set(geo.conv_tiles())
     assert {tile_f for _, _, tile_f, _ in convs} == tiles, "a conv tile shape is never used for M = F"
     assert {tile_c for _, _, _, tile_c in convs} == tiles, "a conv tile shape is never used for M = C"
 
     dense = [(c.inputs["x"][0], c.inputs["x"][1], c.inputs["w"][1]) for c in cases("dense", BACKEND)]
-    forward_splits = [launch.split_k(launch.cdiv(m, launch.TILE_N) * launch.cdiv(n, launch.TILE_M), d)[0]
+    forward_splits = [geo.split_k(geo.cdiv(m, geo.TILE_N) * geo.cdiv(n, geo.TILE_M), d)[0]
                       for n, d, m in dense]
     assert max(forward_splits) > 1, "no dense case splits K"
-    assert any(n > launch.TILE_M and m > launch.TILE_N for n, _, m in dense), "no dense case has 2x2 tiles"
+    assert any(n > geo.TILE_M and m > geo.TILE_N for n, _, m in dense), "no dense case has 2x2 tiles"
 
 
 # ------------------------------------------------------------------- the loss
@@ -103,7 +104,7 @@ def test_argument_lists_are_checked_against_the_kernel_signature(emu):
 
 
 def test_every_kernel_is_reachable_and_names_are_unique():
-    names = [n for _, ns in launch.kernel_sources().values() for n in ns]
+    names = [n for _, ns in kernel_sources().values() for n in ns]
     assert len(names) == len(set(names))
     for expected in ("conv2d_forward_igemm_64x64", "conv2d_backward_data_igemm_16x256", "sgemm_strided", "dropout_forward", "softmax_xent", "adam_update"):
         assert expected in names
@@ -112,17 +113,17 @@ def test_every_kernel_is_reachable_and_names_are_unique():
 def test_split_k_covers_k_exactly():
     for tiles in (1, 3, 16, 300):
         for k in (1, 15, 16, 255, 600, 7688, 28800, 4_129_024):
-            splits, chunk = launch.split_k(tiles, k)
-            assert chunk % launch.TILE_K == 0 and splits * chunk >= k > (splits - 1) * chunk
-    assert launch.split_k(16, 0) == (1, launch.TILE_K)  # an empty reduction: one split, no division by zero
+            splits, chunk = geo.split_k(tiles, k)
+            assert chunk % geo.TILE_K == 0 and splits * chunk >= k > (splits - 1) * chunk
+    assert geo.split_k(16, 0) == (1, geo.TILE_K)  # an empty reduction: one split, no division by zero
 
 
 def test_sizes_whose_grid_stride_loop_could_wrap_are_refused():
-    launch._check_size(launch.MAX_ELEMENTS)
+    geo.check_size(geo.MAX_ELEMENTS)
     with pytest.raises(ValueError, match="32-bit"):
-        launch._check_size(launch.MAX_ELEMENTS + 1)
+        geo.check_size(geo.MAX_ELEMENTS + 1)
     # the last index a grid-stride loop visits, plus one full stride, still fits in an int
-    assert launch.MAX_ELEMENTS - 1 + launch.MAX_BLOCKS * launch.ELEMENTWISE_THREADS <= launch.INT32_MAX
+    assert geo.MAX_ELEMENTS - 1 + geo.MAX_BLOCKS * geo.ELEMENTWISE_THREADS <= geo.INT32_MAX
 
 
 def test_conv_backward_is_deterministic(emu, rng):
@@ -268,7 +269,7 @@ def test_cuda_backend_plumbing_through_a_stand_in_cupy(emu, rng, monkeypatch):
     cuda_backend._load_kernels.cache_clear()
     try:
         be = cuda_backend.CudaBackend(precision="fp32")
-        assert len(modules) == len(launch.kernel_sources()) and "Stand-in GPU" in be.device_name()
+        assert len(modules) == len(kernel_sources()) and "Stand-in GPU" in be.device_name()
         for op, name in PLUMBING_CASES:
             c = case(op, name)
             tol = tolerance("cuda", c)
@@ -303,8 +304,8 @@ def test_cuda_backend_without_cupy_says_what_to_use(monkeypatch):
 
 
 def test_emulator_without_a_compiler_says_what_to_use(monkeypatch):
-    from tinycnn.backends import emulated
+    from tinycnn.backends import cuda_emu_library
 
     monkeypatch.setenv("CXX", "no-such-compiler-tinycnn")
     with pytest.raises(backends.BackendUnavailable, match="numpy"):
-        emulated._compiler()
+        cuda_emu_library.compiler()

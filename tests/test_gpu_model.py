@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from bench import gpu_model
-from tinycnn.backends import launch, tensor_cores
+from bench.hmma import k_tiles, hmma_per_trip
+from tinycnn.backends import geometry
+from tinycnn.precision import TENSOR_CORE_PRECISIONS
 
 HAVE_TOOLS = all(gpu_model.tool(t) for t in ("nvcc", "cuobjdump", "nvdisasm"))
 needs_tools = pytest.mark.skipif(not HAVE_TOOLS, reason="needs nvcc, cuobjdump and nvdisasm "
@@ -117,7 +119,7 @@ def test_the_recorded_launch_list_is_the_one_the_kernels_run(precision):
     assert {lau.layer for lau in launches} >= {"0:convblock for", "0:convblock bac", "loss", "optimizer"}
 
 
-@pytest.mark.parametrize("precision", tensor_cores.TENSOR_CORE_PRECISIONS)
+@pytest.mark.parametrize("precision", TENSOR_CORE_PRECISIONS)
 def test_a_tensor_core_step_runs_every_product_on_its_precisions_kernels(precision):
     """In tf32 / bf16 every convolution and dense product of the paper's step is a
     tensor-core kernel of that precision (the few-taps weight gradient: its rounding
@@ -126,7 +128,7 @@ def test_a_tensor_core_step_runs_every_product_on_its_precisions_kernels(precisi
     products = [lau for lau in launches if PRODUCT.fullmatch(lau.kernel)]
     assert len(products) >= 15
     assert all(gpu_model.kernel_precision(lau.kernel) == precision for lau in products), products
-    on_cuda_cores = [lau.kernel for lau in products if not tensor_cores.k_tiles(lau.kernel, lau.args)]
+    on_cuda_cores = [lau.kernel for lau in products if not k_tiles(lau.kernel, lau.args)]
     assert on_cuda_cores == [f"conv2d_backward_filter_smallk_{precision}"]
     assert f"sgemm_{precision}_strided" in {lau.kernel for lau in products}
 
@@ -143,7 +145,7 @@ def test_a_tiled_kernel_is_issue_bound_and_an_elementwise_one_dram_bound():
                                 loop={"FFMA": 256, "LDS.32": 128, "INT": 200, "OTHER": 16})
     a, b, c = (np.empty((2048, 2048), np.float32) for _ in range(3))
     args = [c, a, b, c] + [np.int32(v) for v in (2048, 2048, 2048, 2048, 1, 2048, 1, 2048, 2048, 0, 0)]
-    p = gpu_model.predict(gpu_model.Launch("sgemm_strided", (32, 32, 1), (launch.TILE_THREADS, 1, 1), args, "x"),
+    p = gpu_model.predict(gpu_model.Launch("sgemm_strided", (32, 32, 1), (geometry.TILE_THREADS, 1, 1), args, "x"),
                           code, dev)
     assert p.bound == "issue" and p.flops == 2.0 * 2048 ** 3 and "tensor" not in p.times
     # 1024 blocks on 132 SMs: the busiest runs 8, 4 at a time, 8 warps each, 128 trips of 600 instructions
@@ -159,11 +161,11 @@ def test_a_tiled_kernel_is_issue_bound_and_an_elementwise_one_dram_bound():
 
 def _tc_gemm(precision: str, m: int, n: int, k: int) -> gpu_model.Launch:
     """A launch of sgemm_<precision>_strided for C (m, n) = A (m, k) B (k, n), with the
-    backend's geometry (tensor_cores.gemm) and argument list."""
-    g = tensor_cores.gemm(precision, m, n, k)
+    backend's geometry (geometry.gemm) and argument list."""
+    g = geometry.gemm(precision, m, n, k)
     a, b = np.empty((m, k), np.float32), np.empty((k, n), np.float32)
     target = np.empty((g.splits, m, n) if g.splits > 1 else (m, n), np.float32)
-    args = tensor_cores.gemm_args(g, target, a, b, None, m, n, k, k, 1, n, 1)
+    args = geometry.gemm_args(g, target, a, b, None, m, n, k, k, 1, n, 1)
     return gpu_model.Launch(g.name, g.grid, g.block, args, "x")
 
 
@@ -183,7 +185,7 @@ def test_a_tensor_core_gemm_with_little_staging_is_tensor_bound(precision, mma):
     flops = 2.0 * m * n * k
     assert p.bound == "tensor" and p.flops == flops and p.mma_flops == pytest.approx(flops)
     assert p.us == pytest.approx(flops / (gpu_model.MMA_SYNC_FRACTION * dev.tensor_tflops[precision] * 1e12) * 1e6)
-    assert p.trips == k / tensor_cores.k_tile(precision)  # one k-tile per trip
+    assert p.trips == k / geometry.k_tile(precision)  # one k-tile per trip
     assert p.operand_bytes == 528 * k * 128 * 4
     # the smem bound counts a 128-bit access of the tensor-core tiles as 4 wavefronts
     assert p.times["smem"] == pytest.approx(4 * 4 * p.trips * 6 * 4 / (dev.clock_ghz * 1e9) * 1e6)
@@ -207,19 +209,19 @@ def codes():
     return gpu_model.compile_kernels()
 
 
-@pytest.mark.parametrize("precision", tensor_cores.TENSOR_CORE_PRECISIONS)
+@pytest.mark.parametrize("precision", TENSOR_CORE_PRECISIONS)
 def test_every_tensor_core_launch_has_an_hmma_main_loop(codes, precision):
     """From the real SASS: every tensor-core launch of the paper's step has a main loop
     with HMMA of its precision (hmma_per_trip per k-tile), a tensor bound, and issues at
     least the useful FLOPs on the tensor cores."""
     launches, _, _ = gpu_model.record_step(batch=64, hidden=1024, size=256, precision=precision)
     dev = gpu_model.DEVICES["H100 SXM"]
-    tensor = [lau for lau in launches if tensor_cores.k_tiles(lau.kernel, lau.args)]
+    tensor = [lau for lau in launches if k_tiles(lau.kernel, lau.args)]
     assert len(tensor) >= 10
     for lau in tensor:
         c = codes[lau.kernel]
         assert c.hmma and all(gpu_model.MMA_PRECISION[op] == precision for op in c.loop if op.startswith("HMMA"))
-        assert c.hmma % tensor_cores.hmma_per_trip(*gpu_model.tile_shape(lau.kernel)) == 0, lau.kernel
+        assert c.hmma % hmma_per_trip(*gpu_model.tile_shape(lau.kernel)) == 0, lau.kernel
         p = gpu_model.predict(lau, c, dev)
         assert p.trips > 0 and p.times["tensor"] > 0 and p.bound in ("issue", "smem", "DRAM", "tensor")
         assert p.mma_flops >= p.flops > 0

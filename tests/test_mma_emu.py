@@ -3,7 +3,7 @@ mma.sync (TF32 m16n8k8, BF16 m16n8k16, FP32 accumulation) and cp.async as cuda-e
 them, tinycnn/precision.py's roundings, and the header on nvcc/NVRTC for sm_80 and sm_90.
 
 The kernels are tests/kernels/mma_test.cu, built for the emulator by
-tinycnn.backends.emulated.load_file. What is checked:
+tinycnn.backends.cuda_emu_library.load_file. What is checked:
 
 - round_tf32 / round_bf16 on hand-worked bit patterns (ties, carries into the exponent,
   overflow, subnormals, infinities, NaNs), and the emulator's to_tf32 / pack_bf16x2 bit
@@ -31,8 +31,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from tinycnn.backends import BackendUnavailable, emulated
-from tinycnn.backends.launch import _KERNEL_RE, _inline_includes
+from tinycnn.backends import BackendUnavailable, cuda_emu_library
+from tinycnn.backends.kernel_sources import inline_includes, kernel_names
 from tinycnn.precision import fp32_sum_error_bound, round_bf16, round_tf32
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,7 +43,7 @@ i32 = np.int32
 @pytest.fixture(scope="module")
 def k():
     try:
-        return emulated.load_file(SOURCE)
+        return cuda_emu_library.load_file(SOURCE)
     except BackendUnavailable as e:
         pytest.skip(str(e))
 
@@ -414,8 +414,8 @@ def test_self_contained_source_compiles_with_nvrtc(arch):
     test_nvrtc = pytest.importorskip("test_nvrtc")
     if test_nvrtc.NVRTC is None:
         pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc)")
-    source = _inline_includes(SOURCE, set())
-    names = _KERNEL_RE.findall(source)
+    source = inline_includes(SOURCE)
+    names = kernel_names(source)
     status, log, lowered = test_nvrtc.nvrtc_compile(source, "mma_test.cu", names, arch)
     assert status == 0, f"NVRTC rejected mma_test.cu for {arch}:\n{log}"
     assert log == "", f"NVRTC warned for {arch}:\n{log}"

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tinycnn.backends.launch import KERNEL_DIR, kernel_sources
+from tinycnn.backends.kernel_sources import KERNEL_DIR, kernel_sources
 
 ARCHS = ("sm_80", "sm_90")
 CU_FILES = sorted(f for f in os.listdir(KERNEL_DIR) if f.endswith(".cu"))

@@ -20,7 +20,7 @@ import os
 import pytest
 
 from tinycnn.backends.cuda_backend import NVRTC_OPTIONS
-from tinycnn.backends.launch import kernel_sources
+from tinycnn.backends.kernel_sources import kernel_sources
 
 ARCHS = ("sm_80", "sm_90")
 

@@ -48,7 +48,7 @@ def test_the_scan_sees_relative_and_lazy_imports():
     ways, and train.py reaches its siblings relatively."""
     assert "tinycnn.model.atomic_savez" in imported_names(APP / "data" / "cache.py")
     assert "tinycnn.mammo.metrics" in imported_names(APP / "train.py")
-    assert "tinycnn.shapes" in imported_names(PACKAGE / "backends" / "launch.py")
+    assert "tinycnn.shapes" in imported_names(PACKAGE / "backends" / "kernel_backend.py")
 
 
 @pytest.mark.parametrize("path", engine_modules(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -104,7 +104,7 @@ def test_an_installed_wheel_runs_cuda_emu_and_trains_outside_the_checkout(wheel,
     script = """
 import numpy as np, tinycnn
 from tinycnn import backends
-from tinycnn.backends import launch
+from tinycnn.backends import kernel_sources
 from tinycnn.model import paper_net
 from tinycnn.optim import SGD
 rng = np.random.default_rng(0)
@@ -128,7 +128,7 @@ try:
     import tinycnn.mammo
 except ImportError as e:
     app = str(e)
-print(tinycnn.__file__, launch.KERNEL_DIR, app, sep=chr(10))
+print(tinycnn.__file__, kernel_sources.KERNEL_DIR, app, sep=chr(10))
 """
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     res = subprocess.run([python, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)

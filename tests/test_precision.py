@@ -107,7 +107,7 @@ def test_the_paper_literal_network_fits_an_80_gb_gpu_in_bf16():
     in every mode) is under 80 GB, and no dense product of the step splits K (which
     would add a (splits, M, N) workspace)."""
     pytest.importorskip("PIL")  # tinycnn.mammo needs the app extra
-    from tinycnn.backends import tensor_cores
+    from tinycnn.backends import geometry
     from tinycnn.mammo import memory
     from tinycnn.model import architecture_shapes
 
@@ -116,7 +116,7 @@ def test_the_paper_literal_network_fits_an_80_gb_gpu_in_bf16():
     assert memory.training_bytes(shapes, 64) < 80e9 / 2
     batch, d, hidden = 64, 28800, 28800
     for m, n, k in [(batch, hidden, d), (batch, d, hidden), (d, hidden, batch)]:  # y = x w; dx; dw
-        assert tensor_cores.gemm("bf16", m, n, k).splits == 1, (m, n, k)
+        assert geometry.gemm("bf16", m, n, k).splits == 1, (m, n, k)
 
 
 def test_the_parity_table_runs_every_product_kernel_in_every_mode():
@@ -126,13 +126,13 @@ def test_the_parity_table_runs_every_product_kernel_in_every_mode():
     launches are recorded, not run (the backend's dry pass)."""
     from op_cases import CASES
 
-    from tinycnn.backends import launch
+    from tinycnn.backends.kernel_sources import kernel_sources
     from tinycnn.gradcheck import OPS, run_op
 
     product = re.compile(r"conv2d_(forward|relu_maxpool|backward_data|backward_filter)_\w+_\d+x\d+"
                          r"|conv2d_(backward_filter|relu_maxpool)_smallk\w*|sgemm\w*_strided")
     kernels = {n for f in ("conv2d.cu", "conv2d_tc.cu", "gemm.cu", "gemm_tc.cu")
-               for n in launch.kernel_sources()[f][1] if product.fullmatch(n)}
+               for n in kernel_sources()[f][1] if product.fullmatch(n)}
     launched = set()
     for name in ("cuda-emu", "cuda-emu:tf32", "cuda-emu:bf16"):
         be = backend_or_skip(name)

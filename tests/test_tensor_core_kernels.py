@@ -1,8 +1,8 @@
 """Tier 2: the tensor-core kernels of issue 13 (kernels/gemm_tc.cu, kernels/conv2d_tc.cu)
 through cuda-emu against NumPy, and their SASS.
 
-Each kernel file is built for the emulator on its own (tinycnn.backends.emulated.load_file)
-and launched with the geometry of tinycnn/backends/tensor_cores.py. What is checked:
+Each kernel file is built for the emulator on its own (tinycnn.backends.cuda_emu_library.load_file)
+and launched with the geometry of tinycnn/backends/geometry.py. What is checked:
 
 - EXACT on integer operands: small integers are exact in TF32 and BF16 and their sums
   exact in FP32, so every GEMM orientation and every convolution pass (every precision
@@ -44,21 +44,23 @@ import subprocess
 import numpy as np
 import pytest
 
-from tinycnn.backends import BackendUnavailable, emulated
-from tinycnn.backends import tensor_cores as tc
-from tinycnn.backends.launch import KERNEL_DIR, kernel_sources
+from bench.hmma import HMMA_FLOPS, hmma_per_trip, k_tiles
+from tinycnn.backends import BackendUnavailable, cuda_emu_library
+from tinycnn.backends import geometry as tc
+from tinycnn.backends.kernel_sources import KERNEL_DIR, kernel_sources
+from tinycnn.precision import TENSOR_CORE_PRECISIONS
 from tinycnn.precision import fp32_sum_error_bound, round_bf16, round_tf32
 from tinycnn.shapes import pool_out_size
 
 ROUND = {"tf32": round_tf32, "bf16": round_bf16}
-PRECISIONS = tc.TENSOR_CORE_PRECISIONS
+PRECISIONS = TENSOR_CORE_PRECISIONS
 TILES = [(32, 128), (64, 64), (128, 64)]
 i32 = np.int32
 
 
 def _load(fname):
     try:
-        return emulated.load_file(os.path.join(KERNEL_DIR, fname))
+        return cuda_emu_library.load_file(os.path.join(KERNEL_DIR, fname))
     except BackendUnavailable as e:
         pytest.skip(str(e))
 
@@ -119,7 +121,7 @@ def run_gemm(kern, prec, a_store, b_store, bias, m, n, k, strides, splits=1, k_c
     if k_chunk is None:
         g = tc.gemm(prec, m, n, k)
     else:
-        g = tc.Geometry(f"sgemm_{prec}_strided", (cdiv(n, 64), cdiv(m, 64), splits), (tc.GEMM_THREADS, 1, 1),
+        g = tc.Geometry(f"sgemm_{prec}_strided", (cdiv(n, 64), cdiv(m, 64), splits), (tc.TC_GEMM_THREADS, 1, 1),
                         splits, k_chunk)
         assert cdiv(k, k_chunk) == splits
     if g.splits == 1:
@@ -194,12 +196,12 @@ def test_gemm_geometry_splits_like_the_fp32_launcher():
     for prec in PRECISIONS:
         for m, n, k in ((64, 1024, 28800), (28800, 1024, 64), (64, 28800, 1024), (3, 5, 7)):
             g = tc.gemm(prec, m, n, k)
-            assert g.name == f"sgemm_{prec}_strided" and g.block == (tc.GEMM_THREADS, 1, 1)
+            assert g.name == f"sgemm_{prec}_strided" and g.block == (tc.TC_GEMM_THREADS, 1, 1)
             assert g.grid[:2] == (cdiv(n, 64), cdiv(m, 64)) and g.grid[2] == g.splits
             assert g.k_chunk % tc.k_tile(prec) == 0 and g.splits * g.k_chunk >= k > (g.splits - 1) * g.k_chunk
     assert tc.gemm("tf32", 64, 1024, 28800).splits > 1  # the first dense layer is split
     with pytest.raises(ValueError):
-        tc.gemm("fp32", 1, 1, 1)
+        tc.gemm("fp16", 1, 1, 1)
 
 
 # ------------------------------------------------------------------ convolutions
@@ -309,7 +311,7 @@ def conv_case(bm, geometry, integers, seed):
 
 def launch_conv(kern, kind, prec, tile, m, cols, args, z=1):
     bm, bn = tile
-    kern[f"conv2d_{kind}_{prec}_{bm}x{bn}"]((cdiv(cols, bn), cdiv(m, bm), z), (tc.threads(bm, bn), 1, 1), args)
+    kern[f"conv2d_{kind}_{prec}_{bm}x{bn}"]((cdiv(cols, bn), cdiv(m, bm), z), (tc.tc_threads(bm, bn), 1, 1), args)
 
 
 def run_conv_passes(kern, prec, tile, geo, fwd, bwd, k_chunk=None):
@@ -438,12 +440,12 @@ def test_conv_forward_vector_and_scalar_weight_loads_agree(conv_k, tile):
 
 def test_conv_geometry_picks_the_shortest_covering_tile():
     names = set(kernel_sources()["conv2d_tc.cu"][1])
-    assert tc.conv_tiles() == TILES
+    assert tc.conv_tiles("tc") == TILES
     for m, tile in ((1, (32, 128)), (16, (32, 128)), (32, (32, 128)), (33, (64, 64)), (64, (64, 64)),
                     (65, (128, 64)), (300, (128, 64))):
-        assert tc.conv_tile(m) == tile, m
+        assert tc.conv_tile("tf32", m) == tile, m
     for prec in PRECISIONS:
-        g = tc.conv2d_forward(prec, 64, 32, 63, 63, 64, 3, 3, 61, 61)  # conv3 at batch 64
+        g = tc.conv2d_forward(prec, 64, 64, 61, 61)  # conv3 at batch 64
         assert g == tc.Geometry(f"conv2d_forward_{prec}_64x64", (cdiv(64 * 61 * 61, 64), 1, 1), (128, 1, 1))
         g = tc.conv2d_relu_maxpool(prec, 64, 16, 127, 127)  # conv1: 16 filters
         assert g.name == f"conv2d_relu_maxpool_{prec}_32x128" and g.grid == (cdiv(64 * 127 * 127 * 4, 128), 1, 1)
@@ -452,12 +454,12 @@ def test_conv_geometry_picks_the_shortest_covering_tile():
         g = tc.conv2d_backward_filter(prec, 128, 64, 3, 3, 64 * 29 * 29)  # conv4: 128 filters
         assert g.name == f"conv2d_backward_filter_{prec}_128x64" and g.block == (256, 1, 1)
         assert g.grid == (cdiv(576, 64), 1, g.splits) and g.splits > 1 and g.k_chunk % tc.k_tile(prec) == 0
-        for geom in (tc.conv2d_forward(prec, 2, 3, 9, 9, 5, 3, 3, 7, 7), tc.conv2d_backward_data(prec, 2, 70, 9, 9)):
+        for geom in (tc.conv2d_forward(prec, 2, 5, 7, 7), tc.conv2d_backward_data(prec, 2, 70, 9, 9)):
             assert geom.name in names
 
 
 def test_launch_bounds_match_the_geometry():
-    """The threads tensor_cores.py launches are the kernels' own __launch_bounds__."""
+    """The threads geometry.py launches are the kernels' own __launch_bounds__."""
     for fname in ("gemm_tc.cu", "conv2d_tc.cu"):
         with open(os.path.join(KERNEL_DIR, fname)) as fh:
             text = fh.read()
@@ -467,23 +469,23 @@ def test_launch_bounds_match_the_geometry():
         for threads, name in found:
             threads = int(defines.get(threads, threads))
             m = re.search(r"_(\d+)x(\d+)$", name)
-            assert threads == (tc.threads(int(m.group(1)), int(m.group(2))) if m else tc.GEMM_THREADS), name
+            assert threads == (tc.tc_threads(int(m.group(1)), int(m.group(2))) if m else tc.TC_GEMM_THREADS), name
 
 
 def test_k_tiles_for_the_model():
     g = tc.gemm("bf16", 64, 1024, 28800)
     args = tc.gemm_args(g, np.empty(0), np.empty(0), np.empty(0), None, 64, 1024, 28800, 28800, 1, 1024, 1)
-    assert tc.k_tiles(g.name, args) == cdiv(g.k_chunk, 32)
+    assert k_tiles(g.name, args) == cdiv(g.k_chunk, 32)
     geo = tc.conv_geometry_args(64, 32, 63, 63, 64, 3, 3, 61, 61, 1, 0)
-    assert tc.k_tiles("conv2d_forward_tf32_64x64", [None] * 4 + geo) == cdiv(288, 16)
-    assert tc.k_tiles("conv2d_backward_data_bf16_64x64", [None] * 3 + geo) == cdiv(64 * 9, 32)
-    assert tc.k_tiles("conv2d_backward_filter_tf32_64x64", [None] * 3 + geo + [i32(4096)]) == 4096 // 16
-    assert tc.k_tiles("sgemm_strided", []) == 0
+    assert k_tiles("conv2d_forward_tf32_64x64", [None] * 4 + geo) == cdiv(288, 16)
+    assert k_tiles("conv2d_backward_data_bf16_64x64", [None] * 3 + geo) == cdiv(64 * 9, 32)
+    assert k_tiles("conv2d_backward_filter_tf32_64x64", [None] * 3 + geo + [i32(4096)]) == 4096 // 16
+    assert k_tiles("sgemm_strided", []) == 0
     # FLOPs per trip: the block's warps' HMMA cover BM x BN x k_tile exactly
     for bm, bn in TILES:
         for prec, op in (("tf32", "HMMA.1688.F32.TF32"), ("bf16", "HMMA.16816.F32.BF16")):
-            warps = tc.threads(bm, bn) // 32
-            assert warps * tc.hmma_per_trip(bm, bn) * tc.HMMA_FLOPS[op] == 2 * bm * bn * tc.k_tile(prec)
+            warps = tc.tc_threads(bm, bn) // 32
+            assert warps * hmma_per_trip(bm, bn) * HMMA_FLOPS[op] == 2 * bm * bn * tc.k_tile(prec)
 
 
 # ------------------------------------------------------------------------- SASS
@@ -552,7 +554,7 @@ def test_every_main_loop_runs_on_tensor_cores(sass, fname, arch):
     for name, (body, whole) in loops.items():
         op = "HMMA.1688.F32.TF32" if "_tf32_" in name else "HMMA.16816.F32.BF16"
         bm, bn = (int(v) for v in re.search(r"_(\d+)x(\d+)$", name).groups()) if "conv2d" in name else (64, 64)
-        assert body.count(op) == tc.hmma_per_trip(bm, bn), f"{name}: {body.count(op)} x {op} in its main loop"
+        assert body.count(op) == hmma_per_trip(bm, bn), f"{name}: {body.count(op)} x {op} in its main loop"
         mi = bm // max(bm // 32, 1) // 16
         assert sum(o.startswith("LDS.128") for o in body) >= 2 * mi + 4, name
         assert not any(o.startswith("FFMA") for o in body), name

@@ -15,7 +15,7 @@ from bench import gpu_model
 from bench.variants.run import (GEMM_TOL, SMALL_SHAPES, VARIANT_DIR, VARIANTS, emu_runner, expected, gemm_inputs,
                                 gemm_reference, kernel_names, validate_emulated)
 from tinycnn import backends
-from tinycnn.backends import tensor_cores
+from tinycnn.backends import geometry
 from tinycnn.gradcheck import rel_error
 
 from test_nvcc import NVCC
@@ -55,7 +55,7 @@ def test_the_sgemm_steps_reach_the_backends_tensor_core_tile():
     """v5 and v6 are TF32 steps after the FP32 tile, and the last one is what the
     backend launches in tf32."""
     assert [(v.number, v.precision) for v in TC_VARIANTS] == [(5, "tf32"), (6, "tf32")]
-    assert TC_VARIANTS[-1].entry == tensor_cores.gemm("tf32", 64, 64, 64).name
+    assert TC_VARIANTS[-1].entry == geometry.gemm("tf32", 64, 64, 64).name
 
 
 @pytest.mark.skipif(not backends.available("cuda-emu"), reason="no C++ compiler for the CUDA emulator")

@@ -32,6 +32,11 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 TENSOR_CORE_PRECISIONS = ("tf32", "bf16")
 
 
+def check_precision(precision: str) -> None:
+    """A ValueError unless `precision` is one of PRECISIONS."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+
 
 def choose(precision: str | None, supported: tuple, default: str, who: str) -> str:
     """A backend's precision: `default` for None, else `precision` if `who` runs it, else

@@ -10,7 +10,7 @@ inlined), validated on the benchmark shapes, then timed with CUDA events after
 warm-up (inputs rotated among copies larger than twice the L2 together), and its
 GFLOP/s and % of the peak of its precision are printed (the device's FP32 peak; for
 the TF32 variants the dense TF32 tensor-core peak of an H100 SXM / H200,
-tinycnn.backends.tensor_cores.PEAK_TFLOPS). A variant in a tensor-core precision is
+tinycnn.backends.PEAK_TFLOPS). A variant in a tensor-core precision is
 validated against NumPy on operands rounded as the tensor core rounds them
 (tinycnn.precision.round_tf32), with the FP32-sum tolerance of its kind. Without a GPU each variant is
 compiled for the CPU by the cuda-emu path (g++ -fopenmp against
@@ -24,20 +24,19 @@ kernels/gemm.cu name the variant number they are.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import hashlib
 import os
 import re
 import statistics
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from tinycnn.backends import launch, tensor_cores
+from bench.hmma import PEAK_TFLOPS
+from tinycnn.backends import geometry as geo
+from tinycnn.backends.kernel_sources import defines, inline_includes
+from tinycnn.backends.kernel_sources import kernel_names as source_kernel_names
 from tinycnn.gradcheck import rel_error
 from tinycnn.precision import round_operands
 from tinycnn.shapes import conv_out_size
@@ -99,7 +98,7 @@ def _conv_args(out, a, geometry: ConvGeometry):
 def conv_v1(variant, run, a, shape, empty):
     g = _conv_geometry(shape)
     out = empty((g.n, g.f, g.oh, g.ow))
-    run(variant.entry, (min(launch.cdiv(out.size, 256), 65535), 1, 1), (256, 1, 1), _conv_args(out, a, g))
+    run(variant.entry, (min(geo.cdiv(out.size, 256), 65535), 1, 1), (256, 1, 1), _conv_args(out, a, g))
     return out
 
 
@@ -107,21 +106,21 @@ def conv_v2(variant, run, a, shape, empty):
     g = _conv_geometry(shape)
     n, f, oh, ow = g.n, g.f, g.oh, g.ow
     out = empty((n, f, oh, ow))
-    grid = (launch.cdiv(oh, 16) * launch.cdiv(ow, 16), launch.cdiv(f, 8), n)
+    grid = (geo.cdiv(oh, 16) * geo.cdiv(ow, 16), geo.cdiv(f, 8), n)
     run(variant.entry, grid, (16, 16, 1), _conv_args(out, a, g))
     return out
 
 
 def conv_igemm(variant, run, a, shape, empty):
-    """As tinycnn/backends/launch.py launches the forward pass: the shortest of the
+    """As tinycnn/backends/geometry.py launches the forward pass: the shortest of the
     variant's own tile shapes (its conv2d_forward_igemm_BMxBN kernels) that covers F."""
     g = _conv_geometry(shape)
     n, f, oh, ow = g.n, g.f, g.oh, g.ow
     out = empty((n, f, oh, ow))
     tiles = sorted({(int(m.group(1)), int(m.group(2))) for name in kernel_names(variant)
                     if (m := re.fullmatch(r"conv2d_forward_igemm_(\d+)x(\d+)", name))})
-    bm, bn = launch.pick_tile(tiles, f)
-    run(f"conv2d_forward_igemm_{bm}x{bn}", (launch.cdiv(n * oh * ow, bn), launch.cdiv(f, bm), 1), (256, 1, 1),
+    bm, bn = geo.pick_tile(tiles, f)
+    run(f"conv2d_forward_igemm_{bm}x{bn}", (geo.cdiv(n * oh * ow, bn), geo.cdiv(f, bm), 1), (256, 1, 1),
         _conv_args(out, a, g))
     return out
 
@@ -129,23 +128,23 @@ def conv_igemm(variant, run, a, shape, empty):
 def gemm_simple(variant, run, a, shape, empty):
     m, n, k = shape
     c = empty((m, n))
-    run(variant.entry, (launch.cdiv(n, 16), launch.cdiv(m, 16), 1), (16, 16, 1),
+    run(variant.entry, (geo.cdiv(n, 16), geo.cdiv(m, 16), 1), (16, 16, 1),
         [c, a["A"], a["B"], i32(m), i32(n), i32(k)])
     return c
 
 
 def gemm_v3(variant, run, a, shape, empty):
-    """sgemm_strided with the split-K of tinycnn/backends/launch.py, as the dense layer runs it."""
+    """sgemm_strided with the split-K of tinycnn/backends/geometry.py, as the dense layer runs it."""
     m, n, k = shape
     c = empty((m, n))
-    grid_xy = (launch.cdiv(n, launch.TILE_N), launch.cdiv(m, launch.TILE_M))
-    splits, k_chunk = launch.split_k(grid_xy[0] * grid_xy[1], k)
+    grid_xy = (geo.cdiv(n, geo.TILE_N), geo.cdiv(m, geo.TILE_M))
+    splits, k_chunk = geo.split_k(grid_xy[0] * grid_xy[1], k)
     target = c if splits == 1 else empty((splits, m, n))
     run("sgemm_strided", grid_xy + (splits,), (256, 1, 1),
         [target, a["A"], a["B"], target, i32(m), i32(n), i32(k), i32(k), i32(1), i32(n), i32(1), i32(n),
          i32(k_chunk), i32(m * n), i32(0)])
     if splits > 1:
-        run("split_k_reduce", launch._grid_1d(m * n), (256, 1, 1),
+        run("split_k_reduce", geo.grid_1d(m * n), (256, 1, 1),
             [c, target, target, i32(splits), i32(m * n), i32(n), i32(0)])
     return c
 
@@ -153,8 +152,7 @@ def gemm_v3(variant, run, a, shape, empty):
 def variant_defines(variant: Variant) -> dict:
     """{NAME: value} of the integer #defines of the variant's own file (its tile, its
     threads): the launch reads them there, their one home."""
-    with open(os.path.join(VARIANT_DIR, variant.file), encoding="utf-8") as f:
-        return {name: int(value) for name, value in launch._DEFINE_RE.findall(f.read())}
+    return defines(variant.file, folder=VARIANT_DIR)
 
 
 def gemm_v5(variant, run, a, shape, empty):
@@ -162,21 +160,21 @@ def gemm_v5(variant, run, a, shape, empty):
     m, n, k = shape
     d = variant_defines(variant)
     c = empty((m, n))
-    run(variant.entry, (launch.cdiv(n, d["V5_TILE"]), launch.cdiv(m, d["V5_TILE"]), 1), (d["V5_THREADS"], 1, 1),
+    run(variant.entry, (geo.cdiv(n, d["V5_TILE"]), geo.cdiv(m, d["V5_TILE"]), 1), (d["V5_THREADS"], 1, 1),
         [c, a["A"], a["B"], i32(m), i32(n), i32(k)])
     return c
 
 
 def gemm_tc(variant, run, a, shape, empty):
     """kernels/gemm_tc.cu's sgemm_<precision>_strided with the geometry and split-K of
-    tinycnn/backends/tensor_cores.py, as the dense layer runs it in that precision."""
+    tinycnn/backends/geometry.py, as the dense layer runs it in that precision."""
     m, n, k = shape
     c = empty((m, n))
-    g = tensor_cores.gemm(variant.precision, m, n, k)
+    g = geo.gemm(variant.precision, m, n, k)
     target = c if g.splits == 1 else empty((g.splits, m, n))
-    run(g.name, g.grid, g.block, tensor_cores.gemm_args(g, target, a["A"], a["B"], None, m, n, k, k, 1, n, 1))
+    run(g.name, g.grid, g.block, geo.gemm_args(g, target, a["A"], a["B"], None, m, n, k, k, 1, n, 1))
     if g.splits > 1:
-        run("split_k_reduce", launch._grid_1d(m * n), (256, 1, 1),
+        run("split_k_reduce", geo.grid_1d(m * n), (256, 1, 1),
             [c, target, target, i32(g.splits), i32(m * n), i32(n), i32(0)])
     return c
 
@@ -265,7 +263,7 @@ def peak_flops(variant: Variant, props: dict) -> float:
     tensor-core precision the dense data-sheet peak of an H100 SXM / H200."""
     if variant.precision == "fp32":
         return props["fp32_peak_flops"]
-    return tensor_cores.PEAK_TFLOPS[variant.precision] * 1e12
+    return PEAK_TFLOPS[variant.precision] * 1e12
 
 
 def paper_conv_shapes(batch: int) -> list[tuple[str, tuple]]:
@@ -299,43 +297,19 @@ def gpu_module(variant: Variant):
 
     from tinycnn.backends.cuda_backend import NVRTC_OPTIONS
 
-    source = launch._inline_includes(os.path.join(VARIANT_DIR, variant.file), set())
+    source = inline_includes(os.path.join(VARIANT_DIR, variant.file))
     return cupy.RawModule(code=f"// tinycnn bench/variants/{variant.file}\n{source}", options=NVRTC_OPTIONS)
 
 
 def emu_runner(variant: Variant, names: list[str]):
     """run(name, grid, block, args) for the variant compiled for the CPU against the
-    emulator header (the build of tinycnn/backends/emulated.py, for one file), cached
-    on disk by a hash of the sources and flags."""
-    from tinycnn.backends import emulated
+    emulator header, as the cuda-emu backend compiles its own files (cached on disk)."""
+    from tinycnn.backends.cuda_emu_library import load_file
 
-    cxx = emulated._compiler()
-    path = os.path.join(VARIANT_DIR, variant.file)
-    h = hashlib.sha256()
-    for part in (emulated.BUILD_VERSION, emulated._compiler_id(cxx), " ".join(emulated.CXXFLAGS), path):
-        h.update(part.encode())
-    for folder in (VARIANT_DIR, launch.KERNEL_DIR, os.path.dirname(emulated.EMU_HEADER)):
-        for fname in sorted(os.listdir(folder)):
-            if fname.endswith((".cu", ".cuh", ".h")):
-                with open(os.path.join(folder, fname), "rb") as f:
-                    h.update(fname.encode() + f.read())
-    target = os.path.join(emulated.cache_dir(), f"variant-{h.hexdigest()[:20]}", "lib.so")
-    if not os.path.exists(target):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=os.path.dirname(target)) as tmp:
-            src = os.path.join(tmp, "variant.cpp")
-            with open(src, "w") as f:
-                f.write(f'#include "{emulated.EMU_HEADER}"\n#include "{path}"\n')
-                f.write("".join(f"EMU_KERNEL({n})\n" for n in names))
-            lib = os.path.join(tmp, "lib.so")
-            cmd = [cxx, *emulated.CXXFLAGS, "-x", "c++", "-shared", src, "-o", lib]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode != 0:
-                raise RuntimeError(f"{variant.file}: emulator build failed:\n{' '.join(cmd)}\n{res.stderr}")
-            os.replace(lib, target)
-    emulated.load_library()  # sets the OpenMP wait policy before libgomp starts, as the backend does
-    lib = ctypes.CDLL(target)
-    kernels = {n: emulated._Kernel(lib, n) for n in names}
+    kernels = load_file(os.path.join(VARIANT_DIR, variant.file))
+    missing = [n for n in names if n not in kernels]
+    if missing:
+        raise RuntimeError(f"{variant.file} does not define {', '.join(missing)}")
 
     def run(name, grid, block, args):
         kernels[name](grid, block, args)
@@ -345,8 +319,7 @@ def emu_runner(variant: Variant, names: list[str]):
 
 def kernel_names(variant: Variant) -> list[str]:
     """Every kernel the variant's file defines, its local #includes followed."""
-    source = launch._inline_includes(os.path.join(VARIANT_DIR, variant.file), set())
-    return launch._KERNEL_RE.findall(source)
+    return source_kernel_names(inline_includes(os.path.join(VARIANT_DIR, variant.file)))
 
 
 # --------------------------------------------------------------- validation
@@ -382,7 +355,7 @@ def run_gpu(variants: list[Variant], batch: int, repeats: int) -> None:
     shapes = {"conv2d_forward": paper_conv_shapes(batch), "sgemm": paper_gemm_shapes(batch)}
     rng = np.random.default_rng(0)
     print("% peak: of the FP32 peak above; for tf32 variants of the dense TF32 tensor-core peak of an "
-          f"H100 SXM / H200 ({tensor_cores.PEAK_TFLOPS['tf32']} TFLOP/s)\n")
+          f"H100 SXM / H200 ({PEAK_TFLOPS['tf32']} TFLOP/s)\n")
     print(f"{'variant':<44} {'shape':<28} {'rel.err':>8} {'time':>10} {'GFLOP/s':>9} {'% peak':>7}")
     for kernel in dict.fromkeys(v.kernel for v in variants):
         make, _, flops, tol = KINDS[kernel]

@@ -4,7 +4,7 @@
 // ordered reduction when the (M, N) grid has few tiles (the dense layer: M = batch, K = 28800).
 //
 // Self-contained: kernels/gemm.cu's sgemm_strided and split_k_reduce as they were before v4 (with
-// their gemm_tile.cuh); the harness launches them with the split tinycnn/backends/launch.py computes.
+// their gemm_tile.cuh); the harness launches them with the split tinycnn/backends/geometry.py computes.
 
 #define TILE_M 64
 #define TILE_N 64

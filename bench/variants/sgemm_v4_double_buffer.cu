@@ -4,5 +4,5 @@
 // two shared buffers, the next tile's global loads issued before the math, one barrier per K step.
 //
 // This is kernels/gemm.cu (gemm_tile.cuh), included rather than copied: the harness launches
-// sgemm_strided and split_k_reduce with the split tinycnn/backends/launch.py computes.
+// sgemm_strided and split_k_reduce with the split tinycnn/backends/geometry.py computes.
 #include "../../kernels/gemm.cu"

@@ -10,7 +10,7 @@
 // kernels/gemm_tc.cu's headers have the layouts and the napkin math.
 //
 // This is kernels/gemm_tc.cu as the backend launches it in tf32 (sgemm_tf32_strided,
-// tinycnn/backends/tensor_cores.py's geometry), included rather than copied, with
+// tinycnn/backends/geometry.py's geometry), included rather than copied, with
 // kernels/gemm.cu for split_k_reduce.
 #include "../../kernels/gemm.cu"
 #include "../../kernels/gemm_tc.cu"

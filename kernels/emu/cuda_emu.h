@@ -25,7 +25,7 @@
 // element-wise kernels skip a barrier per block.
 //
 // Each kernel gets two extern "C" entry points (EMU_KERNEL below), called through
-// ctypes by tinycnn/backends/emulated.py:
+// ctypes by tinycnn/backends/cuda_emu_library.py:
 //   int emu_launch_NAME(const unsigned *grid3, const unsigned *block3, void **args)
 //       args[i] points at the i-th kernel argument, as in cuLaunchKernel.
 //   int emu_signature_NAME(char *codes, int capacity)

@@ -16,7 +16,7 @@ _REGISTRY: dict[str, str | Callable] = {
     "numpy": "tinycnn.backends.numpy_backend:NumpyBackend",
     "numpy64": "tinycnn.backends.numpy_backend:NumpyBackend64",  # float64, for gradient checks
     "cuda": "tinycnn.backends.cuda_backend:CudaBackend",
-    "cuda-emu": "tinycnn.backends.emulated:EmulatedBackend",
+    "cuda-emu": "tinycnn.backends.cuda_emu:EmulatedBackend",
     "numba": "tinycnn.backends.numba_backend:NumbaBackend",
 }
 _INSTANCES: dict[tuple, object] = {}  # (name, precision or None) -> backend

@@ -1,7 +1,7 @@
 """A training step recorded once and replayed: the kernel backends' CUDA graphs.
 
 ``backend.capture(step)`` returns a callable that runs ``step(*inputs)``. On "cuda"
-and "cuda-emu" (``launch.KernelBackend``) the calls go like this:
+and "cuda-emu" (``kernel_backend.KernelBackend``) the calls go like this:
 
 1. The first call runs the step as usual, but every array the ops allocate comes
    from a ``StepArena`` that remembers it, in call order. The inputs are copied into

@@ -28,7 +28,7 @@ Cache = Any  # opaque; only X_backward of the same backend reads it
 
 # The step statistics a training loop keeps on the backend (step_stats_update) and
 # hands to the optimizer as its guard: float32 entries at these positions (the kernels'
-# kernels/step_stats.cuh says the same; launch.py checks). Step i's loss and correct
+# kernels/step_stats.cuh says the same; kernel_backend.py checks). Step i's loss and correct
 # predictions sit at ring entry i % STAT_RING: read at least every STAT_RING steps.
 STAT_LAYOUT = {"STAT_STEPS": 0,      # steps counted since the statistics were (re)set
                "STAT_FIRST_BAD": 1,  # the step index of the first non-finite loss, or -1

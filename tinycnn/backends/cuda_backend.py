@@ -2,10 +2,10 @@
 
 The kernels are compiled once per process by NVRTC through ``cupy.RawModule`` (one
 module per .cu file, local headers inlined, so CuPy's on-disk cache key covers
-them) and launched with the grids and argument lists of
-tinycnn/backends/launch.py, the very code the cuda-emu backend runs in CI. No
-cuDNN, no cuBLAS, no CuPy element-wise or reduction kernels stand in for ours:
-CuPy only allocates memory and launches. Nothing in a training step waits for
+them) and launched with the grids and argument lists of kernel_backend.py and
+geometry.py, the very code the cuda-emu backend runs in CI. No cuDNN, no cuBLAS, no
+CuPy element-wise or reduction kernels stand in for ours: CuPy only allocates memory
+and launches. Nothing in a training step waits for
 the host: the loss comes back as a 0-d device array.
 """
 
@@ -16,7 +16,8 @@ import functools
 import numpy as np
 
 from . import BackendUnavailable
-from .launch import KernelBackend, kernel_sources
+from .kernel_backend import KernelBackend
+from .kernel_sources import kernel_sources
 
 NVRTC_OPTIONS = ("-std=c++17",)
 

@@ -185,7 +185,7 @@ def fingerprint(data_dir, abnormality: str = "both") -> list:
 
 
 def read(data_dir, image_size: int, strict: bool = False, abnormality: str = "both", progress: bool = False):
-    from . import RoiSet
+    from .roiset import RoiSet
 
     root = Path(data_dir)
     resolver = _Resolver(root)

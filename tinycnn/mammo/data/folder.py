@@ -117,7 +117,7 @@ def fingerprint(data_dir, **options) -> list:
 
 
 def read(data_dir, image_size: int, strict: bool = False, progress: bool = False, **options):
-    from . import RoiSet
+    from .roiset import RoiSet
 
     root = Path(data_dir)
     files = list_images(root)

@@ -118,7 +118,7 @@ def fingerprint(data_dir, margin: float = DEFAULT_MARGIN) -> list:
 
 
 def read(data_dir, image_size: int, strict: bool = False, margin: float = DEFAULT_MARGIN, progress: bool = False):
-    from . import RoiSet
+    from .roiset import RoiSet
 
     root = Path(data_dir)
     info = find_info(root)

@@ -196,7 +196,7 @@ def read(data_dir=None, image_size: int = DEFAULT_SIZE, strict: bool = False,
          benign: int = 600, malignant: int = 600, seed: int = 0, progress: bool = False):
     """The synthetic RoiSet: rendered directly at image_size (no resize), then
     normalised like every ROI."""
-    from . import RoiSet
+    from .roiset import RoiSet
     from .preprocess import normalise
 
     images, labels, patients, ids = generate(benign, malignant, image_size, seed, progress)

@@ -1,4 +1,4 @@
-"""The "cuda-emu" backend: the very kernels of kernels/*.cu, compiled for the CPU.
+"""The kernels compiled for the CPU: the shared library behind the "cuda-emu" backend.
 
 Each .cu file is compiled by the system C++ compiler with OpenMP
 (``g++ -O2 -fopenmp -x c++``) against ``kernels/emu/cuda_emu.h``, which maps the
@@ -6,20 +6,18 @@ CUDA subset of kernels/README.md onto the host: one OpenMP thread per CUDA threa
 of a block, blocks one after another, ``__shared__`` arrays as function statics,
 ``__syncthreads()`` as an OpenMP barrier. The header's ``EMU_KERNEL(name)`` adds two
 extern "C" functions per kernel, ``emu_launch_NAME(grid, block, args)`` and
-``emu_signature_NAME``; they are called here through ctypes with NumPy arrays.
+``emu_signature_NAME``; ``EmuKernel`` calls them through ctypes with NumPy arrays,
+after checking the argument list against the kernel's C signature (argument count,
+scalar types, pointer element types), which guards the GPU backend's argument lists
+too: CuPy cannot check them.
 
-All op logic (grids, argument lists) is shared with the GPU backend
-(tinycnn/backends/launch.py); only allocation and the launch differ. Every launch
-is checked against the kernel's C signature (argument count, scalar types,
-pointer element types), which guards the GPU backend's argument lists too: CuPy
-cannot check them.
+Libraries are cached on disk under $TINYCNN_CACHE (default ~/.cache/tinycnn), keyed on
+a hash of the sources, the header, the compiler and its flags, so each is built once
+per kernel change:
 
-Slow (a barrier costs about a millisecond with 256 threads on two cores) and meant
-for tests, teaching and debugging on a machine without a GPU.
-
-The shared library is cached on disk under $TINYCNN_CACHE (default
-~/.cache/tinycnn), keyed on a hash of the sources, the header, the compiler and
-its flags, so it is built once per kernel change.
+    load_library(folder)   every .cu of a kernel folder (kernels/ by default; a test
+                           may pass a modified copy) as one library
+    load_file(path)        ONE .cu file elsewhere (a test's or a benchmark's kernel)
 """
 
 from __future__ import annotations
@@ -37,10 +35,8 @@ import numpy as np
 
 from .. import paths
 from . import BackendUnavailable
-from .launch import _KERNEL_RE, KERNEL_DIR, KernelBackend, _inline_includes, kernel_sources
-from .numpy_backend import HostArrays
+from .kernel_sources import EMU_HEADER, KERNEL_DIR, inline_includes, kernel_names, kernel_sources
 
-EMU_HEADER = os.path.join(KERNEL_DIR, "emu", "cuda_emu.h")
 CXXFLAGS = ["-O2", "-fopenmp", "-std=c++17", "-fPIC", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-function"]
 BUILD_VERSION = "1"  # bump when the generated wrapper code below changes
 
@@ -50,7 +46,7 @@ _CTYPES = {"f": ctypes.c_float, "i": ctypes.c_int32, "u": ctypes.c_uint32, "q": 
            "Q": ctypes.c_uint64}
 
 _lock = threading.Lock()
-_library = None
+_libraries: dict[str, ctypes.CDLL] = {}  # kernel folder -> its library
 
 
 def cache_dir() -> str:
@@ -58,7 +54,8 @@ def cache_dir() -> str:
     return str(paths.cache_dir())
 
 
-def _compiler() -> str:
+def compiler() -> str:
+    """The C++ compiler ($CXX, default g++), or BackendUnavailable saying what to do."""
     cxx = os.environ.get("CXX", "g++")
     path = shutil.which(cxx)
     if path is None:
@@ -75,11 +72,20 @@ def _compiler_id(cxx: str) -> str:
         raise BackendUnavailable(f"the C++ compiler {cxx} does not run ({e}); use the 'numpy' backend") from e
 
 
-def _build_key(cxx: str) -> str:
+def _emu_header(folder: str) -> str:
+    """The emulator header: the folder's own emu/cuda_emu.h (a copy of kernels/ has one),
+    else the package's."""
+    own = os.path.join(folder, "emu", "cuda_emu.h")
+    return own if os.path.exists(own) else EMU_HEADER
+
+
+def _build_key(cxx: str, folder: str) -> str:
     h = hashlib.sha256()
-    for part in (BUILD_VERSION, _compiler_id(cxx), " ".join(CXXFLAGS), platform.machine()):
-        h.update(part.encode())
-    for root, _, files in sorted(os.walk(KERNEL_DIR)):
+    for part in (BUILD_VERSION, _compiler_id(cxx), " ".join(CXXFLAGS), platform.machine(), folder):
+        h.update(part.encode() + b"\0")
+    with open(_emu_header(folder), "rb") as f:
+        h.update(f.read())
+    for root, _, files in sorted(os.walk(folder)):
         for fname in sorted(files):
             if fname.endswith((".cu", ".cuh", ".h")):
                 with open(os.path.join(root, fname), "rb") as f:
@@ -87,26 +93,30 @@ def _build_key(cxx: str) -> str:
     return h.hexdigest()[:20]
 
 
-def _translation_unit(fname: str, names: list[str]) -> str:
+def _translation_unit(header: str, source_path: str, names: list[str]) -> str:
     """The emulator's view of one .cu file: header, the file itself, wrappers."""
-    lines = [f'#include "{EMU_HEADER}"', f'#include "{os.path.join(KERNEL_DIR, fname)}"', ""]
+    lines = [f'#include "{header}"', f'#include "{source_path}"', ""]
     lines += [f"EMU_KERNEL({n})" for n in names]
     return "\n".join(lines) + "\n"
 
 
-def _build(cxx: str, target: str) -> None:
-    """Compile every .cu (in parallel) and link them into the shared library `target`."""
+def _compile(cmd: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _build(cxx: str, folder: str, target: str) -> None:
+    """Compile every .cu of `folder` (in parallel) and link them into the library `target`."""
     os.makedirs(os.path.dirname(target), exist_ok=True)
+    header = _emu_header(folder)
     with tempfile.TemporaryDirectory(prefix="build-", dir=os.path.dirname(target)) as tmp:
         procs, objects = [], []
-        for fname, (_, names) in kernel_sources().items():
+        for fname, (_, names) in kernel_sources(folder).items():
             src = os.path.join(tmp, fname + ".cpp")
             with open(src, "w") as f:
-                f.write(_translation_unit(fname, names))
+                f.write(_translation_unit(header, os.path.join(folder, fname), names))
             obj = src[:-4] + ".o"
-            cmd = [cxx, *CXXFLAGS, "-I", KERNEL_DIR, "-x", "c++", "-c", src, "-o", obj]
-            procs.append((fname, cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                       text=True)))
+            cmd = [cxx, *CXXFLAGS, "-I", folder, "-x", "c++", "-c", src, "-o", obj]
+            procs.append((fname, cmd, _compile(cmd)))
             objects.append(obj)
         errors = []
         for fname, cmd, proc in procs:
@@ -123,36 +133,36 @@ def _build(cxx: str, target: str) -> None:
         os.replace(lib, target)  # atomic: a concurrent build of the same key writes the same bytes
 
 
-def load_library() -> ctypes.CDLL:
-    """The emulator's shared library, built on first use (once per kernel change)."""
-    global _library
-    with _lock:
-        if _library is None:
-            cxx = _compiler()
-            target = os.path.join(cache_dir(), f"emu-{_build_key(cxx)}", "libtinycnn_emu.so")
-            if not os.path.exists(target):
-                _build(cxx, target)
-            _set_wait_policy()
-            _library = ctypes.CDLL(target)
-        return _library
-
-
 def _set_wait_policy() -> None:
     # Many-thread teams on few cores: sleeping at a barrier beats spinning.
     # libgomp reads this once, when it is first loaded.
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 
-def load_file(path: str) -> dict:
-    """{kernel name: callable(grid, block, args)} for ONE .cu file outside kernels/ (a
-    test or benchmark kernel), compiled for the emulator as the backend's own files are
-    (same header, compiler and flags; its local #includes resolve next to it), with the
-    same argument checks. Cached on disk by a hash of the file with its includes inlined."""
-    path = os.path.abspath(path)
-    source = _inline_includes(path, set())
-    names = _KERNEL_RE.findall(source)
+def load_library(folder: str = KERNEL_DIR) -> ctypes.CDLL:
+    """The library of every .cu in `folder`, built on first use (once per change)."""
+    folder = os.path.abspath(folder)
     with _lock:
-        cxx = _compiler()
+        if folder not in _libraries:
+            cxx = compiler()
+            target = os.path.join(cache_dir(), f"emu-{_build_key(cxx, folder)}", "libtinycnn_emu.so")
+            if not os.path.exists(target):
+                _build(cxx, folder, target)
+            _set_wait_policy()
+            _libraries[folder] = ctypes.CDLL(target)
+        return _libraries[folder]
+
+
+def load_file(path: str) -> dict:
+    """{kernel name: EmuKernel} for ONE .cu file outside kernels/ (a test or benchmark
+    kernel), compiled as the backend's own files are (same header, compiler and flags;
+    its local #includes resolve next to it), with the same argument checks. Cached on
+    disk by a hash of the file with its includes inlined."""
+    path = os.path.abspath(path)
+    source = inline_includes(path)
+    names = kernel_names(source)
+    with _lock:
+        cxx = compiler()
         h = hashlib.sha256()
         for part in (BUILD_VERSION, _compiler_id(cxx), " ".join(CXXFLAGS), platform.machine(), path, source):
             h.update(part.encode() + b"\0")
@@ -164,8 +174,7 @@ def load_file(path: str) -> dict:
             with tempfile.TemporaryDirectory(prefix="build-", dir=os.path.dirname(target)) as tmp:
                 src = os.path.join(tmp, "unit.cpp")
                 with open(src, "w") as f:
-                    f.write(f'#include "{EMU_HEADER}"\n#include "{path}"\n')
-                    f.write("".join(f"EMU_KERNEL({n})\n" for n in names))
+                    f.write(_translation_unit(EMU_HEADER, path, names))
                 lib = os.path.join(tmp, "lib.so")
                 cmd = [cxx, *CXXFLAGS, "-x", "c++", "-shared", src, "-o", lib]
                 res = subprocess.run(cmd, capture_output=True, text=True)
@@ -175,10 +184,10 @@ def load_file(path: str) -> dict:
                 os.replace(lib, target)
         _set_wait_policy()
         lib = ctypes.CDLL(target)
-    return {n: _Kernel(lib, n) for n in names}
+    return {n: EmuKernel(lib, n) for n in names}
 
 
-class _Kernel:
+class EmuKernel:
     """One emulated kernel: its launch entry point and its C signature."""
 
     def __init__(self, lib: ctypes.CDLL, name: str):
@@ -231,53 +240,3 @@ class _Kernel:
                                "16-byte aligned, or an mma.sync in a block whose size is not a multiple of 32)")
         if status != 0:
             raise RuntimeError(f"{self.name}: launch failed (status {status}, block {tuple(block)})")
-
-
-class HostMemory:
-    """KernelBackend's memory hooks for "device" arrays that are NumPy arrays in host
-    memory (cuda-emu, and bench.gpu_model's recording backend)."""
-
-    def _device_empty(self, shape, dtype):
-        return np.empty(shape, dtype=dtype)
-
-    def _device_copy(self, dst, src):
-        np.copyto(dst, src)
-
-    def _device_upload(self, dst, host):
-        np.copyto(dst, host)
-
-    def _address(self, a) -> int:
-        return a.ctypes.data
-
-
-class EmulatedBackend(HostMemory, HostArrays, KernelBackend):
-    """kernels/*.cu on the CPU, with NumPy arrays (see the module docstring)."""
-
-    name = "cuda-emu"
-
-    def __init__(self, precision: str | None = None):
-        """precision: 'fp32' (the default: the emulator is a CPU, and FP32 is the fastest
-        there), 'tf32' or 'bf16', which run the tensor-core kernels as an sm_80+ GPU does
-        by default (tinycnn/precision.py)."""
-        self._set_precision(precision, "fp32")
-        lib = load_library()
-        self._kernels = {name: _Kernel(lib, name) for _, names in kernel_sources().values() for name in names}
-
-    def __repr__(self) -> str:
-        return f"EmulatedBackend(precision={self.precision!r})"
-
-    # ------------------------------------------------------------------ launches
-    def _device_run(self, name, grid, block, args):
-        self._kernels[name](grid, block, args)
-
-    # A graph here is the recorded launch list itself, run in order: the GPU's graph
-    # replays the same list, so CI tests what a replay needs (capture.py).
-    def _make_graph(self, launches):
-        return list(launches)
-
-    def _launch_graph(self, graph):
-        for launch in graph:
-            self._run(*launch)
-
-    def device_name(self) -> str:
-        return f"CUDA emulator on the CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
