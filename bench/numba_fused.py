@@ -36,21 +36,16 @@ import numpy as np
 from numba import njit, prange
 
 from tinycnn import backends
-from tinycnn.backends.numba_backend import (
-    DIRECT_MAX_K,
-    NumbaBackend,
-    _arg_dtype,
-    _conv_plane,
-    _conv_plane_dw,
-    _conv_plane_dx,
-    _maxpool_backward,
-    _maxpool_forward,
-    _pad,
-    _pool_plane,
-    _relu_backward,
-    _relu_forward,
-    _unpool_plane,
-)
+from tinycnn.backends.numba_backend import DIRECT_MAX_K, NumbaBackend, _arg_dtype, _pad
+from tinycnn.backends.numba_kernels import conv_plane as _conv_plane
+from tinycnn.backends.numba_kernels import conv_plane_dw as _conv_plane_dw
+from tinycnn.backends.numba_kernels import conv_plane_dx as _conv_plane_dx
+from tinycnn.backends.numba_kernels import maxpool_backward as _maxpool_backward
+from tinycnn.backends.numba_kernels import maxpool_forward as _maxpool_forward
+from tinycnn.backends.numba_kernels import pool_plane as _pool_plane
+from tinycnn.backends.numba_kernels import relu_backward as _relu_backward
+from tinycnn.backends.numba_kernels import relu_forward as _relu_forward
+from tinycnn.backends.numba_kernels import unpool_plane as _unpool_plane
 from tinycnn.layers import Conv2D, Layer, MaxPool2D, ReLU
 from tinycnn.model import Sequential
 from tinycnn.shapes import pool_out_size
