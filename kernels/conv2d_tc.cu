@@ -1,8 +1,18 @@
-// conv2d_tc.cu: the implicit-GEMM convolutions of conv2d.cu on tensor cores (issue 13):
+// conv2d_tc.cu: the implicit-GEMM convolutions of conv2d.cu on tensor cores:
 // TF32 or BF16 operands, FP32 accumulation; forward, the fused conv + bias + ReLU +
 // 2x2/2 max-pool forward, backward-data and backward-filter, each with the argument list
 // of its FP32 counterpart in conv2d.cu (conv2d_forward_igemm_*, ...), so the launcher's
 // grids serve both.
+//
+// ENTRY POINTS: conv2d_<pass>_<precision>_<tile>, each cell "threads/min blocks per SM"
+// of its __launch_bounds__ (tinycnn/backends/geometry.py picks the tile: the shortest
+// that covers M; tests/test_kernel_grid.py holds this table to the definitions below)
+//                     tf32                         bf16
+//   pass              32x128  64x64   128x64       32x128  64x64   128x64
+//   forward           128/4   128/4   256/2        128/4   128/4   256/2
+//   relu_maxpool      128/4   128/4   256/2        128/4   128/4   256/2
+//   backward_data     128/3   128/3   256/2        128/3   128/3   256/2
+//   backward_filter   128/3   128/3   256/2        128/3   128/3   256/2
 //
 //   x (N, C, H, W), w (F, C, KH, KW), b (F,), out / dout (N, F, OH, OW)
 //   forward         out[f, p] = sum_k w[f, k] cols[k, p] + b[f]     M = F, N = N OH OW, K = C KH KW
