@@ -2,6 +2,8 @@
 
 Preprocessing (what docs/data.md states): every image is read as grayscale at its
 own bit depth (8- or 16-bit, RGB converted to luminance, DICOM MONOCHROME1 inverted),
+turned as its EXIF orientation tag says (as a viewer displays it: a phone's JPEG or
+a scanner's TIFF may be stored sideways with the tag saying so),
 resized to image_size x image_size with Pillow's antialiased bilinear filter (the
 aspect ratio is not kept, as in the paper), and scaled to zero mean and unit
 standard deviation per image. Per-image scaling makes 8- and 16-bit sources, films
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".dcm")
 NORMALISATION = "per-image zero mean, unit std"
@@ -42,7 +44,7 @@ def read_image(path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            return _pil_to_gray(img)
+            return _pil_to_gray(ImageOps.exif_transpose(img))
     except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, struct.error, ... for bad files
         raise UnreadableImage(f"cannot read image {path}: {e}") from e
 
@@ -81,10 +83,26 @@ def resize(image: np.ndarray, image_size: int) -> np.ndarray:
     return np.asarray(img.resize((image_size, image_size), Image.BILINEAR), dtype=np.float32)
 
 
+# Above this magnitude float32 squares overflow (the std of 3e38-valued pixels is inf),
+# so such an image is scaled down by a power of two first: exact, and the result of a
+# per-image normalisation does not depend on the scale.
+_SAFE_MAGNITUDE = 2.0**60
+
+
 def normalise(image: np.ndarray) -> np.ndarray:
+    """(image - mean) / std in float32 (std below 1e-6: no scaling). A ValueError if
+    the image holds non-finite values or values too large to normalise."""
     image = image.astype(np.float32)
+    peak = float(np.max(np.abs(image))) if image.size else 0.0
+    if not np.isfinite(peak):
+        raise ValueError("image has non-finite pixel values (NaN or inf)")
+    if peak > _SAFE_MAGNITUDE:
+        image = image * np.float32(2.0 ** -(int(np.log2(peak)) + 1))
     std = float(image.std())
-    return (image - float(image.mean())) / (std if std > 1e-6 else 1.0)
+    out = (image - float(image.mean())) / (std if std > 1e-6 else 1.0)
+    if not np.isfinite(out).all():
+        raise ValueError(f"pixel values up to {peak:.3g} could not be normalised to finite numbers")
+    return out
 
 
 def preprocess(image: np.ndarray, image_size: int) -> np.ndarray:
@@ -96,7 +114,13 @@ def preprocess(image: np.ndarray, image_size: int) -> np.ndarray:
         raise UnreadableImage(f"image is {image.shape[0]}x{image.shape[1]} pixels, too small to resize")
     if not np.isfinite(image).all():  # a float TIFF with NaN would otherwise surface as a NaN loss
         raise UnreadableImage("image has non-finite pixel values (NaN or inf)")
-    return normalise(resize(image, image_size))
+    peak = float(np.max(np.abs(image)))
+    if peak > _SAFE_MAGNITUDE:  # resize in float32 could overflow too: scale first (see normalise)
+        image = image.astype(np.float32) * np.float32(2.0 ** -(int(np.log2(peak)) + 1))
+    try:
+        return normalise(resize(image, image_size))
+    except ValueError as e:
+        raise UnreadableImage(str(e)) from e
 
 
 def load_preprocessed(path, image_size: int) -> np.ndarray:
