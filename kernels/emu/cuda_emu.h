@@ -26,12 +26,31 @@
 //
 // Each kernel gets two extern "C" entry points (EMU_KERNEL below), called through
 // ctypes by tinycnn/backends/cuda_emu_library.py:
-//   int emu_launch_NAME(const unsigned *grid3, const unsigned *block3, void **args)
-//       args[i] points at the i-th kernel argument, as in cuLaunchKernel.
+//   int emu_launch_NAME(const unsigned *grid3, const unsigned *block3, void **args, EmuChecks *checks)
+//       args[i] points at the i-th kernel argument, as in cuLaunchKernel; checks is
+//       NULL (the plain emulator) or the checks to run the launch under (see below).
 //   int emu_signature_NAME(char *codes, int capacity)
 //       one type code per parameter ('f' float, 'i' int, 'u' unsigned, 'q' long long,
 //       'Q' unsigned long long; upper case: pointer to that type), so the launcher
 //       checks every argument list it packs, for the GPU backend as well.
+//
+// The checks (TINYCNN_EMU_CHECK; tinycnn/backends/cuda_emu.py sets them up) make the
+// emulator a sanitizer for bugs the plain emulator hides because it runs blocks in
+// order, one at a time, on memory it never moves:
+//   order   blocks run in reversed or seeded-shuffled order: a result that depends on
+//           the order of blocks is a race between blocks
+//   init    the shared arrays are poisoned (EMU_POISON) when each block starts: a read
+//           before a write shows as a NaN or a huge index (device arrays are poisoned
+//           by the allocator in Python)
+//   bounds  an access to a guard page (every device array ends at one, PROT_NONE)
+//           is caught by a SIGSEGV handler, which records it, opens the page so that
+//           the thread can go on, and the launch returns -4; an access to unmapped
+//           memory gets a scratch page the same way
+//   race    between two barriers the threads of a block run one at a time, in
+//           reversed or seeded-shuffled order: a block whose result depends on the
+//           order its threads run in between barriers (a thread reads what another
+//           writes in the same interval) gives another result
+// Under any check a block ends with a barrier, even without __syncthreads.
 #pragma once
 
 // Headers that have a GPU and an emulated implementation (kernels/mma.cuh) pick the
@@ -40,7 +59,13 @@
 
 #include <omp.h>
 
+#include <errno.h>
 #include <math.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
@@ -86,9 +111,21 @@ struct alignas(16) uint4 {
 };
 
 // ---------------------------------------------------------- synchronisation
+// The race check (below) runs the threads of a block one at a time between barriers:
+// a thread hands the turn on before it waits at a barrier and waits for its turn after.
+static bool emu_serial;
+static inline void emu_turn_pass();
+static inline void emu_turn_wait();
+
+static inline void emu_barrier() {
+    if (emu_serial) emu_turn_pass();
+#pragma omp barrier
+    if (emu_serial) emu_turn_wait();
+}
+
 static inline void __syncthreads() {
     emu_block_synced = true;
-#pragma omp barrier
+    emu_barrier();
 }
 
 static inline float atomicAdd(float *address, float value) {
@@ -166,7 +203,7 @@ static inline void emu_set_fault() {
 //      D share one layout, so a lane's C entries are exactly the ones it produces);
 //   4. a second barrier, so the next mma's deposits cannot overwrite a scratch that
 //      another lane is still reading.
-// The barriers are `#pragma omp barrier`, which binds the whole block: like
+// The barriers are emu_barrier (an OpenMP barrier), which binds the whole block: like
 // __syncthreads, an mma must be reached by every thread of the block or by none
 // (kernels/README.md). On the GPU only the warp has to agree.
 //
@@ -204,7 +241,7 @@ static inline float emu_bf16_operand(unsigned int half) { return __uint_as_float
 static inline void emu_mma_finish(float d[4], const float c[4], const EmuMmaScratch &s, int k_dim,
                                   unsigned int lane) {
     emu_block_synced = true;  // the block has barriers: the block loop waits for the team
-#pragma omp barrier
+    emu_barrier();
     const int group = (int)(lane >> 2), tig = (int)(lane & 3);  // groupID, threadID_in_group
     float out[4];
     for (int i = 0; i < 4; i++) {
@@ -214,7 +251,7 @@ static inline void emu_mma_finish(float d[4], const float c[4], const EmuMmaScra
         for (int k = 0; k < k_dim; k++) acc += s.a[row][k] * s.b[k][col];
         out[i] = acc;
     }
-#pragma omp barrier
+    emu_barrier();
     for (int i = 0; i < 4; i++) d[i] = out[i];  // d may be c: written only now
 }
 
@@ -363,11 +400,233 @@ static inline void emu_call(void (*kernel)(A...), void **args, std::index_sequen
     kernel(*static_cast<A *>(args[I])...);
 }
 
-// Runs a whole grid. Returns 0, -1 when OpenMP would not give a team of blockDim
-// threads (OMP_THREAD_LIMIT too small: the kernel is then not run at all), or -3 when
-// an emulated instruction faulted (see emu_fault).
+// ------------------------------------------------------------------- checks
+// What a launch runs under (NULL: none). Mirrored by EmuCheckConfig in
+// tinycnn/backends/cuda_emu_library.py: keep the two in step.
+enum { EMU_CHECK_ORDER = 1, EMU_CHECK_INIT = 2, EMU_CHECK_BOUNDS = 4, EMU_CHECK_RACE = 8 };
+// The poison of the init check: a float NaN, a BF16 NaN in each half (and a TF32 NaN),
+// and as an int a huge positive index.
+#define EMU_POISON 0x7FC17FC1u
+
+struct EmuChecks {
+    unsigned int flags;                // EMU_CHECK_*
+    unsigned int order_seed;           // order: 0 reversed, else shuffled from this seed
+    unsigned int race_seed;            // race: the threads' turns, likewise
+    unsigned int unused;
+    const unsigned long long *shared;  // init: the library's shared arrays, (address, bytes) pairs
+    unsigned long long shared_count;
+    const unsigned long long *guards;  // bounds: every guard page, sorted
+    unsigned long long guard_count;
+    unsigned long long page_size;
+    // written by the launch (bounds)
+    unsigned long long faults;         // accesses caught; the first one:
+    unsigned long long fault_address;
+    int fault_kind;                    // 1 a guard page, 2 unmapped memory
+    int fault_write;                   // 1 a write, 0 a read, -1 not known on this CPU
+};
+
+static inline unsigned long long emu_splitmix64(unsigned long long &state) {
+    unsigned long long z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// 0..n-1 reversed (seed 0) or shuffled (Fisher-Yates on a splitmix64 stream of the seed).
+static void emu_permutation(std::vector<unsigned int> &order, unsigned long long n, unsigned int seed) {
+    order.resize(n);
+    for (unsigned long long i = 0; i < n; i++) order[i] = (unsigned int)(seed ? i : n - 1 - i);
+    unsigned long long state = seed;
+    for (unsigned long long i = n; seed && i > 1; i--) std::swap(order[i - 1], order[emu_splitmix64(state) % i]);
+}
+
+static void emu_poison(unsigned long long address, unsigned long long bytes) {
+    unsigned char *p = reinterpret_cast<unsigned char *>(address);
+    unsigned long long i = 0;
+    for (; i < bytes && ((address + i) & 3); i++) p[i] = (unsigned char)(EMU_POISON >> (8 * ((address + i) & 3)));
+    for (; i + 4 <= bytes; i += 4) *reinterpret_cast<unsigned int *>(p + i) = EMU_POISON;
+    for (; i < bytes; i++) p[i] = (unsigned char)(EMU_POISON >> (8 * ((address + i) & 3)));
+}
+
+// race: in each barrier interval the threads of the block take turns in the launch's
+// order, a semaphore per thread, so a thread sleeps until the one before it hands on.
+// The last thread hands on to the first, whose turn then comes after the barrier.
+static sem_t emu_turn_sem[1024];
+static bool emu_turn_sem_ready;
+static unsigned int emu_turn_next[1024];  // the thread whose turn follows thread t's
+static thread_local unsigned int emu_turn_self;
+
+static inline void emu_turn_pass() { sem_post(&emu_turn_sem[emu_turn_next[emu_turn_self]]); }
+
+static inline void emu_turn_wait() {
+    while (sem_wait(&emu_turn_sem[emu_turn_self]) != 0 && errno == EINTR) {
+    }
+}
+
+// bounds: the SIGSEGV handler of a checked launch. An access to a guard page opens the
+// page (the thread goes on, reading zeros or writing into it), an access to unmapped
+// memory maps a scratch page there; both are recorded, and the launch puts the pages
+// back and reports the first. Anything else goes to the handler that was there before
+// (Python's faulthandler or the default: the process stops), after a line naming the kernel.
+#define EMU_MAX_OPENED 4096
+static EmuChecks *emu_guard_checks;
+static const char *emu_guard_kernel;
+static struct sigaction emu_saved_segv;
+static unsigned long long emu_opened[EMU_MAX_OPENED];  // page address; bit 0 set: a scratch page
+static unsigned int emu_opened_count;
+
+static bool emu_is_guard(const EmuChecks *c, unsigned long long page) {
+    unsigned long long lo = 0, hi = c->guard_count;
+    while (lo < hi) {
+        const unsigned long long mid = (lo + hi) / 2;
+        if (c->guards[mid] < page)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < c->guard_count && c->guards[lo] == page;
+}
+
+static void emu_say(const char *text) {
+    ssize_t ignored = write(2, text, strlen(text));
+    (void)ignored;
+}
+
+static void emu_segv_handler(int sig, siginfo_t *info, void *context) {
+    EmuChecks *c = emu_guard_checks;
+    const unsigned long long address = (unsigned long long)(std::uintptr_t)info->si_addr;
+    int kind = 0;
+    if (c != nullptr) {
+        const unsigned long long page = address & ~(c->page_size - 1);
+        const unsigned int slot = __atomic_fetch_add(&emu_opened_count, 1u, __ATOMIC_SEQ_CST);
+        if (slot < EMU_MAX_OPENED) {
+            if (emu_is_guard(c, page)) {
+                if (mprotect(reinterpret_cast<void *>(page), c->page_size, PROT_READ | PROT_WRITE) == 0) kind = 1;
+            } else if (info->si_code == SEGV_MAPERR) {
+#ifdef MAP_FIXED_NOREPLACE
+                void *p = mmap(reinterpret_cast<void *>(page), c->page_size, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+                if (p == reinterpret_cast<void *>(page))
+                    kind = 2;
+                else if (p != MAP_FAILED)
+                    munmap(p, c->page_size);  // an old kernel took the address as a hint
+#endif
+            }
+            emu_opened[slot] = kind == 0 ? 0 : (page | (kind == 2 ? 1u : 0u));
+        }
+    }
+    if (kind != 0) {
+        int write_access = -1;
+#if defined(__x86_64__)
+        write_access = (static_cast<ucontext_t *>(context)->uc_mcontext.gregs[REG_ERR] & 2) ? 1 : 0;
+#endif
+        if (__atomic_fetch_add(&c->faults, 1ull, __ATOMIC_SEQ_CST) == 0) {
+            c->fault_address = address;
+            c->fault_kind = kind;
+            c->fault_write = write_access;
+        }
+        return;  // the access runs again, now on an open page
+    }
+    emu_say("cuda-emu (TINYCNN_EMU_CHECK=bounds): kernel ");
+    emu_say(emu_guard_kernel ? emu_guard_kernel : "?");
+    emu_say(" made an access the check could not catch (a protected page that is not a guard page, or "
+            "too many pages); the process stops\n");
+    sigaction(SIGSEGV, &emu_saved_segv, nullptr);  // the access faults again, under the old handler
+    (void)sig;
+}
+
+static void emu_bounds_begin(EmuChecks *c, const char *name) {
+    emu_guard_checks = c;
+    emu_guard_kernel = name;
+    emu_opened_count = 0;
+    struct sigaction action;
+    std::memset(&action, 0, sizeof action);
+    action.sa_sigaction = emu_segv_handler;
+    action.sa_flags = SA_SIGINFO;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGSEGV, &action, &emu_saved_segv);
+}
+
+static void emu_bounds_end(EmuChecks *c) {
+    sigaction(SIGSEGV, &emu_saved_segv, nullptr);
+    const unsigned int n = emu_opened_count < EMU_MAX_OPENED ? emu_opened_count : EMU_MAX_OPENED;
+    for (unsigned int i = 0; i < n; i++) {
+        const unsigned long long entry = emu_opened[i];
+        void *page = reinterpret_cast<void *>(entry & ~1ull);
+        if (entry == 0) continue;
+        if (entry & 1u)
+            munmap(page, c->page_size);
+        else
+            mprotect(page, c->page_size, PROT_NONE);
+    }
+    emu_guard_checks = nullptr;
+}
+
+// A grid under checks (emu_launch with a non-null `checks`); see the top of this file.
 template <typename... A>
-static int emu_launch(void (*kernel)(A...), const unsigned int *grid, const unsigned int *block, void **args) {
+static int emu_launch_checked(void (*kernel)(A...), const char *name, int nthreads, EmuChecks *c, void **args) {
+    const unsigned long long nblocks = (unsigned long long)gridDim.x * gridDim.y * gridDim.z;
+    std::vector<unsigned int> blocks;  // the block order; empty: in order
+    if (c->flags & EMU_CHECK_ORDER) emu_permutation(blocks, nblocks, c->order_seed);
+    const bool race = (c->flags & EMU_CHECK_RACE) != 0, init = (c->flags & EMU_CHECK_INIT) != 0;
+    if (race) {
+        if (!emu_turn_sem_ready) {
+            for (sem_t &s : emu_turn_sem) sem_init(&s, 0, 0);
+            emu_turn_sem_ready = true;
+        }
+        std::vector<unsigned int> turns;  // thread turns[r] runs r-th
+        emu_permutation(turns, (unsigned long long)nthreads, c->race_seed);
+        for (int r = 0; r < nthreads; r++) emu_turn_next[turns[r]] = turns[(r + 1) % nthreads];
+        sem_post(&emu_turn_sem[turns[0]]);  // the first turn of the first block
+    }
+    const bool bounds = (c->flags & EMU_CHECK_BOUNDS) != 0;
+    if (bounds) emu_bounds_begin(c, name);
+    emu_serial = race;
+    int status = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        if (omp_get_num_threads() != nthreads) {
+#pragma omp single
+            status = -1;
+        } else {
+            const unsigned int t = (unsigned int)omp_get_thread_num();
+            threadIdx = uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
+            emu_turn_self = t;
+            for (unsigned long long i = 0; i < nblocks; i++) {
+                const unsigned long long b = blocks.empty() ? i : blocks[i];
+                blockIdx = uint3{(unsigned int)(b % gridDim.x), (unsigned int)(b / gridDim.x % gridDim.y),
+                                 (unsigned int)(b / ((unsigned long long)gridDim.x * gridDim.y))};
+                emu_block_synced = false;
+                emu_cp_async_reset();
+                if (init && t == 0)
+                    for (unsigned long long k = 0; k < c->shared_count; k++) emu_poison(c->shared[2 * k], c->shared[2 * k + 1]);
+#pragma omp barrier
+                if (race) emu_turn_wait();
+                emu_call(kernel, args, std::index_sequence_for<A...>{});
+                if (race) emu_turn_pass();
+#pragma omp barrier
+            }
+        }
+    }
+    emu_serial = false;
+    if (race) {  // the last hand-on (to the first thread) is left over
+        for (int r = 0; r < nthreads; r++)
+            while (sem_trywait(&emu_turn_sem[r]) == 0) {
+            }
+    }
+    if (bounds) emu_bounds_end(c);
+    if (status == 0 && emu_fault) status = -3;
+    if (status == 0 && c->faults) status = -4;
+    return status;
+}
+
+// Runs a whole grid. Returns 0, -1 when OpenMP would not give a team of blockDim
+// threads (OMP_THREAD_LIMIT too small: the kernel is then not run at all), -3 when
+// an emulated instruction faulted (see emu_fault), or -4 when the bounds check caught
+// an access (checks->fault_*).
+template <typename... A>
+static int emu_launch(void (*kernel)(A...), const char *name, const unsigned int *grid, const unsigned int *block,
+                      void **args, EmuChecks *checks) {
     const int nthreads = (int)(block[0] * block[1] * block[2]);
     if (nthreads <= 0 || nthreads > 1024) return -2;
     gridDim = dim3{grid[0], grid[1], grid[2]};
@@ -375,6 +634,7 @@ static int emu_launch(void (*kernel)(A...), const unsigned int *grid, const unsi
     int status = 0;
     emu_fault = 0;
     omp_set_dynamic(0);
+    if (checks != nullptr && checks->flags != 0) return emu_launch_checked(kernel, name, nthreads, checks, args);
 #pragma omp parallel num_threads(nthreads)
     {
         if (omp_get_num_threads() != nthreads) {
@@ -403,8 +663,8 @@ static int emu_launch(void (*kernel)(A...), const unsigned int *grid, const unsi
 
 #define EMU_KERNEL(name)                                                                  \
     extern "C" int emu_launch_##name(const unsigned int *grid, const unsigned int *block, \
-                                     void **args) {                                       \
-        return emu_launch(name, grid, block, args);                                       \
+                                     void **args, EmuChecks *checks) {                    \
+        return emu_launch(name, #name, grid, block, args, checks);                        \
     }                                                                                     \
     extern "C" int emu_signature_##name(char *codes, int capacity) {                     \
         return emu_signature(name, codes, capacity);                                      \

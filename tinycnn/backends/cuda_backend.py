@@ -22,6 +22,40 @@ from .kernel_sources import kernel_sources
 NVRTC_OPTIONS = ("-std=c++17",)
 
 
+# The device copies move raw bytes (cudaMemcpyAsync), so they take whole C-contiguous
+# arrays of one dtype and shape and nothing else: a strided view or another dtype
+# would be scrambled, not converted. The emulator's copies (cuda_emu.HostMemory) run
+# the same checks, so CI refuses what a GPU would mishandle.
+def _check_layout(a, what: str) -> None:
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{what}: a device array of shape {tuple(a.shape)} that is not C-contiguous; the copy "
+                         "moves raw bytes (make it contiguous first)")
+
+
+def _check_match(dst, src, what: str) -> None:
+    if tuple(dst.shape) != tuple(src.shape) or np.dtype(dst.dtype) != np.dtype(src.dtype):
+        raise ValueError(f"{what}: a {np.dtype(src.dtype)} array of shape {tuple(src.shape)} into a "
+                         f"{np.dtype(dst.dtype)} array of shape {tuple(dst.shape)}; the copy moves raw bytes "
+                         "(convert first)")
+
+
+def check_device_copy(dst, src) -> None:
+    """A device-to-device copy's arrays: both C-contiguous, one dtype and shape."""
+    _check_layout(dst, "device copy, destination")
+    _check_layout(src, "device copy, source")
+    _check_match(dst, src, "device copy")
+
+
+def check_device_upload(dst, host) -> None:
+    """A host-to-device copy's arrays: a C-contiguous device array, a host array
+    (np.ndarray, any strides: it is made contiguous first) of its dtype and shape."""
+    if not isinstance(host, np.ndarray):
+        raise TypeError(f"upload: the host side is a {type(host).__module__}.{type(host).__name__}, not a NumPy "
+                        "array (a device array is copied with a device copy)")
+    _check_layout(dst, "upload, destination")
+    _check_match(dst, host, "upload")
+
+
 def _import_cupy():
     try:
         import cupy
@@ -87,12 +121,22 @@ class CudaBackend(KernelBackend):
     def _device_run(self, name, grid, block, args):
         self._kernels[name](grid, block, tuple(args))
 
+    def _check_device(self, a, what: str) -> None:
+        if not isinstance(a, self._cupy.ndarray):
+            raise TypeError(f"{what}: a {type(a).__module__}.{type(a).__name__} where a device array (cupy.ndarray) "
+                            "belongs (host arrays go through an upload)")
+
     def _device_copy(self, dst, src):
+        self._check_device(dst, "device copy, destination")
+        self._check_device(src, "device copy, source")
+        check_device_copy(dst, src)
         runtime = self._cupy.cuda.runtime
         runtime.memcpyAsync(self._address(dst), self._address(src), src.nbytes, runtime.memcpyDeviceToDevice,
                             self._cupy.cuda.get_current_stream().ptr)
 
     def _device_upload(self, dst, host):
+        self._check_device(dst, "upload, destination")
+        check_device_upload(dst, host)
         # From pageable memory the driver stages the bytes before the call returns, so
         # `host` may change afterwards; the copy itself runs in stream order.
         host = np.ascontiguousarray(host)

@@ -18,6 +18,9 @@ per kernel change:
     load_library(folder)   every .cu of a kernel folder (kernels/ by default; a test
                            may pass a modified copy) as one library
     load_file(path)        ONE .cu file elsewhere (a test's or a benchmark's kernel)
+
+A launch runs plain, or under the checks of cuda_emu_checks.py (TINYCNN_EMU_CHECK),
+which hand it an ``EmuCheckConfig``: the header's ``EmuChecks``, field for field.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import hashlib
 import os
 import platform
 import shutil
+import struct
 import subprocess
 import tempfile
 import threading
@@ -38,7 +42,7 @@ from . import BackendUnavailable
 from .kernel_sources import EMU_HEADER, KERNEL_DIR, inline_includes, kernel_names, kernel_sources
 
 CXXFLAGS = ["-O2", "-fopenmp", "-std=c++17", "-fPIC", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-function"]
-BUILD_VERSION = "1"  # bump when the generated wrapper code below changes
+BUILD_VERSION = "2"  # bump when the generated wrapper code below or the entry points change
 
 _ARG_CODES = {np.dtype(np.float32): "f", np.dtype(np.int32): "i", np.dtype(np.uint32): "u",
               np.dtype(np.int64): "q", np.dtype(np.uint64): "Q"}
@@ -187,14 +191,33 @@ def load_file(path: str) -> dict:
     return {n: EmuKernel(lib, n) for n in names}
 
 
+class EmuCheckConfig(ctypes.Structure):
+    """The header's ``struct EmuChecks`` (kernels/emu/cuda_emu.h): what a launch runs
+    under, and what the bounds check caught. Keep the two in step."""
+
+    _fields_ = [("flags", ctypes.c_uint), ("order_seed", ctypes.c_uint), ("race_seed", ctypes.c_uint),
+                ("unused", ctypes.c_uint),
+                ("shared", ctypes.c_void_p), ("shared_count", ctypes.c_ulonglong),
+                ("guards", ctypes.c_void_p), ("guard_count", ctypes.c_ulonglong),
+                ("page_size", ctypes.c_ulonglong),
+                ("faults", ctypes.c_ulonglong), ("fault_address", ctypes.c_ulonglong),
+                ("fault_kind", ctypes.c_int), ("fault_write", ctypes.c_int)]
+
+
+CHECK_ORDER, CHECK_INIT, CHECK_BOUNDS, CHECK_RACE = 1, 2, 4, 8  # EMU_CHECK_* of the header
+STATUS_OUT_OF_BOUNDS = -4  # the launch's status when the bounds check caught an access
+FAULT_GUARD_PAGE, FAULT_UNMAPPED = 1, 2  # EmuChecks.fault_kind
+
+
 class EmuKernel:
     """One emulated kernel: its launch entry point and its C signature."""
 
     def __init__(self, lib: ctypes.CDLL, name: str):
         self.name = name
+        self.lib = lib
         self.launch = getattr(lib, f"emu_launch_{name}")
         self.launch.argtypes = [ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
-                                ctypes.POINTER(ctypes.c_void_p)]
+                                ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(EmuCheckConfig)]
         self.launch.restype = ctypes.c_int
         sig = getattr(lib, f"emu_signature_{name}")
         sig.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -208,6 +231,14 @@ class EmuKernel:
             raise RuntimeError(f"cuda-emu: kernel {name} has a parameter type outside the subset ({self.signature})")
 
     def __call__(self, grid, block, args):
+        """Run the kernel on `grid` x `block` with `args` (NumPy arrays and scalars of
+        the C types, in parameter order), plain."""
+        self.run(grid, block, args)
+
+    def run(self, grid, block, args, config: EmuCheckConfig | None = None) -> int:
+        """As calling the kernel, under the checks of `config` (None: none). Returns 0,
+        or STATUS_OUT_OF_BOUNDS when the bounds check caught an access (config's
+        fault fields say which): the caller, who knows the arrays, reports it."""
         codes = []
         keep = []  # the ctypes objects must outlive the call
         for a in args:
@@ -231,12 +262,75 @@ class EmuKernel:
                                                         for k in keep])
         g = (ctypes.c_uint * 3)(*grid)
         b = (ctypes.c_uint * 3)(*block)
-        status = self.launch(g, b, argv)
+        status = self.launch(g, b, argv, None if config is None else ctypes.byref(config))
         if status == -1:
             raise RuntimeError(f"{self.name}: OpenMP would not start a team of {b[0] * b[1] * b[2]} threads "
                                "(is OMP_THREAD_LIMIT set?)")
         if status == -3:
             raise RuntimeError(f"{self.name}: an emulated instruction faulted (a cp.async address not "
                                "16-byte aligned, or an mma.sync in a block whose size is not a multiple of 32)")
+        if status == STATUS_OUT_OF_BOUNDS and config is not None:
+            return status
         if status != 0:
             raise RuntimeError(f"{self.name}: launch failed (status {status}, block {tuple(block)})")
+        return status
+
+
+def shared_arrays(lib: ctypes.CDLL) -> np.ndarray:
+    """The ``__shared__`` arrays of a library, as (address, bytes) pairs (uint64) for the
+    init check to poison. Under the emulator they are function-local statics, and the
+    kernel subset has no other zero-initialised local statics (kernels/README.md), so
+    they are the local objects (C++ names ``_ZZ...``) of the library's writable sections,
+    read from its ELF symbol table (the compiler drops section attributes on the statics
+    of function templates, so the symbol table is the one list of them)."""
+    with _lock:
+        found = _shared.get(lib._name)
+        if found is None:
+            with open(lib._name, "rb") as f:
+                data = f.read()
+            symbols = _elf_symbols(data)
+            writable = _elf_writable_sections(data)
+            # the symbol table's addresses are relative to where the library was loaded
+            anchor, value = next((n, v) for n, v, _, kind, _ in symbols
+                                 if kind == _STT_FUNC and n.startswith("emu_signature_"))
+            base = ctypes.cast(getattr(lib, anchor), ctypes.c_void_p).value - value
+            pairs = sorted({(base + v, size) for n, v, size, kind, section in symbols
+                            if kind == _STT_OBJECT and size and section in writable and n.startswith("_ZZ")})
+            found = _shared[lib._name] = np.array(pairs, np.uint64).reshape(-1, 2)
+        return found
+
+
+_shared: dict[str, np.ndarray] = {}  # library file -> its shared arrays
+
+
+_STT_OBJECT, _STT_FUNC = 1, 2
+
+
+def _elf_sections(data: bytes) -> list[tuple]:
+    """(type, flags, offset, size, link, entsize) of each section of a 64-bit
+    little-endian ELF file (the platforms the emulator's checks run on)."""
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise RuntimeError("cuda-emu: the init check reads the library's ELF symbol table (64-bit "
+                           "little-endian ELF only)")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    return [struct.unpack_from("<4xIQ8xQQIxxxx8xQ", data, shoff + i * shentsize) for i in range(shnum)]
+
+
+def _elf_writable_sections(data: bytes) -> set[int]:
+    return {i for i, (_, flags, _, _, _, _) in enumerate(_elf_sections(data)) if flags & 3 == 3}  # WRITE | ALLOC
+
+
+def _elf_symbols(data: bytes) -> list[tuple]:
+    """(name, value, size, type, section index) of every symbol of the .symtab."""
+    sections = _elf_sections(data)
+    out = []
+    for kind, _, offset, size, link, entsize in sections:
+        if kind != 2:  # SHT_SYMTAB
+            continue
+        strtab = sections[link][2]
+        for at in range(offset, offset + size, entsize):
+            name, info, _, shndx, value, sym_size = struct.unpack_from("<IBBHQQ", data, at)
+            end = data.index(b"\0", strtab + name)
+            out.append((data[strtab + name:end].decode("latin-1"), value, sym_size, info & 0xF, shndx))
+    return out
