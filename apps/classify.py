@@ -35,7 +35,6 @@ import argparse
 import csv
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +46,10 @@ from tinycnn.mammo.cli import (INTERRUPTED, add_precision_argument, backend_with
                                precision_line, printable, sigterm_as_ctrl_c, tolerant_std_streams)
 from tinycnn.mammo.data.preprocess import DataError, UnreadableImage, load_preprocessed
 from tinycnn.mammo.memory import NotEnoughMemory
-from tinycnn.mammo.runfolder import inside
-from tinycnn.model import CheckpointError, load_model
+from tinycnn.mammo.runfolder import inside, unusable_folder
+from tinycnn.checkpoint import CheckpointError
+from tinycnn.model import load_model
+from tinycnn.paths import atomic_write
 
 CSV_HEADER = ["file", "p_malignant", "prediction"]
 
@@ -84,22 +85,10 @@ def parse_args(argv=None):
             p.error(printable(f"--csv {args.csv}: "
                               + ("is a folder" if Path(args.csv).is_dir() else f"no folder {folder}")))
     if args.explain is not None:
-        problem = explain_dir_problem(Path(args.explain))
+        problem = unusable_folder(Path(args.explain), "--explain")
         if problem:
             p.error(printable(problem))
     return args
-
-
-def explain_dir_problem(out: Path) -> str | None:
-    """Why --explain cannot be a folder of overlays, from the path alone."""
-    if out.exists() and not out.is_dir():
-        return f"--explain {out} is a file, not a folder"
-    existing = next(p for p in [out.absolute(), *out.absolute().parents] if p.exists())
-    if not existing.is_dir():
-        return f"--explain {out}: {existing} is a file, so no folder can be made under it"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"--explain {out}: {existing} is not writable"
-    return None
 
 
 def main(argv=None) -> int:
@@ -282,8 +271,8 @@ def is_predictions_table(path: Path) -> bool:
 
 
 def write_csv(target: str, names, probs, calls) -> None:
-    """file,p_malignant,prediction rows to the file `target` (whole or not at all: a
-    temporary file renamed over it), or to stdout for '-'."""
+    """file,p_malignant,prediction rows to the file `target` (whole or not at all:
+    tinycnn.paths.atomic_write), or to stdout for '-'."""
     def rows(f):
         w = csv.writer(f)
         w.writerow(CSV_HEADER)
@@ -293,22 +282,8 @@ def write_csv(target: str, names, probs, calls) -> None:
     if target == "-":
         rows(sys.stdout)
         return
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=os.path.dirname(os.path.abspath(target)))
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            rows(f)
-        os.chmod(tmp, _new_file_mode())  # mkstemp makes it private; a table is as readable as any new file
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _new_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    with atomic_write(target, "w", newline="", encoding="utf-8") as f:
+        rows(f)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ import csv
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +52,8 @@ from tinycnn.mammo.inference import check_checkpoint, find_checkpoint, list_imag
 from tinycnn.mammo.memory import NotEnoughMemory
 from tinycnn.mammo.runfolder import inside, unusable_folder
 from tinycnn.mammo.saliency import is_overlay, write_png
-from tinycnn.model import CheckpointError, architecture_shapes, load_model, read_checkpoint_records
+from tinycnn.checkpoint import CheckpointError, architecture_shapes, read_checkpoint
+from tinycnn.model import load_model
 
 HELDOUT_HEADER = ["film", "patient", "fold", "circles", "hit", "x", "y", "p_malignant", "hit_map_max", "map_max_x",
                   "map_max_y", "random_point_hit_chance"]
@@ -139,21 +139,12 @@ def output_paths(out: Path, films, protected) -> dict:
 
 
 def write_csv_atomic(path: Path, header, rows) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, header)
-            w.writeheader()
-            for r in rows:
-                w.writerow(r)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """A table of dict rows, whole or not at all (tinycnn.paths.atomic_write)."""
+    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, header)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
 
 
 def window_default(meta: dict, size: int) -> tuple[int, str]:
@@ -169,7 +160,7 @@ class Scanner:
     def __init__(self, ckpt: Path, args, backend_name: str):
         self.ckpt = ckpt
         self.size, self.prep = check_checkpoint(ckpt, 1, backend_name, app="scan_film.py")
-        records = read_checkpoint_records(ckpt)
+        records = read_checkpoint(ckpt, arrays=False)
         shapes = architecture_shapes(records["arch"], ckpt)
         self.batch = scan.batch_for(shapes, args.batch_size, memory.device_available(backend_name))
         self.window, self.window_why = ((args.window, "as asked") if args.window else

@@ -51,8 +51,8 @@ from tinycnn.mammo.runfolder import Replacement, RunFolderBusy, RunLock, holds_r
     remove_stale_temporaries, unusable_folder
 from tinycnn.mammo.train import LAST, NonFiniteLoss, ResumeError, TrainConfig, Trainer, config_identity, \
     identity_differences
-from tinycnn.model import CheckpointError, architecture_shapes, check_architecture, paper_net, \
-    paper_net_min_size, read_checkpoint_records
+from tinycnn.checkpoint import CheckpointError, architecture_shapes, check_architecture, read_checkpoint
+from tinycnn.model import paper_net, paper_net_min_size
 from tinycnn.optim import make_optimizer
 
 # Defaults per kind of data: the synthetic set is sized so the default run finishes in
@@ -331,7 +331,7 @@ def check_resume(args) -> None:
         raise CheckpointError(f"nothing to resume: {shown} does not exist")
     expected = memory.paper_architecture(args.hidden, args.image_size)
     for path in found:
-        records = read_checkpoint_records(path)
+        records = read_checkpoint(path, arrays=False)
         architecture_shapes(records["arch"], path)
         check_architecture(records["arch"], expected, path)
         folds = records["meta"].get("folds")

@@ -353,13 +353,13 @@ class RecordingBackend(HostMemory, KernelBackend):
 
 
 def label_layers(net, backend) -> None:
-    """Make each step of the network (a layer, or a fused conv block named after its
-    first layer) name the launches its forward and backward issue."""
-    make_steps = net.steps
+    """Make each entry of the network's run plan (a layer, or a fused conv block named
+    after its first layer) name the launches its forward and backward issue."""
+    make_plan = net.run_plan
 
-    def labelled_steps():
-        steps = make_steps()
-        for step in steps:
+    def labelled_plan():
+        plan = make_plan()
+        for step in plan:
             first = getattr(step, "conv", step)
             tag = f"{net.layers.index(first)}:{type(step).__name__.lower()}"
             for method in ("forward", "backward"):
@@ -369,8 +369,8 @@ def label_layers(net, backend) -> None:
                     backend.layer = _tag
                     return _original(*a, **kw)
                 setattr(step, method, labelled)
-        return steps
-    net.steps = labelled_steps
+        return plan
+    net.run_plan = labelled_plan
 
 
 def training_step(backend, batch: int, hidden: int, size: int):

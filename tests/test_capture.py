@@ -107,7 +107,7 @@ def test_a_step_that_launches_something_else_runs_its_own_launches(emu):
         run = emu.capture(step) if capture else step
         for _ in range(3):
             run(x, y)
-        net.steps = lambda net=net: list(net.layers)  # conv, relu and pool as three steps from now on
+        net.run_plan = lambda net=net: list(net.layers)  # conv, relu and pool as three layers from now on
         run(x, y)
         nets.append(net)
         if capture:

@@ -14,7 +14,8 @@ from test_hostile_support import (  # noqa: F401  (fixtures)
     run_classify, small_image, train, train_ddsm, trained_run, usage_error)
 from tinycnn.mammo import memory
 from tinycnn.mammo.cli import printable
-from tinycnn.model import CheckpointError, architecture_shapes, load_model
+from tinycnn.checkpoint import CheckpointError, architecture_shapes
+from tinycnn.model import load_model
 
 
 # ------------------------------------------------------------ memory

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tinycnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, SoftmaxCrossEntropy
-from tinycnn.model import CheckpointError, Sequential, load_model, paper_net
+from tinycnn.checkpoint import CheckpointError
+from tinycnn.model import Sequential, load_model, paper_net
 from tinycnn.optim import SGD, Adam, CosineLR, StepLR, make_optimizer
 
 

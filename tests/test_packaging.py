@@ -46,7 +46,7 @@ def imported_names(path: Path) -> set[str]:
 def test_the_scan_sees_relative_and_lazy_imports():
     """Guards the scanner itself: tinycnn/mammo/data/cache.py imports the engine both
     ways, and train.py reaches its siblings relatively."""
-    assert "tinycnn.model.atomic_savez" in imported_names(APP / "data" / "cache.py")
+    assert "tinycnn.paths.atomic_savez" in imported_names(APP / "data" / "cache.py")
     assert "tinycnn.mammo.metrics" in imported_names(APP / "train.py")
     assert "tinycnn.shapes" in imported_names(PACKAGE / "backends" / "kernel_backend.py")
 

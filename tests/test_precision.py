@@ -109,7 +109,7 @@ def test_the_paper_literal_network_fits_an_80_gb_gpu_in_bf16():
     pytest.importorskip("PIL")  # tinycnn.mammo needs the app extra
     from tinycnn.backends import geometry
     from tinycnn.mammo import memory
-    from tinycnn.model import architecture_shapes
+    from tinycnn.checkpoint import architecture_shapes
 
     shapes = architecture_shapes(memory.paper_architecture(28800, 256))
     assert shapes.num_parameters() > 1.6e9

@@ -8,7 +8,8 @@ import pytest
 
 from tinycnn.mammo.data import load_dataset
 from tinycnn.mammo.data.split import make_split
-from tinycnn.model import CheckpointError, paper_net
+from tinycnn.checkpoint import CheckpointError
+from tinycnn.model import paper_net
 from tinycnn.optim import make_optimizer
 from tinycnn.mammo.train import BEST, LAST, NonFiniteLoss, ResumeError, TrainConfig, Trainer
 

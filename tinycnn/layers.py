@@ -5,16 +5,34 @@ A layer holds its parameters (value + gradient), calls ``backend.X_forward`` in
 and stores the parameter gradients. All math lives in the backends; a layer only
 does bookkeeping, so every layer works on every backend unchanged.
 
-Each layer describes itself with ``config()`` (a JSON-able dict), which is what a
-checkpoint stores as the architecture.
+Each layer describes itself with ``config()`` (a JSON-able dict of its ``FIELDS``),
+which is what a checkpoint stores as the architecture, and owns the arithmetic from a
+config to shapes (``param_shapes``, ``output_shape_of``): the layer, a checkpoint's
+record (tinycnn.checkpoint) and a memory estimate all compute shapes the one way.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from . import backends
 from .shapes import conv_out_size, pool_out_size
+
+
+# What a config field must hold: (the rule in words, the check). A checkpoint's
+# architecture record is input like any other, checked against these field by field
+# before any arithmetic (tinycnn.checkpoint).
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+POSITIVE = ("a positive whole number", lambda v: _is_int(v) and v >= 1)
+NON_NEGATIVE = ("a whole number >= 0", lambda v: _is_int(v) and v >= 0)
+BOOL = ("true or false", lambda v: isinstance(v, bool))
+PROBABILITY = ("a number in [0, 1)", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+               and math.isfinite(v) and 0 <= v < 1)
 
 
 class Parameter:
@@ -38,11 +56,15 @@ class Parameter:
 
 
 class Layer:
-    """Base class. Subclasses set ``self.params`` (name -> Parameter) and implement
-    ``forward(x, train)``, ``backward(dy, need_dx)``, ``output_shape(in_shape)`` and ``config()``.
-    ``backward`` fills the parameters' gradients and returns the gradient with respect
-    to the layer's input, or None when need_dx is False (the first layer of a network,
-    whose input gradient nobody uses: it skips that work)."""
+    """Base class. Subclasses implement ``forward(x, train)`` and ``backward(dy,
+    need_dx)``, name their config fields in ``FIELDS`` (attributes of the same names),
+    and give the shapes a config implies (``param_shapes``, ``output_shape_of``);
+    ``self.params`` (name -> Parameter) holds zeros of those shapes until
+    ``init_params``. ``backward`` fills the parameters' gradients and returns the
+    gradient with respect to the layer's input, or None when need_dx is False (the
+    first layer of a network, whose input gradient nobody uses: it skips that work)."""
+
+    FIELDS: dict = {}  # config field -> (what it must hold, check), besides "type"
 
     def __init__(self):
         self.backend = backends.get("numpy")
@@ -56,12 +78,26 @@ class Layer:
     def backward(self, dy, need_dx: bool = True):
         raise NotImplementedError
 
+    @classmethod
+    def param_shapes(cls, cfg: dict) -> dict:
+        """{parameter name: shape} of a layer with config `cfg` (nothing allocated)."""
+        return {}
+
+    @classmethod
+    def output_shape_of(cls, cfg: dict, in_shape: tuple) -> tuple:
+        """One sample's output shape (no batch axis) of a layer with config `cfg` on one
+        sample of `in_shape`, by arithmetic alone; ValueError when it does not fit."""
+        return tuple(in_shape)
+
     def output_shape(self, in_shape: tuple) -> tuple:
-        """Shape of one sample's output (no batch axis) for one sample's input shape."""
-        return in_shape
+        return self.output_shape_of(self.config(), tuple(in_shape))
 
     def config(self) -> dict:
-        return {"type": type(self).__name__}
+        return {"type": type(self).__name__, **{name: getattr(self, name) for name in self.FIELDS}}
+
+    def _zero_params(self) -> dict:
+        shapes = self.param_shapes(self.config())
+        return {name: Parameter(name, self.backend.zeros(shape)) for name, shape in shapes.items()}
 
     def state(self) -> dict:
         """Non-parameter state a checkpoint must keep to resume exactly (ints only)."""
@@ -89,18 +125,36 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+def _image_shape(in_shape: tuple) -> tuple:
+    if len(in_shape) != 3:
+        raise ValueError(f"needs a (channels, height, width) input, gets shape {tuple(in_shape)}")
+    return tuple(in_shape)
+
+
 class Conv2D(Layer):
     """Convolution with F filters of size k x k. (N, C, H, W) -> (N, F, OH, OW)."""
+
+    FIELDS = {"in_channels": POSITIVE, "out_channels": POSITIVE, "kernel_size": POSITIVE, "stride": POSITIVE,
+              "pad": NON_NEGATIVE}
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, pad: int = 0):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.pad = int(kernel_size), int(stride), int(pad)
-        k = self.kernel_size
-        self.params = {
-            "w": Parameter("w", self.backend.zeros((out_channels, in_channels, k, k))),
-            "b": Parameter("b", self.backend.zeros((out_channels,))),
-        }
+        self.params = self._zero_params()
+
+    @classmethod
+    def param_shapes(cls, cfg):
+        f, c, k = cfg["out_channels"], cfg["in_channels"], cfg["kernel_size"]
+        return {"w": (f, c, k, k), "b": (f,)}
+
+    @classmethod
+    def output_shape_of(cls, cfg, in_shape):
+        c, h, w = _image_shape(in_shape)
+        if c != cfg["in_channels"]:
+            raise ValueError(f"expects {cfg['in_channels']} input channels, gets {c}")
+        k, s, p = cfg["kernel_size"], cfg["stride"], cfg["pad"]
+        return (cfg["out_channels"], conv_out_size(h, k, s, p), conv_out_size(w, k, s, p))
 
     def init_params(self, rng):
         # He et al. 2015: var(w) = 2 / fan_in keeps ReLU activations' variance steady.
@@ -120,17 +174,6 @@ class Conv2D(Layer):
         self.cache = None
         return dx
 
-    def output_shape(self, in_shape):
-        c, h, w = in_shape
-        if c != self.in_channels:
-            raise ValueError(f"{self.name} expects {self.in_channels} input channels, got {c}")
-        k, s, p = self.kernel_size, self.stride, self.pad
-        return (self.out_channels, conv_out_size(h, k, s, p), conv_out_size(w, k, s, p))
-
-    def config(self):
-        return {"type": "Conv2D", "in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": self.kernel_size, "stride": self.stride, "pad": self.pad}
-
 
 class ReLU(Layer):
     def forward(self, x, train=False):
@@ -146,6 +189,8 @@ class ReLU(Layer):
 class MaxPool2D(Layer):
     """Max-pool, ceil mode by default (the paper's 125 -> 63 -> ... -> 15)."""
 
+    FIELDS = {"size": POSITIVE, "stride": POSITIVE, "ceil_mode": BOOL}
+
     def __init__(self, size: int = 2, stride: int = 2, ceil_mode: bool = True):
         super().__init__()
         self.size, self.stride, self.ceil_mode = int(size), int(stride), bool(ceil_mode)
@@ -159,13 +204,11 @@ class MaxPool2D(Layer):
         self.cache = None
         return dx
 
-    def output_shape(self, in_shape):
-        c, h, w = in_shape
-        return (c, pool_out_size(h, self.size, self.stride, self.ceil_mode),
-                pool_out_size(w, self.size, self.stride, self.ceil_mode))
-
-    def config(self):
-        return {"type": "MaxPool2D", "size": self.size, "stride": self.stride, "ceil_mode": self.ceil_mode}
+    @classmethod
+    def output_shape_of(cls, cfg, in_shape):
+        c, h, w = _image_shape(in_shape)
+        window = (cfg["size"], cfg["stride"], cfg["ceil_mode"])
+        return (c, pool_out_size(h, *window), pool_out_size(w, *window))
 
 
 class ConvBlock:
@@ -211,21 +254,31 @@ class Flatten(Layer):
         shape, self.cache = self.cache, None
         return dy.reshape(shape) if need_dx else None
 
-    def output_shape(self, in_shape):
-        return (int(np.prod(in_shape)),)
+    @classmethod
+    def output_shape_of(cls, cfg, in_shape):
+        return (math.prod(in_shape),)
 
 
 class Dense(Layer):
     """Fully connected: y = x @ w + b. (N, D) -> (N, M)."""
 
+    FIELDS = {"in_features": POSITIVE, "out_features": POSITIVE}
+
     def __init__(self, in_features: int, out_features: int, gain: float = 2.0):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.gain = float(gain)  # init only (not architecture): 2 before a ReLU (He), 1 for logits (LeCun)
-        self.params = {
-            "w": Parameter("w", self.backend.zeros((in_features, out_features))),
-            "b": Parameter("b", self.backend.zeros((out_features,))),
-        }
+        self.params = self._zero_params()
+
+    @classmethod
+    def param_shapes(cls, cfg):
+        return {"w": (cfg["in_features"], cfg["out_features"]), "b": (cfg["out_features"],)}
+
+    @classmethod
+    def output_shape_of(cls, cfg, in_shape):
+        if tuple(in_shape) != (cfg["in_features"],):
+            raise ValueError(f"expects {cfg['in_features']} features, gets shape {tuple(in_shape)}")
+        return (cfg["out_features"],)
 
     def init_params(self, rng):
         # var(w) = gain / fan_in; drawn in float32 to spare host memory on huge layers.
@@ -243,19 +296,13 @@ class Dense(Layer):
         self.cache = None
         return dx
 
-    def output_shape(self, in_shape):
-        if in_shape != (self.in_features,):
-            raise ValueError(f"{self.name} expects {self.in_features} features, got shape {in_shape}")
-        return (self.out_features,)
-
-    def config(self):
-        return {"type": "Dense", "in_features": self.in_features, "out_features": self.out_features}
-
 
 class Dropout(Layer):
     """Inverted dropout with probability p. Each training forward draws a new mask:
     the op's 64-bit seed is (call counter << 32) | layer seed, so a run is reproducible
     and a resumed run continues the same sequence (the counter is checkpointed)."""
+
+    FIELDS = {"p": PROBABILITY}
 
     def __init__(self, p: float = 0.5, seed: int = 0):
         super().__init__()
@@ -276,9 +323,6 @@ class Dropout(Layer):
         dx = self.backend.dropout_backward(dy, self.cache) if need_dx else None
         self.cache = None
         return dx
-
-    def config(self):
-        return {"type": "Dropout", "p": self.p}
 
     # The seed and counter are state, not architecture: a checkpoint loads into a
     # model built with another seed and carries on with the checkpoint's masks.

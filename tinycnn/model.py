@@ -1,32 +1,19 @@
-"""Sequential models, the paper's network, the summary table, and checkpoints.
+"""Sequential models, the paper's network and its summary table.
 
-Checkpoint format: one ``.npz`` written without pickle. ``__arch__`` holds the
-architecture as a JSON string (input shape + each layer's config), ``__state__``
-each layer's non-parameter state (dropout counters), ``layer{i}.{name}`` the
-parameters, and ``extra.{key}`` whatever the caller adds (optimizer state, ...).
+A Sequential holds its layers, runs them forward and backward (every Conv2D + ReLU +
+MaxPool2D(2, 2) as one fused ConvBlock: its run plan), describes itself (shapes, the
+architecture record, a Table I-style summary, a memory estimate) and saves or loads
+itself through tinycnn.checkpoint, whose format and checks it leaves to that module.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
-import zipfile
-from dataclasses import dataclass
-
 import numpy as np
 
 from . import backends
+from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, architecture_shapes,
+                         check_architecture, check_parameters, layer_state, read_checkpoint, write_checkpoint)
 from .layers import Conv2D, ConvBlock, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU, layer_from_config
-from .shapes import conv_out_size, pool_out_size
-
-CHECKPOINT_FORMAT = "tinycnn-checkpoint"
-CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is unreadable or does not fit the model."""
 
 
 class Sequential:
@@ -37,7 +24,7 @@ class Sequential:
         self.input_shape = tuple(int(s) for s in input_shape)
         self.backend = backends.get("numpy")
         self.shapes()  # fail now on layers that do not fit together
-        self._steps = self.steps()
+        self._plan = self.run_plan()
         self.to(backend)
 
     # ------------------------------------------------------------- running
@@ -46,9 +33,9 @@ class Sequential:
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"model expects inputs of shape (N, {', '.join(map(str, self.input_shape))}), "
                              f"got {tuple(x.shape)}")
-        self._steps = self.steps()
-        for step in self._steps:
-            x = step.forward(x, train=train)
+        self._plan = self.run_plan()
+        for block in self._plan:
+            x = block.forward(x, train=train)
         return x
 
     def backward(self, dout, input_grad: bool = False):
@@ -56,22 +43,22 @@ class Sequential:
         Returns the gradient w.r.t. the input (N, *input_shape) when input_grad is True
         (gradient checks, saliency maps); else None, and the first layer skips
         computing it (for the paper's first conv, a third of its backward pass)."""
-        for i in reversed(range(len(self._steps))):
-            dout = self._steps[i].backward(dout, need_dx=input_grad or i > 0)
+        for i in reversed(range(len(self._plan))):
+            dout = self._plan[i].backward(dout, need_dx=input_grad or i > 0)
         return dout
 
-    def steps(self) -> list:
+    def run_plan(self) -> list:
         """What forward runs, in order: the layers, with every Conv2D + ReLU +
         MaxPool2D(2, 2) run as one ConvBlock (the backend's fused block)."""
-        steps, i = [], 0
+        plan, i = [], 0
         while i < len(self.layers):
             if ConvBlock.fits(self.layers[i:i + 3]):
-                steps.append(ConvBlock(*self.layers[i:i + 3]))
+                plan.append(ConvBlock(*self.layers[i:i + 3]))
                 i += 3
             else:
-                steps.append(self.layers[i])
+                plan.append(self.layers[i])
                 i += 1
-        return steps
+        return plan
 
     __call__ = forward
 
@@ -104,10 +91,14 @@ class Sequential:
 
     # ------------------------------------------------------------- describing
     def shapes(self) -> list[tuple]:
-        """One sample's output shape after each layer."""
+        """One sample's output shape after each layer; ValueError naming the first
+        layer that does not fit its input."""
         out, shape = [], self.input_shape
-        for layer in self.layers:
-            shape = layer.output_shape(shape)
+        for i, layer in enumerate(self.layers):
+            try:
+                shape = layer.output_shape(shape)
+            except ValueError as e:
+                raise ValueError(f"layer {i} {layer.name}: {e}") from e
             out.append(shape)
         return out
 
@@ -154,17 +145,12 @@ class Sequential:
 
     # ------------------------------------------------------------- checkpoints
     def save(self, path, extra: dict | None = None, meta: dict | None = None) -> None:
-        """Write parameters, architecture and layer state to one .npz, atomically
-        (a temporary file in the same folder, fsynced, then renamed over `path`),
-        so a crash mid-write never destroys the previous checkpoint."""
-        arrays = {name: self.backend.to_numpy(p.value) for name, p in self.named_parameters()}
+        """Write parameters, architecture and layer state to one .npz, atomically, so a
+        crash mid-write never destroys the previous checkpoint (tinycnn.checkpoint).
+        extra: arrays of the caller's (optimizer state, ...); meta: a JSON-able record."""
+        params = {name: self.backend.to_numpy(p.value) for name, p in self.named_parameters()}
         state = {str(i): layer.state() for i, layer in enumerate(self.layers) if layer.state()}
-        arrays["__arch__"] = np.array(json.dumps(self.architecture()))
-        arrays["__state__"] = np.array(json.dumps(state))
-        arrays["__meta__"] = np.array(json.dumps(meta or {}))
-        for key, value in (extra or {}).items():
-            arrays[f"extra.{key}"] = np.asarray(value)
-        atomic_savez(path, arrays)
+        write_checkpoint(path, self.architecture(), params, state, meta, extra)
 
     def load(self, path) -> dict:
         """Load a checkpoint into this model. Fails, naming the first layer that
@@ -175,7 +161,7 @@ class Sequential:
         check_architecture(ckpt["arch"], self.architecture(), path)
         expected = {name: p.shape for name, p in self.named_parameters()}
         check_parameters(ckpt["params"], expected, path)  # all of them, before any is replaced
-        states = [_layer_state(ckpt["state"], i, path) for i in range(len(self.layers))]
+        states = [layer_state(ckpt["state"], i, path) for i in range(len(self.layers))]
         for name, p in self.named_parameters():
             p.value = self.backend.asarray(ckpt["params"][name])
             p.grad = None
@@ -197,275 +183,6 @@ def load_model(path, backend="numpy") -> tuple[Sequential, dict]:
         raise CheckpointError(f"{path}: its architecture record cannot be built ({e})") from e
     info = net.load(path)
     return net, info
-
-
-def read_checkpoint(path) -> dict:
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if not zipfile.is_zipfile(path):  # before np.load, whose message for other files is about pickles
-        raise CheckpointError(f"{path} is not a tinycnn checkpoint (not an .npz archive)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            files = {k: z[k] for k in z.files}
-    except Exception as e:  # truncated or damaged archive: name the file
-        raise CheckpointError(f"{path} is not a readable tinycnn checkpoint ({e})") from e
-    if "__arch__" not in files:
-        raise CheckpointError(f"{path} is not a tinycnn checkpoint (no architecture record)")
-    arch = _json_record(files, "__arch__", path)
-    if not isinstance(arch, dict) or arch.get("format") != CHECKPOINT_FORMAT:
-        found = arch.get("format") if isinstance(arch, dict) else type(arch).__name__
-        raise CheckpointError(f"{path} is not a tinycnn checkpoint (format {found!r})")
-    _check_arch_header(arch, path)
-    return {
-        "arch": arch,
-        "state": _json_object(files, "__state__", path),
-        "meta": _json_object(files, "__meta__", path),
-        "params": {k: v for k, v in files.items() if k.startswith("layer")},
-        "extra": {k[len("extra."):]: v for k, v in files.items() if k.startswith("extra.")},
-    }
-
-
-def read_checkpoint_records(path) -> dict:
-    """{"arch": ..., "meta": ...} of a checkpoint without reading its arrays: cheap, for
-    checks made before a long job starts (e.g. that --resume has something that fits)."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path} is not a tinycnn checkpoint (not an .npz archive)")
-    try:
-        with np.load(path, allow_pickle=False) as z:  # an NpzFile reads a member only when asked
-            files = {k: z[k] for k in ("__arch__", "__meta__") if k in z.files}
-    except Exception as e:
-        raise CheckpointError(f"{path} is not a readable tinycnn checkpoint ({e})") from e
-    if "__arch__" not in files:
-        raise CheckpointError(f"{path} is not a tinycnn checkpoint (no architecture record)")
-    arch = _json_record(files, "__arch__", path)
-    if not isinstance(arch, dict) or arch.get("format") != CHECKPOINT_FORMAT:
-        found = arch.get("format") if isinstance(arch, dict) else type(arch).__name__
-        raise CheckpointError(f"{path} is not a tinycnn checkpoint (format {found!r})")
-    _check_arch_header(arch, path)
-    return {"arch": arch, "meta": _json_object(files, "__meta__", path)}
-
-
-def _check_arch_header(arch: dict, path) -> None:
-    if not isinstance(arch.get("layers"), list) or not isinstance(arch.get("input_shape"), list):
-        raise CheckpointError(f"{path}: damaged architecture record (no layer list or input shape)")
-    version = arch.get("version")
-    if not _is_int(version) or version < 1:
-        raise CheckpointError(f"{path}: architecture record field 'version' should be a positive whole number, "
-                              f"found {_short(version)}")
-    if version > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {version} is newer than this tinycnn reads "
-                              f"({CHECKPOINT_VERSION}): update tinycnn")
-
-
-def _json_record(files: dict, key: str, path):
-    try:
-        return json.loads(str(files.get(key, "{}")))
-    except ValueError as e:
-        raise CheckpointError(f"{path}: damaged {key} record ({e})") from e
-
-
-def _json_object(files: dict, key: str, path) -> dict:
-    """A record that must be a JSON object (a dict): hand edits that leave a list or a
-    number there are named here, not met later as an AttributeError."""
-    record = _json_record(files, key, path)
-    if not isinstance(record, dict):
-        raise CheckpointError(f"{path}: damaged {key} record (a JSON object expected, found {_json_type(record)})")
-    return record
-
-
-# ------------------------------------------------------------- validating records
-# A checkpoint is input like any other: the fields below are checked by type and
-# range, so a hand-edited or foreign file fails with a CheckpointError that names the
-# field, never an IndexError, a TypeError or a huge allocation.
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _json_type(value) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null",
-             int: "a number", float: "a number"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _short(value, limit: int = 60) -> str:
-    text = json.dumps(value) if isinstance(value, (dict, list, str, bool, type(None))) else repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-_POSITIVE = ("a positive whole number", lambda v: _is_int(v) and v >= 1)
-_NON_NEGATIVE = ("a whole number >= 0", lambda v: _is_int(v) and v >= 0)
-_BOOL = ("true or false", lambda v: isinstance(v, bool))
-_PROBABILITY = ("a number in [0, 1)", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-                and math.isfinite(v) and 0 <= v < 1)
-
-# Every field each layer's config() writes, with what it must hold.
-LAYER_FIELDS = {
-    "Conv2D": {"in_channels": _POSITIVE, "out_channels": _POSITIVE, "kernel_size": _POSITIVE,
-               "stride": _POSITIVE, "pad": _NON_NEGATIVE},
-    "MaxPool2D": {"size": _POSITIVE, "stride": _POSITIVE, "ceil_mode": _BOOL},
-    "Dense": {"in_features": _POSITIVE, "out_features": _POSITIVE},
-    "Dropout": {"p": _PROBABILITY},
-    "ReLU": {},
-    "Flatten": {},
-}
-
-
-@dataclass(frozen=True)
-class ArchitectureShapes:
-    """What an architecture record declares: each parameter's shape by checkpoint name
-    (layer{i}.w, ...) and one sample's output shape after each layer."""
-
-    params: dict
-    outputs: list
-
-    def num_parameters(self) -> int:
-        return sum(math.prod(s) for s in self.params.values())
-
-    def activations(self) -> int:
-        """Floats of every layer's output for one sample (what memory_estimate counts)."""
-        return sum(math.prod(s) for s in self.outputs)
-
-
-def architecture_shapes(arch: dict, path="architecture") -> ArchitectureShapes:
-    """Validate an architecture record field by field and work out its parameter and
-    output shapes by arithmetic alone (nothing is allocated, so a record that claims a
-    layer of 10^16 weights costs nothing). CheckpointError names the layer and field."""
-    where = f"{path}: its architecture record cannot be built"
-    shape = arch.get("input_shape")
-    if not isinstance(shape, list) or not shape or not all(_is_int(s) and s >= 1 for s in shape):
-        raise CheckpointError(f"{where} (field 'input_shape' should be a list of positive whole numbers, "
-                              f"found {_short(shape)})")
-    shape = tuple(shape)
-    params, outputs = {}, []
-    for i, cfg in enumerate(arch["layers"]):
-        kind = _check_layer_config(cfg, i, where)
-        try:
-            shape, layer_params = _layer_shapes(kind, cfg, shape)
-        except ValueError as e:
-            raise CheckpointError(f"{where} (layer {i} {kind}: {e})") from e
-        params.update({f"layer{i}.{name}": s for name, s in layer_params.items()})
-        outputs.append(shape)
-    return ArchitectureShapes(params, outputs)
-
-
-def _check_layer_config(cfg, i: int, where: str) -> str:
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{where} (layer {i}: an object expected, found {_json_type(cfg)})")
-    kind = cfg.get("type")
-    if kind not in LAYER_FIELDS:
-        raise CheckpointError(f"{where} (layer {i}: unknown layer type {_short(kind)}; "
-                              f"known: {', '.join(LAYER_FIELDS)})")
-    fields = LAYER_FIELDS[kind]
-    unknown = sorted(set(cfg) - set(fields) - {"type"})
-    if unknown:
-        raise CheckpointError(f"{where} (layer {i} {kind}: unknown field {unknown[0]!r})")
-    for name, (rule, ok) in fields.items():
-        if name not in cfg:
-            raise CheckpointError(f"{where} (layer {i} {kind}: field {name!r} is missing)")
-        if not ok(cfg[name]):
-            raise CheckpointError(f"{where} (layer {i} {kind}: field {name!r} should be {rule}, "
-                                  f"found {_short(cfg[name])})")
-    return kind
-
-
-def _layer_shapes(kind: str, cfg: dict, shape: tuple) -> tuple[tuple, dict]:
-    """(output shape, {param name: shape}) of one validated layer config; ValueError
-    when the layer does not fit its input. The same arithmetic as the layers'
-    output_shape (tinycnn.shapes), held to it by the tests."""
-    if kind == "Conv2D":
-        c, h, w = _image_shape(shape, kind)
-        if c != cfg["in_channels"]:
-            raise ValueError(f"expects {cfg['in_channels']} input channels, gets {c}")
-        k, s, p, f = cfg["kernel_size"], cfg["stride"], cfg["pad"], cfg["out_channels"]
-        out = (f, conv_out_size(h, k, s, p), conv_out_size(w, k, s, p))
-        return out, {"w": (f, c, k, k), "b": (f,)}
-    if kind == "MaxPool2D":
-        c, h, w = _image_shape(shape, kind)
-        args = (cfg["size"], cfg["stride"], cfg["ceil_mode"])
-        return (c, pool_out_size(h, *args), pool_out_size(w, *args)), {}
-    if kind == "Flatten":
-        return (math.prod(shape),), {}
-    if kind == "Dense":
-        if shape != (cfg["in_features"],):
-            raise ValueError(f"expects {cfg['in_features']} features, gets shape {shape}")
-        m = cfg["out_features"]
-        return (m,), {"w": (cfg["in_features"], m), "b": (m,)}
-    return shape, {}  # ReLU, Dropout
-
-
-def _image_shape(shape: tuple, kind: str) -> tuple:
-    if len(shape) != 3:
-        raise ValueError(f"needs a (channels, height, width) input, gets shape {shape}")
-    return shape
-
-
-def check_parameters(found: dict, expected: dict, path="checkpoint") -> None:
-    """Every expected parameter is in the file with its shape, as finite floats; no
-    other parameter is. CheckpointError names the first that is not."""
-    for name, shape in expected.items():
-        if name not in found:
-            raise CheckpointError(f"{path}: parameter {name} is missing")
-        value = found[name]
-        if tuple(value.shape) != tuple(shape):
-            raise CheckpointError(f"{path}: {name} has shape {tuple(value.shape)}, the model expects {tuple(shape)}")
-        if value.dtype.kind != "f":
-            raise CheckpointError(f"{path}: {name} holds {value.dtype} values, not floating point")
-        bad = value.size - int(np.count_nonzero(np.isfinite(value)))
-        if bad:
-            raise CheckpointError(f"{path}: {name} holds {bad} NaN or infinite value(s): the run that wrote it "
-                                  "diverged; use an earlier checkpoint")
-    extra = sorted(set(found) - set(expected))
-    if extra:
-        raise CheckpointError(f"{path}: parameter {extra[0]} is not part of the architecture record")
-
-
-def _layer_state(state: dict, i: int, path) -> dict:
-    """Layer i's entry of the __state__ record: an object of whole numbers."""
-    entry = state.get(str(i), {})
-    if not isinstance(entry, dict):
-        raise CheckpointError(f"{path}: __state__ record, layer {i}: an object expected, found {_json_type(entry)}")
-    for key, value in entry.items():
-        if not _is_int(value):
-            raise CheckpointError(f"{path}: __state__ record, layer {i}: field {key!r} should be a whole number, "
-                                  f"found {_short(value)}")
-    return entry
-
-
-def check_architecture(found: dict, expected: dict, path="checkpoint") -> None:
-    """Raise CheckpointError naming the first layer where two architectures differ."""
-    if list(found["input_shape"]) != list(expected["input_shape"]):
-        raise CheckpointError(f"{path}: checkpoint was trained on inputs {tuple(found['input_shape'])}, "
-                              f"the model takes {tuple(expected['input_shape'])}")
-    fl, el = found["layers"], expected["layers"]
-    for i, (f, e) in enumerate(zip(fl, el)):
-        if f != e:
-            raise CheckpointError(f"{path}: layer {i} differs: checkpoint has {_cfg_str(f)}, "
-                                  f"the model has {_cfg_str(e)}")
-    if len(fl) != len(el):
-        raise CheckpointError(f"{path}: checkpoint has {len(fl)} layers, the model has {len(el)}")
-
-
-def atomic_savez(path, arrays: dict) -> None:
-    """np.savez to `path` through a temporary file and an atomic rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def paper_net(hidden: int = 1024, in_size: int = 256, in_channels: int = 1, classes: int = 2,
@@ -540,8 +257,3 @@ def _fmt_bytes(n: float) -> str:
         if n < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}"
         n /= 1024
-
-
-def _cfg_str(cfg: dict) -> str:
-    args = ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "type")
-    return f"{cfg.get('type')}({args})"

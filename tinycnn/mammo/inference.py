@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import memory
 from .data.preprocess import IMAGE_EXTENSIONS, DataError
-from tinycnn.model import CheckpointError, architecture_shapes, read_checkpoint_records
+from tinycnn.checkpoint import CheckpointError, architecture_shapes, read_checkpoint
 
 CLASSES = 2  # benign, malignant: the network's outputs
 
@@ -57,7 +57,7 @@ def check_checkpoint(ckpt: Path, batch_size: int, backend_name: str, backward: b
     """From the checkpoint's records alone, before any weight is read: it is a
     classifier with two outputs, its preprocessing settings fit its network, and the
     network fits in memory at batch_size. Returns (image size, preprocessing settings)."""
-    records = read_checkpoint_records(ckpt)
+    records = read_checkpoint(ckpt, arrays=False)
     shapes = architecture_shapes(records["arch"], ckpt)
     if shapes.outputs and shapes.outputs[-1] != (CLASSES,):
         raise CheckpointError(f"{ckpt}: the network ends in outputs of shape {shapes.outputs[-1]}; {app} "

@@ -12,7 +12,8 @@ import math
 import os
 from pathlib import Path
 
-from tinycnn.model import ArchitectureShapes, Sequential, paper_conv_stack
+from tinycnn.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ArchitectureShapes
+from tinycnn.model import Sequential, paper_conv_stack
 
 
 class NotEnoughMemory(Exception):
@@ -97,8 +98,8 @@ def paper_architecture(hidden: int, in_size: int, in_channels: int = 1, classes:
         dense(hidden, hidden), {"type": "ReLU"}, {"type": "Dropout", "p": dropout},
         dense(hidden, classes),
     ]
-    return {"format": "tinycnn-checkpoint", "version": 1, "input_shape": [in_channels, in_size, in_size],
-            "layers": layers}
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "input_shape": [in_channels, in_size, in_size], "layers": layers}
 
 
 def training_bytes(shapes: ArchitectureShapes, batch_size: int, eval_batch: int = EVAL_BATCH) -> int:

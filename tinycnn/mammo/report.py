@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinycnn.paths import atomic_write
+
 # What plot_curves, plot_roc and plot_confusion write into a run folder (no prefix).
 PLOT_FILES = ("accuracy.png", "loss.png", "roc.png", "confusion_matrix.png")
 PAPER_ROW = {"method": "CNN (paper, Table III, as published)", "data": "DDSM ROIs, augment-then-split",
@@ -43,10 +45,9 @@ def _clean(obj):
 
 
 def write_metrics(path, metrics: dict) -> None:
-    path = Path(path)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_clean(metrics), indent=2) + "\n")
-    os.replace(tmp, path)
+    """metrics.json, whole or not at all (tinycnn.paths.atomic_write); NaN as null."""
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(_clean(metrics), indent=2) + "\n")
 
 
 def plot_curves(history: list, out_dir, prefix: str = "", title: str = "") -> list[Path]:

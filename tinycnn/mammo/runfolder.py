@@ -6,8 +6,9 @@ something to show.
   process ends, however it ends (kill -9 included), so a crash never leaves a folder
   locked; a second training with the same --out is refused while the first runs.
 - remove_stale_temporaries: the temporary files of saves that a killed process never
-  finished (an atomic save writes .tmp-*.npz and renames it; metrics.json goes
-  through metrics.json.tmp). Safe only under the lock: nobody else writes there.
+  finished (tinycnn.paths.atomic_write writes .tmp-*.npz or .tmp-*.json and renames
+  it; runs of earlier versions left metrics.json.tmp). Safe only under the lock:
+  nobody else writes there.
 - Replacement: --overwrite moves the old run's files to OUT/.replaced/ and deletes
   them once the new run has saved its first checkpoint; a new run that ends before
   that (a NaN at step 2, an error, Ctrl-C twice) gets the old run put back, and a
@@ -31,7 +32,7 @@ SUBFOLDERS = ("", "patient", "paper")  # --protocol both keeps each protocol in 
 FOLD_PATTERN = "fold-*"  # --cv keeps each fold in its own subfolder of those
 CHECKPOINTS = (LAST, BEST)
 RUN_FILES = CHECKPOINTS + ("metrics.json",) + PLOT_FILES
-STALE_PATTERNS = (".tmp-*.npz", "*.json.tmp")
+STALE_PATTERNS = (".tmp-*.npz", ".tmp-*.json", "*.json.tmp")
 
 
 class RunFolderBusy(Exception):

@@ -15,14 +15,13 @@ numbers are those of Sequential.forward and Sequential.backward(input_grad=True)
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
 from tinycnn.layers import Conv2D, ReLU
+from tinycnn.paths import atomic_write
 
 MALIGNANT = 1  # the class whose logit is explained
 PNG_MARK = ("Software", "tinycnn saliency overlay")  # written into every overlay; an existing file without it is not ours
@@ -123,22 +122,12 @@ def is_overlay(path: Path) -> bool:
 
 
 def write_png(path: Path, rgb: np.ndarray, upscale: int = 1) -> None:
-    """An RGB overlay to path, whole or not at all (a temporary file renamed over it),
-    marked as ours. upscale: nearest-neighbour enlargement for small ROIs."""
+    """An RGB overlay to path, whole or not at all (tinycnn.paths.atomic_write), marked
+    as ours. upscale: nearest-neighbour enlargement for small ROIs."""
     img = Image.fromarray(rgb)
     if upscale > 1:
         img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
     info = PngImagePlugin.PngInfo()
     info.add_text(*PNG_MARK)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG", pnginfo=info)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; an overlay is as readable as any new file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        img.save(f, format="PNG", pnginfo=info)

@@ -28,7 +28,7 @@ import numpy as np
 from . import metrics, progress
 from .data import augment
 from tinycnn.backends.contract import STAT_LAYOUT, new_step_stats
-from tinycnn.model import CheckpointError
+from tinycnn.checkpoint import CheckpointError
 from tinycnn.optim import ConstantLR, CosineLR
 
 LAST, BEST = "last.npz", "best.npz"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tinycnn import paths
-from tinycnn.model import atomic_savez
+from tinycnn.paths import atomic_savez
 
 
 def default_cache_dir() -> Path:
