@@ -136,6 +136,9 @@ class CudaBackend(KernelBackend):
 
     def _device_upload(self, dst, host):
         self._check_device(dst, "upload, destination")
+        if isinstance(host, self._cupy.ndarray):
+            raise TypeError("upload: the host side is a device array (cupy.ndarray); device arrays are copied "
+                            "with a device copy")
         check_device_upload(dst, host)
         # From pageable memory the driver stages the bytes before the call returns, so
         # `host` may change afterwards; the copy itself runs in stream order.
