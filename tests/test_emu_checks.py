@@ -111,19 +111,21 @@ def test_order_catches_a_race_between_blocks(bugs):
 
 
 # ------------------------------------------------------------------ init
-def test_init_catches_shared_memory_read_before_it_is_written(bugs):
-    """bug_sum_unwritten_shared adds 64 shared slots of which it wrote 40. A fresh
-    library holds zeros there, so the plain emulator gets the right sum; init poisons
-    the slots when the block starts and the sum is NaN."""
-    for address, size in cuda_emu_library.shared_arrays(bugs["bug_sum_unwritten_shared"].lib):
+@pytest.mark.parametrize("name", ["bug_sum_unwritten_shared", "bug_sum_unwritten_shared_in_template"])
+def test_init_catches_shared_memory_read_before_it_is_written(bugs, name):
+    """Adds 64 shared slots of which it wrote 40 (in the kernel, or in a function
+    template). A fresh library holds zeros there, so the plain emulator gets the right
+    sum; init poisons the slots when the block starts and the sum is NaN."""
+    kernel = bugs[name]
+    for address, size in cuda_emu_library.shared_arrays(kernel.lib):
         ctypes.memset(int(address), 0, int(size))  # as freshly loaded (other tests poison them)
     x = np.arange(64, dtype=f32)
     out = np.zeros(1, f32)
-    bugs["bug_sum_unwritten_shared"]((1, 1, 1), (64, 1, 1), [out, x, i32(40)])
+    kernel((1, 1, 1), (64, 1, 1), [out, x, i32(40)])
     assert out[0] == x[:40].sum()
-    EmuChecks("init").launch(bugs["bug_sum_unwritten_shared"], (1, 1, 1), (64, 1, 1), [out, x, i32(40)])
+    EmuChecks("init").launch(kernel, (1, 1, 1), (64, 1, 1), [out, x, i32(40)])
     assert np.isnan(out[0])
-    EmuChecks("init").launch(bugs["bug_sum_unwritten_shared"], (1, 1, 1), (64, 1, 1), [out, x, i32(64)])
+    EmuChecks("init").launch(kernel, (1, 1, 1), (64, 1, 1), [out, x, i32(64)])
     assert out[0] == x.sum()  # with every slot written, the poison is gone: no false alarm
 
 

@@ -28,6 +28,25 @@ extern "C" __global__ void bug_sum_unwritten_shared(float *out, const float *x, 
     }
 }
 
+// The same bug in a shared array of a function template (as the tensor-core kernels
+// keep theirs): the compiler places such statics differently, and the check must find
+// them too.
+template <int SLOTS>
+__device__ float sum_of_slots(const float *x, int n) {
+    __shared__ float part[SLOTS];
+    const int t = threadIdx.x;
+    if (t < n) part[t] = x[t];
+    __syncthreads();
+    float sum = 0.0f;
+    for (int i = 0; i < SLOTS; i++) sum += part[i];
+    return sum;
+}
+
+extern "C" __global__ void bug_sum_unwritten_shared_in_template(float *out, const float *x, int n) {
+    const float sum = sum_of_slots<64>(x, n);
+    if (threadIdx.x == 0) out[blockIdx.x] = sum;
+}
+
 // init (device memory): adds into its output as if it started at zero. A fresh device
 // array is not zeroed (cudaMalloc); NumPy's memory often is.
 extern "C" __global__ void bug_accumulate_into_output(float *out, const float *x, int n) {

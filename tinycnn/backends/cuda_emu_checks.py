@@ -71,6 +71,8 @@ class EmuChecks:
     ``"order,init,bounds"``, ``"order=7,race"`` or ``("order", "init")``."""
 
     def __init__(self, spec=None, where: str = "checks"):
+        if isinstance(spec, EmuChecks):
+            spec = [f"{n}={spec.seeds[n]}" if spec.seeds.get(n) else n for n in spec.names]
         items = spec.split(",") if isinstance(spec, str) else list(spec or ())
         self.names: list[str] = []
         self.seeds = {"order": 0, "race": 0}  # 0: reversed
