@@ -1,4 +1,4 @@
-"""Malignancy probability for ROI images, with a checkpoint from apps/train_ddsm.py.
+"""Malignancy probability for ROI images, with a checkpoint from apps/train.py.
 
     python apps/classify.py runs/synthetic/best.npz roi1.png roi2.tif folder_of_rois/
     python apps/classify.py runs/synthetic some/folder --csv predictions.csv
@@ -39,10 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tinycnn import backends
 from tinycnn.mammo import metrics, progress, saliency
 from tinycnn.mammo.inference import check_checkpoint, find_checkpoint, list_images
-from tinycnn.mammo.cli import (INTERRUPTED, add_precision_argument, backend_with_precision, error, finite_float,
+from tinycnn.mammo.cli import (INTERRUPTED, BackendError, add_backend_arguments, error, finite_float, open_backend,
                                precision_line, printable, sigterm_as_ctrl_c, tolerant_std_streams)
 from tinycnn.mammo.data.preprocess import DataError, UnreadableImage, load_preprocessed
 from tinycnn.mammo.memory import NotEnoughMemory
@@ -57,13 +56,11 @@ CSV_HEADER = ["file", "p_malignant", "prediction"]
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a .npz from train_ddsm.py, or its run folder")
+    p.add_argument("checkpoint", help="a .npz from train.py, or its run folder")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--csv", help="write file,p_malignant,prediction rows here ('-' for stdout); never over the "
                                  "checkpoint, an input or a file that is not an earlier predictions table")
-    p.add_argument("--backend", default="numpy", choices=("auto", "numpy", "numba", "cuda", "cuda-emu"),
-                   help="numpy by default: it starts at once, and a few images need no more; auto as in training")
-    add_precision_argument(p)
+    add_backend_arguments(p)
     p.add_argument("--threshold", type=finite_float, default=0.5,
                    help="probability at which a ROI is called malignant")
     p.add_argument("--batch-size", type=int, default=64)
@@ -106,19 +103,14 @@ def classify(args) -> int:
         files = list_images(args.inputs)
         check_csv_target(args.csv, ckpt, files)
         targets = explain_targets(args.explain, args.inputs, files, ckpt) if args.explain else None
-        backend_name = backends.resolve(args.backend)
-        size, prep = check_checkpoint(ckpt, min(args.batch_size, len(files)), backend_name,
+        backend = open_backend(args.backend, args.precision)
+        size, prep = check_checkpoint(ckpt, min(args.batch_size, len(files)), backend.name,
                                       backward=args.explain is not None)
-        backend = backend_with_precision(backend_name, args.precision)
         net, _ = load_model(ckpt, backend=backend)
-    except (DataError, CheckpointError, FileNotFoundError, NotEnoughMemory) as e:
+    except (DataError, CheckpointError, FileNotFoundError, NotEnoughMemory, BackendError) as e:
         return error(e)
-    except ValueError as e:  # a --precision the backend does not run
-        return error(f"--precision {args.precision}: {e}")
     except OSError as e:  # a checkpoint that cannot be opened (permissions, ...)
         return error(f"cannot read {args.checkpoint}: {e}")
-    except backends.BackendUnavailable as e:
-        return error(f"backend {args.backend!r} is not available here: {e}")
 
     try:
         names, probs, skipped = predict(net, files, size, args.batch_size, args.strict,
@@ -147,7 +139,7 @@ def classify(args) -> int:
         for n, q, c in zip(shown, probs, calls):
             print(f"{n:<{width}}  {q:12.4f}  {c}")
         print(printable(f"{len(names)} image(s) classified with {ckpt} ({size}x{size}, "
-                        f"{prep.get('normalisation', '?')}; {backend_name}, {precision_line(net.backend)})"
+                        f"{prep.get('normalisation', '?')}; {backend.name}, {precision_line(backend)})"
                         + (f"; wrote {args.csv}" if args.csv else "")
                         + (f"; saliency overlays (gradient, Grad-CAM) of each in {args.explain}"
                            if args.explain else "")))

@@ -13,7 +13,7 @@ top-left, side, p_malignant, log_odds). Windows mostly outside the breast are sk
 scans everything). --window defaults to the median crop side of the training ROIs
 where the checkpoint records it (MIAS), else the network's input size.
 
---heldout MIAS_DIR, with CHECKPOINT a finished `train_ddsm.py --dataset mias --cv K`
+--heldout MIAS_DIR, with CHECKPOINT a finished `train.py --dataset mias --cv K`
 run: each fold's final model (patient split) scans the films of the women its fold
 held out, and the app reports how often the heat map's peak falls inside a marked
 abnormality circle, against the chance that a random point of the breast does. The
@@ -42,9 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tinycnn import backends
 from tinycnn.mammo import memory, scan
-from tinycnn.mammo.cli import (INTERRUPTED, add_precision_argument, backend_with_precision, error, finite_float,
+from tinycnn.mammo.cli import (INTERRUPTED, BackendError, add_backend_arguments, error, finite_float, open_backend,
                                precision_line, printable, sigterm_as_ctrl_c, tolerant_std_streams)
 from tinycnn.mammo.data import mias
 from tinycnn.mammo.data.preprocess import DataError, UnreadableImage, read_image
@@ -54,6 +53,7 @@ from tinycnn.mammo.runfolder import inside, unusable_folder
 from tinycnn.mammo.saliency import is_overlay, write_png
 from tinycnn.checkpoint import CheckpointError, architecture_shapes, read_checkpoint
 from tinycnn.model import load_model
+from tinycnn.paths import atomic_write
 
 HELDOUT_HEADER = ["film", "patient", "fold", "circles", "hit", "x", "y", "p_malignant", "hit_map_max", "map_max_x",
                   "map_max_y", "random_point_hit_chance"]
@@ -62,7 +62,7 @@ HELDOUT_HEADER = ["film", "patient", "fold", "circles", "hit", "x", "y", "p_mali
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a .npz from train_ddsm.py or its run folder (with --heldout: a --cv run)")
+    p.add_argument("checkpoint", help="a .npz from train.py or its run folder (with --heldout: a --cv run)")
     p.add_argument("films", nargs="*", metavar="FILM", help="whole films (image files or folders of them)")
     p.add_argument("--out", default="scans", help="folder for the heat maps and region tables (default scans/)")
     p.add_argument("--window", type=int, help="window side in film pixels (default: the training ROIs' median "
@@ -70,8 +70,7 @@ def parse_args(argv=None):
     p.add_argument("--stride", type=int, help="pixels between windows (default: a quarter of the window)")
     p.add_argument("--top", type=int, default=10, help="regions per film in the CSV (default 10)")
     p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (lowered to fit memory)")
-    p.add_argument("--backend", default="auto", choices=("auto", "numpy", "numba", "cuda", "cuda-emu"))
-    add_precision_argument(p)
+    add_backend_arguments(p)
     p.add_argument("--no-breast-mask", action="store_true", help="scan the background too")
     p.add_argument("--min-inside", type=finite_float, default=0.5,
                    help="fraction of a window that must lie in the breast for it to be scanned (default 0.5)")
@@ -138,7 +137,7 @@ def output_paths(out: Path, films, protected) -> dict:
     return paths
 
 
-def write_csv_atomic(path: Path, header, rows) -> None:
+def write_table(path: Path, header, rows) -> None:
     """A table of dict rows, whole or not at all (tinycnn.paths.atomic_write)."""
     with atomic_write(path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, header)
@@ -155,34 +154,30 @@ def window_default(meta: dict, size: int) -> tuple[int, str]:
 
 
 class Scanner:
-    """One checkpoint, loaded and checked, ready to scan films."""
+    """One checkpoint, loaded and checked, ready to scan films with the options given."""
 
-    def __init__(self, ckpt: Path, args, backend_name: str):
+    def __init__(self, ckpt: Path, args, backend):
         self.ckpt = ckpt
-        self.size, self.prep = check_checkpoint(ckpt, 1, backend_name, app="scan_film.py")
+        self.size, self.prep = check_checkpoint(ckpt, 1, backend.name, app="scan_film.py")
         records = read_checkpoint(ckpt, arrays=False)
         shapes = architecture_shapes(records["arch"], ckpt)
-        self.batch = scan.batch_for(shapes, args.batch_size, memory.device_available(backend_name))
+        self.batch = scan.batch_for(shapes, args.batch_size, memory.device_available(backend.name))
         self.window, self.window_why = ((args.window, "as asked") if args.window else
                                         window_default(records["meta"], self.size))
         self.stride = args.stride or max(1, self.window // 4)
-        self.net, _ = load_model(ckpt, backend=backend_with_precision(backend_name, args.precision))
-        self.args = args
+        self.breast_mask, self.min_inside = not args.no_breast_mask, args.min_inside
+        self.progress = not args.no_progress and sys.stderr.isatty()
+        self.net, _ = load_model(ckpt, backend=backend)
 
     def run(self, film: np.ndarray, name: str):
-        mask = None if self.args.no_breast_mask else scan.breast_mask(film)
+        mask = scan.breast_mask(film) if self.breast_mask else None
         result = scan.scan(self.net, film, self.size, self.window, self.stride, self.batch, mask=mask,
-                           min_inside=self.args.min_inside, progress=show_progress(self.args),
-                           desc=f"scanning {name}")
+                           min_inside=self.min_inside, progress=self.progress, desc=f"scanning {name}")
         if len(result.probs) == 0:  # nothing in the breast mask was big enough: scan it all
             result = scan.scan(self.net, film, self.size, self.window, self.stride, self.batch,
-                               progress=show_progress(self.args), desc=f"scanning {name}")
+                               progress=self.progress, desc=f"scanning {name}")
             mask = None
         return result, mask
-
-
-def show_progress(args) -> bool:
-    return not args.no_progress and sys.stderr.isatty()
 
 
 def film_memory(film_pixels: int) -> int:
@@ -216,19 +211,15 @@ def scan_films(args) -> int:
         ckpt = find_checkpoint(Path(args.checkpoint))
         films = list_images(args.films)
         paths = output_paths(out, films, [("the checkpoint", ckpt)] + [("an input film", f) for f in films])
-        backend_name = backends.resolve(args.backend)
-        scanner = Scanner(ckpt, args, backend_name)
-    except (DataError, CheckpointError, FileNotFoundError, NotEnoughMemory) as e:
+        backend = open_backend(args.backend, args.precision)
+        scanner = Scanner(ckpt, args, backend)
+    except (DataError, CheckpointError, FileNotFoundError, NotEnoughMemory, BackendError) as e:
         return error(e)
-    except ValueError as e:  # a --precision the backend does not run
-        return error(f"--precision {args.precision}: {e}")
     except OSError as e:
         return error(f"cannot read {args.checkpoint}: {e}")
-    except backends.BackendUnavailable as e:
-        return error(f"backend {args.backend!r} is not available here: {e}")
     print(printable(f"{ckpt}: windows of {scanner.window} film pixels ({scanner.window_why}), stride "
                     f"{scanner.stride}, each resized to {scanner.size}x{scanner.size} and normalised per window; "
-                    f"batches of {scanner.batch}; {backend_name}, {precision_line(scanner.net.backend)}"))
+                    f"batches of {scanner.batch}; {backend.name}, {precision_line(backend)}"))
     out.mkdir(parents=True, exist_ok=True)
     skipped, done = [], 0
     for f in films:
@@ -244,9 +235,9 @@ def scan_films(args) -> int:
         heat_png, regions_csv = paths[f]
         try:
             write_png(heat_png, scan.heat_overlay(film, result.heat))
-            write_csv_atomic(regions_csv, scan.REGIONS_HEADER,
-                             [{**r, "p_malignant": f"{r['p_malignant']:.6f}", "log_odds": f"{r['log_odds']:.4f}"}
-                              for r in regions])
+            write_table(regions_csv, scan.REGIONS_HEADER,
+                        [{**r, "p_malignant": f"{r['p_malignant']:.6f}", "log_odds": f"{r['log_odds']:.4f}"}
+                         for r in regions])
         except OSError as e:
             return error(f"cannot write into {out}: {e}")
         done += 1
@@ -347,17 +338,14 @@ def heldout(args) -> int:
         if summary_file.exists() and b'"hit_rate"' not in summary_file.read_bytes()[:4096]:
             raise DataError(f"{summary_file} exists and is not an earlier held-out summary: remove it or choose "
                             "another --out")
-        backend_name = backends.resolve(args.backend)
-        backend_with_precision(backend_name, args.precision)  # a mode it cannot run: say so before scanning
-    except (DataError, OSError, ValueError) as e:
+        backend = open_backend(args.backend, args.precision)  # one it cannot run: say so before scanning
+    except (DataError, OSError, ValueError, BackendError) as e:
         return error(e)
-    except backends.BackendUnavailable as e:
-        return error(f"backend {args.backend!r} is not available here: {e}")
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for fold in sorted(models):
         try:
-            scanner = Scanner(models[fold], args, backend_name)
+            scanner = Scanner(models[fold], args, backend)
         except (CheckpointError, NotEnoughMemory, OSError) as e:
             return error(e)
         scanner_window, scanner_stride = scanner.window, scanner.stride
@@ -397,7 +385,7 @@ def heldout(args) -> int:
                             f"mean map's maximum {'inside' if map_hit else 'outside'}; a random breast point: "
                             f"{chance:.3f}"), flush=True)
         del scanner
-    write_csv_atomic(table, HELDOUT_HEADER, rows)
+    write_table(table, HELDOUT_HEADER, rows)
     if not rows:
         return error("no held-out film could be scanned")
     hits = np.array([r["hit"] for r in rows], float)

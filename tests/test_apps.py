@@ -1,8 +1,9 @@
-"""apps/train_ddsm.py and apps/classify.py end to end on tiny data (numpy backend)."""
+"""apps/train.py and apps/classify.py end to end on tiny data (numpy backend)."""
 
 import csv
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tinycnn.mammo.experiment.layout import default_out
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "apps"))
 
 import classify  # noqa: E402
-import train_ddsm  # noqa: E402
+import train as train_app  # noqa: E402
 
 TINY = ["--image-size", "32", "--hidden", "8", "--epochs", "1", "--batch-size", "16", "--backend", "numpy",
         "--bootstrap", "50", "--no-progress"]
@@ -22,7 +25,7 @@ TINY = ["--image-size", "32", "--hidden", "8", "--epochs", "1", "--batch-size", 
 @pytest.fixture
 def run(tmp_path, capsys):
     def _run(*args, out="run"):
-        rc = train_ddsm.main([*TINY, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / out), *args])
+        rc = train_app.main([*TINY, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / out), *args])
         captured = capsys.readouterr()
         return rc, captured.out, captured.err
     return _run
@@ -38,9 +41,9 @@ def make_rois(root, n=6, size=40):
 
 
 def test_defaults_per_dataset():
-    a = train_ddsm.parse_args([])
+    a = train_app.parse_args([])
     assert (a.dataset, a.image_size, a.hidden, a.epochs, a.protocol, a.backend) == ("synthetic", 64, 128, 8, "patient", "auto")
-    b = train_ddsm.parse_args(["--dataset", "mias", "--data-dir", "x", "--optimizer", "sgd"])
+    b = train_app.parse_args(["--dataset", "mias", "--data-dir", "x", "--optimizer", "sgd"])
     assert (b.image_size, b.hidden, b.lr) == (256, 1024, 0.01)
 
 
@@ -62,7 +65,7 @@ def usage_error(main, argv, capsys) -> str:
     (["--resume", "--overwrite"], "choose one"),
 ])
 def test_nonsense_options_are_usage_errors(argv, message, capsys):
-    assert message in usage_error(train_ddsm.parse_args, argv, capsys)
+    assert message in usage_error(train_app.parse_args, argv, capsys)
 
 
 def test_the_smallest_image_size_trains(run):
@@ -73,7 +76,7 @@ def test_the_smallest_image_size_trains(run):
 
 def test_out_is_never_silently_replaced(run, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
-    assert "is a file, not a folder" in usage_error(train_ddsm.parse_args, ["--out", str(tmp_path / "afile")], capsys)
+    assert "is a file, not a folder" in usage_error(train_app.parse_args, ["--out", str(tmp_path / "afile")], capsys)
     assert run("--synthetic-count", "8", "--no-baseline")[0] == 0
     before = (tmp_path / "run" / "last.npz").read_bytes()
     rc, _, err = run("--synthetic-count", "8", "--no-baseline")  # checked under the run folder's lock
@@ -86,14 +89,14 @@ def test_out_is_never_silently_replaced(run, tmp_path, capsys):
 
 def test_default_out_numbers_new_runs_and_resumes_the_newest(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert train_ddsm.default_out("synthetic", resume=False) == Path("runs/synthetic")
-    assert train_ddsm.default_out("synthetic", resume=True) == Path("runs/synthetic")
+    assert default_out("synthetic", resume=False) == Path("runs/synthetic")
+    assert default_out("synthetic", resume=True) == Path("runs/synthetic")
     for name in ("synthetic", "synthetic-2"):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "last.npz").write_bytes(b"")
-    assert train_ddsm.default_out("synthetic", resume=False) == Path("runs/synthetic-3")
-    assert train_ddsm.default_out("synthetic", resume=True) == Path("runs/synthetic-2")
-    assert train_ddsm.default_out("cbis-ddsm", resume=False) == Path("runs/cbis-ddsm")
+    assert default_out("synthetic", resume=False) == Path("runs/synthetic-3")
+    assert default_out("synthetic", resume=True) == Path("runs/synthetic-2")
+    assert default_out("cbis-ddsm", resume=False) == Path("runs/cbis-ddsm")
 
 
 def test_resume_with_more_epochs_says_the_schedule_changes(run):
@@ -191,7 +194,7 @@ def test_folder_run_then_classify(run, tmp_path, capsys):
 
     ckpt = tmp_path / "run"
     rc = classify.main([str(ckpt), str(rois / "malignant"), str(rois / "benign" / "0.png"),
-                        "--csv", str(tmp_path / "p.csv")])
+                        "--csv", str(tmp_path / "p.csv"), "--backend", "numpy"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
@@ -205,10 +208,10 @@ def test_folder_run_then_classify(run, tmp_path, capsys):
     x = load_preprocessed(rois / "benign" / "0.png", 32)[None, None]
     assert abs(softmax_positive(net.forward(x))[0] - float(rows[-1]["p_malignant"])) < 1e-5
 
-    rc = classify.main([str(ckpt), str(rois / "benign")])
+    rc = classify.main([str(ckpt), str(rois / "benign"), "--backend", "numpy"])
     out, err = capsys.readouterr()
     assert rc == 0 and "1 unreadable image(s) skipped" in err
-    rc = classify.main([str(ckpt), str(rois / "benign"), "--strict"])
+    rc = classify.main([str(ckpt), str(rois / "benign"), "--strict", "--backend", "numpy"])
     out, err = capsys.readouterr()
     assert rc == 2 and "corrupt.png" in err
 
@@ -251,7 +254,8 @@ def test_precision_is_chosen_printed_and_recorded(run, tmp_path, capsys):
     rc, out, err = run("--synthetic-count", "8", "--no-baseline", "--resume", "--epochs", "2")  # auto: fp32 here
     assert rc == 0, err
     assert "trained in precision bf16 and continues in fp32" in out
-    rc = classify.main([str(tmp_path / "run"), str(tmp_path / "run" / "roc.png"), "--precision", "tf32"])
+    rc = classify.main([str(tmp_path / "run"), str(tmp_path / "run" / "roc.png"), "--backend", "numpy",
+                        "--precision", "tf32"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "precision tf32: conv and dense products on TF32 operands" in out
@@ -262,4 +266,15 @@ def test_a_precision_the_backend_cannot_run_is_a_clear_error(run, tmp_path, caps
     rc, out, err = run("--synthetic-count", "8", "--backend", "numba", "--precision", "tf32")
     assert rc == 2 and "--precision tf32: precision 'tf32': the numba backend runs fp32" in err
     assert not (tmp_path / "run").exists()
-    assert "invalid choice: 'fp16'" in usage_error(train_ddsm.parse_args, ["--precision", "fp16"], capsys)
+    assert "invalid choice: 'fp16'" in usage_error(train_app.parse_args, ["--precision", "fp16"], capsys)
+
+
+def test_the_app_answers_to_its_earlier_name_too():
+    """apps/train_ddsm.py (the name in older commands: python apps/train_ddsm.py --backend
+    cuda) is apps/train.py: the same main, the same options, as a script too."""
+    import train_ddsm
+
+    assert train_ddsm.main is train_app.main and train_ddsm.parse_args is train_app.parse_args
+    apps = Path(__file__).resolve().parent.parent / "apps"
+    done = subprocess.run([sys.executable, str(apps / "train_ddsm.py"), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--backend {auto,numpy,numba,cuda,cuda-emu}" in done.stdout

@@ -15,11 +15,13 @@ from sklearn.metrics import roc_auc_score
 from tinycnn.mammo import cv, metrics
 from tinycnn.mammo.data import DataError, augment, load_dataset
 from tinycnn.mammo.data.split import PatientLeak, assert_patient_disjoint
+from tinycnn.mammo.experiment.results import baseline_notes
+from tinycnn.mammo.experiment.tables import protocol_label
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "apps"))
 
 import classify  # noqa: E402
-import train_ddsm  # noqa: E402
+import train as train_app  # noqa: E402
 
 TINY = ["--image-size", "32", "--hidden", "8", "--epochs", "1", "--batch-size", "16", "--backend", "numpy",
         "--bootstrap", "50", "--no-progress"]
@@ -209,7 +211,7 @@ def test_paired_difference_resamples_the_union_of_patients():
 @pytest.fixture
 def run(tmp_path, capsys):
     def _run(*args, out="run"):
-        rc = train_ddsm.main([*TINY, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / out), *args])
+        rc = train_app.main([*TINY, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / out), *args])
         captured = capsys.readouterr()
         return rc, captured.out, captured.err
     return _run
@@ -289,7 +291,7 @@ def test_cv_resume_refuses_another_layout(run, tmp_path):
 def test_cv_option_errors(run, capsys):
     for argv, message in ((["--cv", "1"], "--cv must be >= 2"), (["--cv", "0"], "--cv must be >= 2")):
         with pytest.raises(SystemExit):
-            train_ddsm.parse_args(argv)
+            train_app.parse_args(argv)
         assert message in capsys.readouterr().err
     rc, _, err = run("--synthetic-count", "4", "--cv", "3", "--no-baseline")  # 2 women a class
     assert rc == 2 and "--cv 3: only 2 patient(s)" in err
@@ -301,7 +303,7 @@ def test_classify_names_a_fold_of_a_cv_run(run, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(img)
     assert classify.main([str(tmp_path / "run"), str(img)]) == 2
     assert "is a --cv run: it holds one model per fold" in capsys.readouterr().err
-    assert classify.main([str(tmp_path / "run" / "fold-1"), str(img)]) == 0
+    assert classify.main([str(tmp_path / "run" / "fold-1"), str(img), "--backend", "numpy"]) == 0
 
 
 def test_single_split_both_protocols_print_the_leak_and_honest_labels(run, tmp_path):
@@ -312,13 +314,13 @@ def test_single_split_both_protocols_print_the_leak_and_honest_labels(run, tmp_p
     assert "leak (paper order minus patient split)" in out
     assert "cluster bootstrap" in m["protocols"]["paper"]["ci_method"]  # copies of one woman resampled together
     results = {"patient": {"auc": 0.7}, "paper": {"auc": 0.6}}
-    assert "not above the patient split" in train_ddsm.protocol_label("paper", results)
-    assert "optimistic" not in train_ddsm.protocol_label("paper", results)
-    assert "optimistic: +0.100" in train_ddsm.protocol_label("paper", {"patient": {"auc": 0.5}, "paper": {"auc": 0.6}})
+    assert "not above the patient split" in protocol_label("paper", results)
+    assert "optimistic" not in protocol_label("paper", results)
+    assert "optimistic: +0.100" in protocol_label("paper", {"patient": {"auc": 0.5}, "paper": {"auc": 0.6}})
 
 
 def test_a_baseline_that_beats_the_cnn_is_said(capsys):
     results = {"patient": {"auc": 0.55, "baseline_auc": 0.61}}
-    notes = train_ddsm.baseline_notes(results)
+    notes = baseline_notes(results)
     assert len(notes) == 1 and "scored at or above the CNN" in notes[0] and results["patient"]["baseline_beats_cnn"]
-    assert train_ddsm.baseline_notes({"patient": {"auc": 0.9, "baseline_auc": 0.6}}) == []
+    assert baseline_notes({"patient": {"auc": 0.9, "baseline_auc": 0.6}}) == []

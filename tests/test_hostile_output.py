@@ -13,7 +13,7 @@ import pytest
 
 from test_hostile_support import (  # noqa: F401  (fixtures)
     TINY, folder_bytes, fresh_run, make_rois, no_data_reading, one_error, run_classify, small_image, train,
-    train_ddsm, trained_run, usage_error)
+    train_app, trained_run, usage_error)
 from tinycnn.mammo import runfolder
 from tinycnn.mammo.data import cache
 from tinycnn.mammo.runfolder import Replacement, RunLock
@@ -150,7 +150,7 @@ def test_a_csv_write_that_fails_leaves_the_earlier_table_whole(fresh_run, run_cl
 def test_out_inside_the_data_folder_is_refused_before_reading(tmp_path, capsys, where):
     data = make_rois(tmp_path / "rois", n=2)
     out = data if where == "same" else data / "benign" / "run"  # plots there would become training images
-    err = usage_error(train_ddsm.main, [*TINY, "--dataset", "folder", "--data-dir", str(data), "--out", str(out)],
+    err = usage_error(train_app.main, [*TINY, "--dataset", "folder", "--data-dir", str(data), "--out", str(out)],
                       capsys)
     assert "is inside --data-dir" in err
     assert not (data / "benign" / "run").exists()
@@ -158,7 +158,7 @@ def test_out_inside_the_data_folder_is_refused_before_reading(tmp_path, capsys, 
 
 def test_out_under_a_file_is_refused_before_reading(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
-    err = usage_error(train_ddsm.main, [*TINY, "--out", str(tmp_path / "afile" / "run")], capsys)
+    err = usage_error(train_app.main, [*TINY, "--out", str(tmp_path / "afile" / "run")], capsys)
     assert "is a file, so no folder can be made under it" in err
 
 
@@ -166,7 +166,7 @@ def test_out_under_a_file_is_refused_before_reading(tmp_path, capsys):
 def test_out_in_a_read_only_folder_is_refused_before_reading(tmp_path, capsys):
     locked = tmp_path / "ro"
     locked.mkdir(mode=0o500)
-    err = usage_error(train_ddsm.main, [*TINY, "--out", str(locked / "run")], capsys)
+    err = usage_error(train_app.main, [*TINY, "--out", str(locked / "run")], capsys)
     assert "is not writable" in err
 
 
@@ -203,7 +203,7 @@ def test_resume_of_a_folder_in_use_is_refused(fresh_run, train):
 def test_a_default_out_in_use_moves_to_the_next_number(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with RunLock(tmp_path / "runs" / "synthetic"):
-        rc = train_ddsm.main([*TINY, "--cache-dir", str(tmp_path / "cache")])
+        rc = train_app.main([*TINY, "--cache-dir", str(tmp_path / "cache")])
     assert rc == 0, capsys.readouterr().err
     assert runfolder.holds_run(tmp_path / "runs" / "synthetic-2")
     assert not runfolder.holds_run(tmp_path / "runs" / "synthetic")

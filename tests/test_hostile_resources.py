@@ -11,8 +11,8 @@ import pytest
 
 from test_hostile_support import (  # noqa: F401  (fixtures)
     GIB, classify, edit_checkpoint, fresh_run, make_rois, memory_available, one_error, read_npz,
-    run_classify, small_image, train, train_ddsm, trained_run, usage_error)
-from tinycnn.mammo import memory
+    run_classify, small_image, train, train_app, trained_run, usage_error)
+from tinycnn.mammo import memory, metrics
 from tinycnn.mammo.cli import printable
 from tinycnn.checkpoint import CheckpointError, architecture_shapes
 from tinycnn.model import load_model
@@ -102,7 +102,7 @@ def test_classify_sizes_its_batch_by_the_images_it_has(fresh_run, run_classify, 
     (["--bootstrap", "1000000000"], "--bootstrap must be <= 100000"),
 ])
 def test_odd_numbers_for_training_are_usage_errors(argv, message, capsys):
-    assert message in usage_error(train_ddsm.parse_args, argv, capsys)
+    assert message in usage_error(train_app.parse_args, argv, capsys)
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
@@ -233,7 +233,7 @@ def test_a_second_ctrl_c_aborts_at_once_with_one_line(train, tmp_path, monkeypat
 
 
 def test_ctrl_c_during_the_report_keeps_the_checkpoints_and_resume_finishes(train, tmp_path, monkeypatch):
-    _signal_on_call(monkeypatch, train_ddsm.metrics, "binary_report", signal.SIGINT)
+    _signal_on_call(monkeypatch, metrics, "binary_report", signal.SIGINT)
     rc, _, err = train()
     assert rc == 130 and "interrupted" in one_error(err)
     assert (tmp_path / "run" / "last.npz").exists() and not (tmp_path / "run" / "metrics.json").exists()

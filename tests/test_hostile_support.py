@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tinycnn.mammo.experiment import classification
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "apps"))
 
 import classify  # noqa: E402
-import train_ddsm  # noqa: E402
+import train as train_app  # noqa: E402
 
 TINY = ["--image-size", "32", "--hidden", "8", "--epochs", "1", "--batch-size", "16", "--backend", "numpy",
         "--bootstrap", "20", "--no-progress", "--no-baseline", "--synthetic-count", "8"]
@@ -48,7 +50,7 @@ def train(tmp_path, capsys):
         argv = [*TINY, "--cache-dir", str(tmp_path / "cache"), *args]
         if out is not None:
             argv += ["--out", str(tmp_path / out)]
-        rc = train_ddsm.main(argv)
+        rc = train_app.main(argv)
         captured = capsys.readouterr()
         return rc, captured.out, captured.err
     return _train
@@ -56,9 +58,10 @@ def train(tmp_path, capsys):
 
 @pytest.fixture
 def run_classify(capsys):
-    """run_classify(*args) -> (exit code, stdout, stderr)."""
+    """run_classify(*args) -> (exit code, stdout, stderr), on the numpy backend (the runs'
+    own)."""
     def _classify(*args):
-        rc = classify.main([str(a) for a in args])
+        rc = classify.main([str(a) for a in args] + ["--backend", "numpy"])
         captured = capsys.readouterr()
         return rc, captured.out, captured.err
     return _classify
@@ -69,7 +72,7 @@ def trained_run(tmp_path_factory):
     """A finished tiny synthetic run (last.npz, best.npz, metrics.json, plots), made once
     per module. Copy it (fresh_run) before changing anything in it."""
     out = tmp_path_factory.mktemp("trained") / "run"
-    rc = train_ddsm.main([*TINY, "--cache-dir", str(out.parent / "cache"), "--out", str(out)])
+    rc = train_app.main([*TINY, "--cache-dir", str(out.parent / "cache"), "--out", str(out)])
     assert rc == 0
     return out
 
@@ -139,4 +142,4 @@ def no_data_reading(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("the data was read before an argument-only error")
 
-    monkeypatch.setattr(train_ddsm, "load_dataset", refuse)
+    monkeypatch.setattr(classification, "load_dataset", refuse)

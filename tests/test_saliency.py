@@ -23,7 +23,7 @@ from tinycnn.optim import make_optimizer
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "apps"))
 
 import classify  # noqa: E402
-import train_ddsm  # noqa: E402
+import train as train_app  # noqa: E402
 
 
 def as_float64(net):
@@ -150,7 +150,7 @@ def test_the_lesion_mask_is_where_the_lesion_was_drawn():
 @pytest.fixture
 def run_and_rois(tmp_path):
     out = tmp_path / "run"
-    assert train_ddsm.main(["--image-size", "32", "--hidden", "4", "--epochs", "1", "--batch-size", "16",
+    assert train_app.main(["--image-size", "32", "--hidden", "4", "--epochs", "1", "--batch-size", "16",
                             "--backend", "numpy", "--no-progress", "--no-baseline", "--synthetic-count", "6",
                             "--bootstrap", "10", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
     rois = tmp_path / "rois"

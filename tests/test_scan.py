@@ -20,7 +20,7 @@ from tinycnn.model import paper_net
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "apps"))
 
 import scan_film  # noqa: E402
-import train_ddsm  # noqa: E402
+import train as train_app  # noqa: E402
 
 FILM = 96  # side of the fake MIAS films
 
@@ -133,9 +133,9 @@ def test_hottest_point_and_circles_by_hand():
 # ------------------------------------------------------------ the app
 @pytest.fixture
 def checkpoint(tmp_path):
-    """A tiny trained classifier's checkpoint (a train_ddsm.py run, 32 px)."""
+    """A tiny trained classifier's checkpoint (a train.py run, 32 px)."""
     out = tmp_path / "run"
-    assert train_ddsm.main(["--image-size", "32", "--hidden", "4", "--epochs", "1", "--batch-size", "16",
+    assert train_app.main(["--image-size", "32", "--hidden", "4", "--epochs", "1", "--batch-size", "16",
                             "--backend", "numpy", "--no-progress", "--no-baseline", "--synthetic-count", "6",
                             "--bootstrap", "10", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
     return out / "last.npz"
@@ -207,7 +207,7 @@ def test_scan_film_refuses_with_one_line(checkpoint, tmp_path, capsys):
 def test_heldout_scan_of_a_cv_run(tmp_path, capsys):
     mias = fake_mias(tmp_path / "mias")
     run = tmp_path / "cv"
-    rc = train_ddsm.main(["--dataset", "mias", "--data-dir", str(mias), "--image-size", "32", "--hidden", "4",
+    rc = train_app.main(["--dataset", "mias", "--data-dir", str(mias), "--image-size", "32", "--hidden", "4",
                           "--epochs", "1", "--batch-size", "16", "--backend", "numpy", "--no-progress",
                           "--no-baseline", "--bootstrap", "10", "--cv", "2", "--cache-dir", str(tmp_path / "c"),
                           "--out", str(run)])

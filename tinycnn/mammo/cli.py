@@ -1,6 +1,8 @@
-"""What both command-line apps need to meet hostile input the same way: option types
-that refuse inf and nan, text that prints whatever bytes a file name holds, and
-SIGTERM (what `timeout`, `kill` and batch schedulers send) handled like Ctrl-C."""
+"""What every command-line app (train, classify, scan_film) shares: option types that
+refuse inf and nan, text that prints whatever bytes a file name holds, SIGTERM (what
+`timeout`, `kill` and batch schedulers send) handled like Ctrl-C, and the choice of a
+backend: --backend and --precision with one default (auto), opened by open_backend
+with one error line for whatever stands in the way."""
 
 from __future__ import annotations
 
@@ -71,6 +73,9 @@ def tolerant_std_streams() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+BACKEND_CHOICES = ("auto", "numpy", "numba", "cuda", "cuda-emu")
+BACKEND_HELP = ("where the network runs (default auto: cuda on a GPU, else numba when installed, else the numpy "
+                "reference); cuda-emu runs the CUDA kernels on the CPU, slowly")
 PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16")
 PRECISION_HELP = ("what the conv and dense products compute: fp32 (FP32 operands, CUDA cores), tf32 or bf16 "
                   "(operands rounded to TF32 / BF16, FP32 sums and FP32 master weights: tensor cores on a "
@@ -78,17 +83,29 @@ PRECISION_HELP = ("what the conv and dense products compute: fp32 (FP32 operands
                   "backend's default, tf32 on a GPU with tensor cores (compute capability 8.0+), else fp32")
 
 
-def add_precision_argument(parser) -> None:
-    """--precision, the same in every app."""
+def add_backend_arguments(parser) -> None:
+    """--backend and --precision, the same in every app."""
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=BACKEND_HELP)
     parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help=PRECISION_HELP)
 
 
-def backend_with_precision(name: str, precision: str):
-    """The backend `name` (already resolved) in --precision `precision` ('auto': its
-    default); ValueError naming the modes the backend runs."""
+class BackendError(Exception):
+    """The backend asked for cannot run here, or not in the precision asked for."""
+
+
+def open_backend(name: str, precision: str):
+    """The backend `name` ("auto": tinycnn.backends.resolve) in `precision` ("auto": the
+    backend's default), ready to use; its .name says which one "auto" chose. One
+    BackendError line says why not: the backend cannot run on this machine (no GPU,
+    numba not installed, ...) or does not run that precision (naming the modes it runs)."""
     from tinycnn import backends
 
-    return backends.get(name, None if precision == "auto" else precision)
+    try:
+        return backends.get(backends.resolve(name), None if precision == "auto" else precision)
+    except (backends.BackendUnavailable, ImportError) as e:
+        raise BackendError(f"backend {name!r} is not available here: {e}") from e
+    except ValueError as e:
+        raise BackendError(f"--precision {precision}: {e}") from e
 
 
 def precision_line(backend) -> str:
@@ -96,5 +113,5 @@ def precision_line(backend) -> str:
     meaning = {"fp32": "FP32 operands and sums",
                "tf32": "TF32 operands (10-bit mantissa), FP32 sums, FP32 master weights",
                "bf16": "BF16 operands (7-bit mantissa), FP32 sums, FP32 master weights"}
-    p = getattr(backend, "precision", "fp32")
+    p = backend.precision
     return f"precision {p}: conv and dense products on {meaning.get(p, p)}"

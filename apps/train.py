@@ -1,0 +1,189 @@
+"""Train the paper's CNN on mammography ROIs and report it honestly.
+
+    python apps/train.py                              # synthetic ROIs, 64x64, a few minutes on a CPU
+    python apps/train.py --dataset mias --data-dir PATH/TO/MIAS --image-size 64
+    python apps/train.py --dataset cbis-ddsm --data-dir PATH --backend cuda
+    python apps/train.py --protocol both              # patient split AND the paper's optimistic order
+    python apps/train.py --cv 5 --protocol both       # every ROI tested once, pooled AUC, the leak as a number
+
+Splits by patient (4:1, stratified, seeded), augments the training side with the
+paper's six flips/rotations, evaluates on the held-out side every epoch, keeps last
+and best checkpoints in --out, and writes metrics.json and the paper's figures there.
+--cv K runs K folds by patient instead (OUT/fold-1 ... OUT/fold-K, per protocol with
+--protocol both) and pools the out-of-fold predictions: one AUC whose 95% interval
+resamples patients, the per-fold table beside it, and with --protocol both the leak
+(paper's order minus patient split) with a paired interval.
+Ctrl-C (or SIGTERM) saves; --resume continues exactly. See docs/data.md and docs/paper.md.
+(apps/train_ddsm.py is this app under its earlier name.)
+
+Refused, with one line saying why and exit code 2 (details in docs/data.md):
+  - before any data is read: option values out of range, inf or nan; a backend that
+    cannot run here, or not in --precision; an --out that is a file, lies under a file,
+    cannot be created or is inside --data-dir; an --out that already holds a run
+    (unless --resume or --overwrite) or that another training is using right now;
+    --resume with nothing to resume or with other settings (another --cv layout
+    included); --cv below 2; a network that would not fit in memory (the estimate and
+    what the machine has are printed)
+  - after reading: a data set that would not fit in memory, data that cannot be used,
+    --cv with fewer women of a class than folds, --resume on other data (checkpoints
+    carry a fingerprint of the data)
+--overwrite keeps the old run aside until the new one has saved a checkpoint, and puts
+it back if the new run ends before that. A loss that turns NaN stops with exit code 3;
+Ctrl-C or SIGTERM saves last.npz and exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from tinycnn.mammo.cli import (INTERRUPTED, BackendError, add_backend_arguments, error, finite_float, open_backend,
+                               printable, sigterm_as_ctrl_c, tolerant_std_streams)
+from tinycnn.mammo.data import DATASETS
+from tinycnn.mammo.experiment import TASKS, ExperimentConfig, ExperimentError, ExperimentInterrupted, run_experiment
+from tinycnn.mammo.experiment.layout import default_out, out_problem
+from tinycnn.mammo.train import NonFiniteLoss
+from tinycnn.model import paper_net_min_size
+
+# Defaults per kind of data: the synthetic set is sized so the default run finishes in
+# minutes on a 2-core CPU; real data gets the paper's 256x256 input.
+PROFILES = {
+    "synthetic": {"image_size": 64, "hidden": 128, "epochs": 8},
+    "real": {"image_size": 256, "hidden": 1024, "epochs": 20},
+}
+DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
+MAX_BOOTSTRAP = 100_000  # past ~10^4 resamples the interval stops moving; 10^9 would run for days
+MAX_FOLDS = 1000  # more folds than that is leave-one-out on a big set: thousands of trainings
+
+
+def parse_args(argv=None) -> ExperimentConfig:
+    """The command line as an ExperimentConfig, its defaults filled in and every value
+    checked (argparse's usage error, exit code 2, for any that cannot be used)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", default="synthetic", choices=DATASETS)
+    d.add_argument("--data-dir", help="the dataset's folder (not for synthetic)")
+    d.add_argument("--image-size", type=int, help="ROI side in pixels (default 64 for synthetic, else 256)")
+    d.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    d.add_argument("--cache-dir", help="preprocessed-array cache (default $TINYCNN_CACHE or ~/.cache/tinycnn)")
+    d.add_argument("--no-cache", action="store_true", help="always re-read the source files")
+    d.add_argument("--abnormality", default="both", choices=("mass", "calc", "both"), help="cbis-ddsm tables to use")
+    d.add_argument("--mias-margin", type=finite_float, default=1.5, help="mias crop side = 2 x margin x radius")
+    d.add_argument("--synthetic-count", type=int, default=600, help="synthetic ROIs per class (the paper: 600)")
+    t = p.add_argument_group("training")
+    t.add_argument("--protocol", default="patient", choices=("patient", "paper", "both"),
+                   help="patient: split by patient, then augment the training side (default); "
+                        "paper: augment all, then split at random (optimistic); both: run both")
+    t.add_argument("--cv", type=int, metavar="K",
+                   help="K-fold cross-validation by patient (stratified; every ROI tested once, no woman on both "
+                        "sides of a fold); out-of-fold predictions pooled into one AUC. CBIS-DDSM's official "
+                        "split is not used then")
+    add_backend_arguments(t)
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--optimizer", default="adam", choices=("sgd", "adam"))
+    t.add_argument("--lr", type=finite_float, help="learning rate (default 1e-3 for adam, 0.01 for sgd)")
+    t.add_argument("--lr-schedule", default="cosine", choices=("cosine", "constant"))
+    t.add_argument("--hidden", type=int, help="width of the two fully connected layers (default 128 for "
+                                              "synthetic, else 1024; the paper's table reads 28800)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, help="BLAS threads for the CPU backends (default: 1 below 128 px, "
+                                               "where thread hand-offs cost more than they save; else the library's)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", help="run folder: checkpoints, metrics.json, plots (default runs/DATASET, or the "
+                                 "first free runs/DATASET-N; with --resume the newest of them); one training "
+                                 "at a time, and never inside --data-dir")
+    o.add_argument("--resume", action="store_true", help="continue from OUT/last.npz (same data and settings)")
+    o.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out instead of refusing; the old run is kept aside "
+                        "until the new one has saved a checkpoint")
+    o.add_argument("--bootstrap", type=int, default=1000,
+                   help=f"bootstrap resamples for the AUC interval (1 to {MAX_BOOTSTRAP:,})")
+    o.add_argument("--no-baseline", action="store_true", help="skip the pixel logistic-regression baseline")
+    o.add_argument("--no-progress", action="store_true",
+                   help="no progress bars for reading and training (they show only on a terminal)")
+    given = vars(p.parse_args(argv))
+    profile = PROFILES["synthetic" if given["dataset"] == "synthetic" else "real"]
+    options = {key: profile[key] if value is None and key in profile else value for key, value in given.items()}
+    if options["lr"] is None:
+        options["lr"] = DEFAULT_LR[options["optimizer"]]
+    options["out_given"] = options["out"] is not None
+    if options["out"] is None:
+        options["out"] = str(default_out(options["dataset"], options["resume"]))
+    c = ExperimentConfig(**options)
+    for flag, ok, rule in (("epochs", c.epochs >= 1, ">= 1"), ("batch-size", c.batch_size >= 1, ">= 1"),
+                           ("hidden", c.hidden >= 1, ">= 1"), ("lr", c.lr > 0, "> 0"),
+                           ("seed", c.seed >= 0, ">= 0"),
+                           ("bootstrap", c.bootstrap >= 1, ">= 1"),
+                           ("bootstrap", c.bootstrap <= MAX_BOOTSTRAP,
+                            f"<= {MAX_BOOTSTRAP} (more resamples no longer move the interval)"),
+                           ("synthetic-count", c.synthetic_count >= 1, ">= 1"),
+                           ("mias-margin", c.mias_margin > 0, "> 0"),
+                           ("threads", c.threads is None or c.threads >= 1, ">= 1"),
+                           ("cv", c.cv is None or c.cv >= 2, ">= 2 (one fold would test nothing)"),
+                           ("cv", c.cv is None or c.cv <= MAX_FOLDS, f"<= {MAX_FOLDS}")):
+        if not ok:
+            p.error(f"--{flag} must be {rule}, got {getattr(c, flag.replace('-', '_'))}")
+    min_size = paper_net_min_size()
+    if c.image_size < min_size:
+        p.error(f"--image-size must be at least {min_size} (the paper's four conv + pool blocks need it), "
+                f"got {c.image_size}")
+    if c.resume and c.overwrite:
+        p.error("--resume continues the run in --out, --overwrite replaces it: choose one")
+    problem = out_problem(Path(c.out), c.data_dir if c.dataset != "synthetic" else None)
+    if problem:
+        p.error(printable(problem))
+    return c
+
+
+def say(message) -> None:
+    print(printable(message), flush=True)
+
+
+def warn(message) -> None:
+    print(printable(message), file=sys.stderr, flush=True)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A user reads "warning: skipped x.png: ...", not the library's file and source line."""
+    return f"warning: {printable(message)}\n"
+
+
+def train_and_report(config: ExperimentConfig) -> int:
+    """Run the experiment, print its summary; the exit code."""
+    task = TASKS["classify"]
+    try:
+        backend = open_backend(config.backend, config.precision)
+        record = run_experiment(task, config, backend, log=say, warn=warn)
+    except (BackendError, ExperimentError) as e:
+        return error(e, 2)
+    except NonFiniteLoss as e:
+        return error(e, 3)
+    except ExperimentInterrupted as e:
+        return error(e, INTERRUPTED)
+    if record is None:  # Ctrl-C or SIGTERM stopped a training, which saved and said so
+        return INTERRUPTED
+    for line in task.summary(record):
+        say(line)
+    say(f"wrote {Path(record['config']['out']) / 'metrics.json'} and plots; {record['wall_seconds']:.0f} s in all")
+    return 0
+
+
+def main(argv=None) -> int:
+    config = parse_args(argv)
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    try:
+        with sigterm_as_ctrl_c():
+            return train_and_report(config)
+    except KeyboardInterrupt:  # outside training (which saves first): what was saved stays
+        return error("interrupted; every checkpoint saved so far is intact (--resume continues)", INTERRUPTED)
+    finally:  # leave the process as we found it (tests call main() in-process)
+        warnings.formatwarning = formatwarning
+
+
+if __name__ == "__main__":
+    tolerant_std_streams()
+    sys.exit(main())
