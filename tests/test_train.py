@@ -130,7 +130,7 @@ def test_resume_with_other_settings_is_refused(tiny, tmp_path):
 
 def test_batch_loader_yields_exactly_the_gathered_samples():
     from tinycnn.mammo.data import augment
-    from tinycnn.mammo.train import BatchLoader
+    from tinycnn.mammo.batches import BatchLoader
 
     rng = np.random.default_rng(0)
     images = rng.standard_normal((5, 6, 6)).astype(np.float32)
@@ -150,7 +150,7 @@ def test_batch_loader_yields_exactly_the_gathered_samples():
 
 
 def test_batch_loader_hands_a_worker_error_to_the_consumer():
-    from tinycnn.mammo.train import BatchLoader
+    from tinycnn.mammo.batches import BatchLoader
 
     images = np.zeros((2, 4, 4), np.float32)
     samples = np.array([[0, 0], [5, 0]])  # ROI 5 does not exist
