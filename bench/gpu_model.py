@@ -47,8 +47,16 @@ Per launch (assumptions, stated once; they are the model's, to be calibrated):
   kernels are DRAM-bound;
 - the busiest SM sets the time: it runs ceil(blocks / SMs) blocks (a partial last
   wave costs a whole one);
+- latency: a main loop with global loads (LDG) waits for them once per trip, and only
+  the warps resident at the same time overlap their waits, so the busiest SM needs
+  at least ceil(its blocks / blocks per SM) x trips x the per-trip time, where a trip
+  costs MEM_LATENCY_CLOCKS + its body when the loop uses its loads in the same trip
+  (it stages nothing into shared memory: the few-taps weight gradient) and
+  max(MEM_LATENCY_CLOCKS, its body) when it stages them (the tiles prefetch the next
+  k-tile into registers or by cp.async while the math runs); this is where occupancy
+  (blocks per SM from registers, shared memory and threads) enters;
 - each launch costs at least LAUNCH_US (back-to-back launches from a stream).
-time = max(issue, shared memory, DRAM, tensor), at least LAUNCH_US.
+time = max(issue, shared memory, DRAM, tensor, latency), at least LAUNCH_US.
 
 Reported per tiled launch: the HMMA (or FFMA) share of the main loop's instructions,
 the operand bytes its block tiles stage (FP32 elements read through L2, whole grid),
@@ -93,6 +101,11 @@ OPTIMIZER_BYTES = {"sgd_update": 20, "adam_update": 28}
 #: of the FP16 peak with no memory traffic at all; kernels/gemm_tc.cu's header guessed 2/3.
 #: 5/8 sits in that range. A GPU run (bench.variants.run, gpu_model --measure) calibrates it.
 MMA_SYNC_FRACTION = 0.625
+#: ASSUMPTION: SM clocks from issuing a global load that misses L2 to its use (about
+#: 0.3 us at 1.98 GHz), the order public microbenchmarks give for an H100's HBM3; the
+#: few-taps weight gradient, whose trips each wait for one, is the launch that
+#: gpu_model --measure calibrates it by.
+MEM_LATENCY_CLOCKS = 600
 #: The precision of each HMMA opcode (its row of PEAK_TFLOPS).
 MMA_PRECISION = {op: ("tf32" if op.endswith("TF32") else "bf16") for op in HMMA_FLOPS}
 # Shared-memory wavefronts (128 bytes) of one warp's LDS / STS by width: the FP32 tiles
@@ -138,6 +151,13 @@ class KernelCode:
     loop: dict = dataclasses.field(default_factory=dict)   # opcode class -> count in the main loop body
     loop_len: int = 0                 # static instructions in the main loop body
     alternatives: int = 1             # loops as good as the main one by HMMA and FFMA count
+    launch_bounds: tuple = ()         # (max threads, min blocks per SM or 0) of __launch_bounds__
+
+    @property
+    def stages_loads(self) -> bool:
+        """Whether the main loop writes shared memory (a tile staging the next k-tile
+        while the math runs) rather than using its global loads in the same trip."""
+        return bool(self.loop.get("LDGSTS")) or any(c.startswith("STS") for c in self.loop)
 
     @property
     def ffma_share(self) -> float:
@@ -262,6 +282,24 @@ def parse_ptxas(log: str, codes: dict) -> None:
             current.spills = int(m.group(1)) + int(m.group(2))
 
 
+_LAUNCH_BOUNDS = re.compile(r'extern\s+"C"\s+__global__\s+void\s+__launch_bounds__\s*\(([^)]*)\)\s*(\w+)\s*\(')
+
+
+_DEFINE = re.compile(r"^\s*#\s*define\s+([A-Z][A-Z0-9_]*)\s+(\d+)\b", re.M)
+
+
+def launch_bounds(source: str) -> dict:
+    """{kernel: (max threads, min blocks per SM, 0 where not given)} of every kernel of
+    `source` (a self-contained file, its headers inlined) declared with
+    __launch_bounds__; its arguments are numbers or names the source #defines."""
+    constants = {name: int(value) for name, value in _DEFINE.findall(source)}
+    out = {}
+    for args, name in _LAUNCH_BOUNDS.findall(source):
+        values = [int(a) if a.strip().isdigit() else constants[a.strip()] for a in args.split(",")]
+        out[name] = (values[0], values[1] if len(values) > 1 else 0)
+    return out
+
+
 def _compile_file(fname: str, arch: str, folder: str) -> tuple[str, str]:
     """(ptxas -v log, SASS) of one kernels/*.cu."""
     nvcc, cuobjdump, nvdisasm = tool("nvcc"), tool("cuobjdump"), tool("nvdisasm")
@@ -294,6 +332,10 @@ def compile_kernels(arch: str = "sm_90") -> dict:
                 code.total = len(instructions)
                 code.loop_len, code.loop = main_loop(instructions)
                 code.alternatives = alternatives(instructions)
+    for source, _ in kernel_sources().values():
+        for name, bounds in launch_bounds(source).items():
+            if name in codes:
+                codes[name].launch_bounds = bounds
     return codes
 
 
@@ -519,7 +561,7 @@ def smem_wavefronts(code: KernelCode) -> int:
 class Prediction:
     launch: Launch
     us: float                 # the launch's predicted time
-    bound: str                # the bound that sets it: issue, smem, DRAM or tensor
+    bound: str                # the bound that sets it: issue, smem, DRAM, tensor or latency
     flops: float              # useful FLOPs (2 M N K of a tiled product)
     dram_bytes: int
     blocks_per_sm: int        # occupancy
@@ -552,6 +594,11 @@ def predict(lau: Launch, code: KernelCode, dev: Device) -> Prediction:
         if code.hmma:  # the SM's tensor cores, shared by its warps
             t["tensor"] = on_sm * warps_per_block * trips * code.tensor_clocks(dev) / clock
             mma = blocks * warps_per_block * trips * code.mma_flops
+        if code.loop.get("LDG"):  # each resident block's trips wait in turn; rounds of resident blocks
+            rounds = math.ceil(on_sm / min(per_sm, on_sm))
+            trip = (max(MEM_LATENCY_CLOCKS, code.loop_len) if code.stages_loads
+                    else MEM_LATENCY_CLOCKS + code.loop_len)
+            t["latency"] = rounds * trips * trip / clock
     bound = max(t, key=t.get)
     return Prediction(lau, max(t[bound] * 1e6, LAUNCH_US), bound, useful_flops(lau.kernel, lau.args), dram, per_sm,
                       {k: v * 1e6 for k, v in t.items()}, trips, operand_bytes(lau.kernel, lau.args, blocks), mma)
@@ -569,15 +616,17 @@ def family(kernel: str) -> str:
 
 def kernel_table(preds: list, codes: dict) -> list[str]:
     """What the compiler says of each kernel the step launches."""
-    lines = [f"{'kernel':40s} {'regs':>4s} {'spill':>5s} {'smem':>6s} {'blk/SM':>6s} {'loop':>5s} {'alt':>3s} "
-             f"{'FFMA%':>6s} {'HMMA%':>6s} {'LDS':>4s} {'INT':>4s}"]
+    lines = [f"{'kernel':40s} {'bounds':>7s} {'regs':>4s} {'spill':>5s} {'smem':>6s} {'blk/SM':>6s} {'loop':>5s} "
+             f"{'alt':>3s} {'FFMA%':>6s} {'HMMA%':>6s} {'LDS':>4s} {'INT':>4s}"]
     for name in sorted({p.launch.kernel for p in preds}):
         c = codes[name]
         blocks = next(p.blocks_per_sm for p in preds if p.launch.kernel == name)
         lds = sum(n for k, n in c.loop.items() if k.startswith("LDS"))
         alt = str(c.alternatives) if any(_work(c.loop)) else "-"  # ties of loops without work mean nothing
-        lines.append(f"{name:40s} {c.registers:4d} {c.spills:5d} {c.smem:6d} {blocks:6d} {c.loop_len:5d} {alt:>3s} "
-                     f"{100 * c.ffma_share:5.1f}% {100 * c.hmma_share:5.1f}% {lds:4d} {c.loop.get('INT', 0):4d}")
+        bounds = f"{c.launch_bounds[0]}/{c.launch_bounds[1] or '-'}" if c.launch_bounds else "-"
+        lines.append(f"{name:40s} {bounds:>7s} {c.registers:4d} {c.spills:5d} {c.smem:6d} {blocks:6d} {c.loop_len:5d} "
+                     f"{alt:>3s} {100 * c.ffma_share:5.1f}% {100 * c.hmma_share:5.1f}% {lds:4d} "
+                     f"{c.loop.get('INT', 0):4d}")
     return lines
 
 
@@ -586,7 +635,7 @@ def launch_table(preds: list, codes: dict) -> list[str]:
     gradient): its grid, occupancy, trips, the HMMA (or FFMA) share of its loop, the
     operands its tiles stage, each bound's time and the one that sets it."""
     lines = [f"{'layer':16s} {'kernel':38s} {'blocks':>6s} {'blk/SM':>6s} {'trips':>6s} {'unit':>9s} "
-             f"{'operand MB':>10s} {'issue':>7s} {'smem':>7s} {'DRAM':>7s} {'tensor':>7s}  bound"]
+             f"{'operand MB':>10s} {'issue':>7s} {'smem':>7s} {'DRAM':>7s} {'tensor':>7s} {'latency':>7s}  bound"]
     for p in preds:
         if not p.trips:
             continue
@@ -594,7 +643,7 @@ def launch_table(preds: list, codes: dict) -> list[str]:
         unit = f"HMMA {100 * c.hmma_share:3.0f}%" if c.hmma else f"FFMA {100 * c.ffma_share:3.0f}%"
         blocks = p.launch.grid[0] * p.launch.grid[1] * p.launch.grid[2]
         times = " ".join(f"{p.times[k]:7.1f}" if k in p.times else f"{'-':>7s}"
-                         for k in ("issue", "smem", "DRAM", "tensor"))
+                         for k in ("issue", "smem", "DRAM", "tensor", "latency"))
         lines.append(f"{p.launch.layer:16s} {p.launch.kernel:38s} {blocks:6d} {p.blocks_per_sm:6d} {p.trips:6.1f} "
                      f"{unit:>9s} {p.operand_bytes / 1e6:10.1f} {times}  {p.bound}")
     return lines

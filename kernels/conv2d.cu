@@ -739,6 +739,9 @@ extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
 //   s * chunk + l + 64 i; consecutive lanes read consecutive positions (coalesced).
 //   part_w[s, f, k] and part_b[s, f]: the block's sums, each added over the 64 lanes
 //   in lane order; split_k_reduce then adds the chunks in order. Deterministic.
+//   __launch_bounds__(256, 2): at most 128 registers, so two blocks (16 warps) share an
+//   SM and one's loads hide behind the other's FMAs; geometry.py's ~4 blocks per SM of
+//   an H100 then run in two rounds, not four.
 //
 // Napkin math (conv1, batch 64): dout is 264 MB, read once (~80 us of H100 DRAM);
 // 9 taps x 4 filters = 36 FMAs per 9 + 4 loads per position and thread.
@@ -771,13 +774,17 @@ __device__ __forceinline__ void conv2d_backward_filter_smallk_tile(float *__rest
 #pragma unroll
         for (int k = 0; k <= SMALLK_TAPS; k++) acc[j][k] = 0.0f;
 
-    // Offset of each tap (c, u, v) from its window's corner (divisions, once).
-    int tap_offset[SMALLK_TAPS];
-#pragma unroll
-    for (int k = 0; k < SMALLK_TAPS; k++) {
+    // Offset of each tap (c, u, v) from its window's corner, computed once per block by
+    // its first SMALLK_TAPS threads: in a per-thread array the 16 divisions' temporaries
+    // pushed the kernel to 147-163 registers (one block per SM); from shared memory it fits
+    // the 128 of __launch_bounds__(256, 2) without spills. Same sums, same bits.
+    __shared__ int tap_offset[SMALLK_TAPS];
+    if (threadIdx.x < SMALLK_TAPS) {
+        const int k = threadIdx.x;
         const Digits t = digits_of(k < KK ? k : 0, KH, KW);
         tap_offset[k] = t.hi * HW + t.mid * W + t.lo;
     }
+    __syncthreads();
 
     int p = begin + lane;
     Digits pos = digits_of(p < P ? p : 0, OH, OW);  // (n, oh, ow)
@@ -844,7 +851,7 @@ __device__ __forceinline__ void conv2d_backward_filter_smallk_tile(float *__rest
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(256, 2)
     conv2d_backward_filter_smallk(float *__restrict__ part_w, float *__restrict__ part_b, const float *__restrict__ dout,
                                   const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW, int OH,
                                   int OW, int stride, int pad, int chunk) {
@@ -852,7 +859,7 @@ extern "C" __global__ void __launch_bounds__(256)
                                           chunk);
 }
 
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(256, 2)
     conv2d_backward_filter_smallk_tf32(float *__restrict__ part_w, float *__restrict__ part_b, const float *__restrict__ dout,
                                        const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW, int OH,
                                        int OW, int stride, int pad, int chunk) {
@@ -860,7 +867,7 @@ extern "C" __global__ void __launch_bounds__(256)
                                           chunk);
 }
 
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(256, 2)
     conv2d_backward_filter_smallk_bf16(float *__restrict__ part_w, float *__restrict__ part_b, const float *__restrict__ dout,
                                        const float *__restrict__ x, int N, int C, int H, int W, int F, int KH, int KW, int OH,
                                        int OW, int stride, int pad, int chunk) {

@@ -4,6 +4,8 @@ nvcc and cuobjdump are."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 
 import numpy as np
@@ -159,6 +161,51 @@ def test_a_tiled_kernel_is_issue_bound_and_an_elementwise_one_dram_bound():
     assert q.bound == "DRAM" and q.us == pytest.approx(2 * x.nbytes / (dev.dram_tb_s * 1e12) * 1e6)
 
 
+def _smallk_launch(blocks: int) -> gpu_model.Launch:
+    """A few-taps weight-gradient launch of conv1's shapes (batch 64) on `blocks` chunks."""
+    x = np.empty((64, 1, 256, 256), np.float32)
+    dout = np.empty((64, 16, 254, 254), np.float32)
+    part_w, part_b = np.empty((blocks, 16, 9), np.float32), np.empty((blocks, 16), np.float32)
+    chunk = -(-64 * 254 * 254 // blocks)
+    args = [part_w, part_b, dout, x] + [np.int32(v) for v in (64, 1, 256, 256, 16, 3, 3, 254, 254, 1, 0, chunk)]
+    return gpu_model.Launch("conv2d_backward_filter_smallk", (blocks, 1, 1), (256, 1, 1), args, "0:convblock bac")
+
+
+def test_a_loop_that_uses_its_loads_at_once_is_latency_bound_at_low_occupancy():
+    """A main loop with global loads and no shared-memory stores waits
+    MEM_LATENCY_CLOCKS + its body per trip; warps of blocks resident together overlap
+    their waits, those of later rounds do not: four blocks per SM at one per SM take
+    twice as long as at two per SM (the registers decide), and the issue bound, which
+    has its two warps per scheduler either way, stays."""
+    dev = gpu_model.DEVICES["H100 SXM"]
+    lau = _smallk_launch(4 * dev.sms)
+    loop = {"LDG": 20, "FFMA": 64, "INT": 180, "BRA": 1}
+    wide = gpu_model.KernelCode(lau.kernel, registers=150, smem=4096, total=3000, loop_len=265, loop=loop)
+    slim = dataclasses.replace(wide, registers=128)
+    p, q = gpu_model.predict(lau, wide, dev), gpu_model.predict(lau, slim, dev)
+    assert (p.blocks_per_sm, q.blocks_per_sm) == (1, 2)
+    trips = p.trips
+    assert trips == math.ceil(lau.args[15] / geometry.SMALLK_LANES)
+    per_trip = (gpu_model.MEM_LATENCY_CLOCKS + 265) / (dev.clock_ghz * 1e3)  # us
+    assert p.times["latency"] == pytest.approx(4 * trips * per_trip)
+    assert q.times["latency"] == pytest.approx(2 * trips * per_trip)
+    assert p.times["issue"] == pytest.approx(q.times["issue"])
+    assert p.bound == "latency" and p.us > q.us
+    # a tile that stages its loads into shared memory overlaps them with its body
+    staged = dataclasses.replace(wide, loop=dict(loop, **{"STS.128": 4}))
+    assert gpu_model.predict(lau, staged, dev).times["latency"] == pytest.approx(
+        4 * trips * max(gpu_model.MEM_LATENCY_CLOCKS, 265) / (dev.clock_ghz * 1e3))
+
+
+def test_launch_bounds_are_read_with_their_constants():
+    source = """#define THREADS 128
+extern "C" __global__ void __launch_bounds__(THREADS, 4) a(float *x) {}
+extern "C" __global__ void __launch_bounds__(256) b(float *x) {}
+extern "C" __global__ void c(float *x) {}
+"""
+    assert gpu_model.launch_bounds(source) == {"a": (128, 4), "b": (256, 0)}
+
+
 def _tc_gemm(precision: str, m: int, n: int, k: int) -> gpu_model.Launch:
     """A launch of sgemm_<precision>_strided for C (m, n) = A (m, k) B (k, n), with the
     backend's geometry (geometry.gemm) and argument list."""
@@ -207,6 +254,22 @@ def codes():
     if not HAVE_TOOLS:
         pytest.skip("needs nvcc, cuobjdump and nvdisasm (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
     return gpu_model.compile_kernels()
+
+
+def test_every_minimum_of_blocks_per_sm_is_what_the_model_sees(codes):
+    """Each kernel declared __launch_bounds__(N, B) compiles to registers that let B
+    blocks of N threads share an SM, and the model's occupancy says so: the compiler
+    kept the promise (no silent 1 block per SM) and the model reads it. The few-taps
+    weight gradients among them: two blocks, not one."""
+    bounded = {name: c for name, c in codes.items() if c.launch_bounds and c.launch_bounds[1]}
+    assert {f"conv2d_backward_filter_smallk{s}" for s in ("", "_tf32", "_bf16")} <= set(bounded)
+    dev = gpu_model.DEVICES["H100 SXM"]
+    for name, c in bounded.items():
+        threads, blocks = c.launch_bounds
+        assert c.spills == 0, name
+        assert gpu_model.occupancy(c, threads, dev) >= blocks, (name, c.registers, c.smem)
+    for s in ("", "_tf32", "_bf16"):
+        assert gpu_model.occupancy(codes[f"conv2d_backward_filter_smallk{s}"], geometry.SMALLK_THREADS, dev) >= 2
 
 
 @pytest.mark.parametrize("precision", TENSOR_CORE_PRECISIONS)
