@@ -274,7 +274,7 @@ def heldout_films(run: Path) -> dict[str, dict]:
     except (OSError, ValueError) as e:
         raise DataError(f"--heldout needs the finished --cv run's {path} ({e})") from e
     if record.get("dataset", {}).get("name") != "mias" or not record.get("cv"):
-        raise DataError(f"--heldout needs a `train_ddsm.py --dataset mias --cv K` run; {path} is not one")
+        raise DataError(f"--heldout needs a `train.py --dataset mias --cv K` run; {path} is not one")
     films = {}
     for p in record.get("predictions", []):
         ref = str(p.get("roi", "")).split(":", 1)[0]

@@ -3,7 +3,10 @@ regions of interest.
 
     data/       readers (synthetic default, folder, CBIS-DDSM, MIAS), preprocessing,
                 the on-disk cache, augmentation, patient-grouped splits
+    experiment/ what apps/train.py runs: the config, the runner (run folder, metrics.json),
+                the ROI classification task (protocols, folds, pooling, the leak, tables)
     train.py    the training loop: checkpoints, exact resume, NaN stop, Ctrl-C
+    batches.py  batches built ahead of the step and copied to the backend
     cv.py       K-fold cross-validation by patient, and what is pooled from the folds
     metrics.py  accuracy, ROC/AUC with bootstrap intervals that resample patients, the
                 paired interval of a difference, the pixel baseline
@@ -14,8 +17,8 @@ regions of interest.
     progress.py progress bars
     runfolder.py  a run folder's lock, --overwrite without loss, leftovers of killed saves
     memory.py   memory estimates made before allocating, and what the machine has
-    cli.py      what both apps share against hostile input (finite floats, printable
-                names, SIGTERM as Ctrl-C)
+    cli.py      what every app shares: hostile input (finite floats, printable names,
+                SIGTERM as Ctrl-C), --backend and --precision, open_backend
 
 It imports the engine (tinycnn.model, tinycnn.optim, tinycnn.backends); the engine
 never imports it. Its dependencies are the ``app`` extra: pip install 'tinycnn[app]'.

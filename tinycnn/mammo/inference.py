@@ -64,7 +64,7 @@ def check_checkpoint(ckpt: Path, batch_size: int, backend_name: str, backward: b
                               f"needs {CLASSES} (benign, malignant)")
     prep = records["meta"].get("preprocessing")
     if not isinstance(prep, dict) or "image_size" not in prep:
-        raise CheckpointError(f"{ckpt} has no preprocessing settings: not a train_ddsm.py checkpoint")
+        raise CheckpointError(f"{ckpt} has no preprocessing settings: not a checkpoint of apps/train.py")
     size = prep["image_size"]
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise CheckpointError(f"{ckpt}: meta field 'preprocessing.image_size' should be a positive whole number, "

@@ -1,4 +1,4 @@
-"""A run folder (train_ddsm.py's --out): owned by one training at a time, never left
+"""A run folder (apps/train.py's --out): owned by one training at a time, never left
 with half-written files, and replaced by --overwrite only once the new run has
 something to show.
 
