@@ -207,13 +207,45 @@ def test_init_and_bounds_catch_a_gather_through_an_unwritten_index(bugs):
     """idx is a fresh device array nothing wrote: init makes its entries a huge index,
     bounds catches the load that lands in unmapped memory."""
     checks = EmuChecks("init,bounds")
-    x, idx, out = np.ones(64, f32), checks.empty((8,), np.int32), checks.empty((8,), f32)
+    x, idx, out = checks.empty((64,), f32), checks.empty((8,), np.int32), checks.empty((8,), f32)
+    x[:] = 1
+    if _mapped(x.ctypes.data + 4 * POISON):  # the wild load would read some other memory
+        pytest.skip("the address of x[poison] is mapped in this process")
     with pytest.raises(EmuCheckError, match=r"bug_gather_unwritten_index .*read unmapped memory at 0x[0-9a-f]+, "
                                             r"beside no array \(a wild index"):
         checks.launch(bugs["bug_gather_unwritten_index"], (1, 1, 1), (32, 1, 1), [out, x, idx, i32(8)])
     idx[:] = np.arange(8)  # once written, the same launch runs
     checks.launch(bugs["bug_gather_unwritten_index"], (1, 1, 1), (32, 1, 1), [out, x, idx, i32(8)])
     np.testing.assert_array_equal(out, 1)
+
+
+def test_the_backend_under_bounds_catches_a_bug_in_one_of_its_kernels(tmp_path):
+    """End to end: kernels/relu.cu with the forward pass loading the element after its
+    own (and dropping it), as a modified kernel folder. The parity comparison passes on
+    the plain emulator and stops under bounds, at the caller's input (copied into
+    guarded memory for the launch)."""
+    from tinycnn.backends.cuda_emu import EmulatedBackend
+    from tinycnn.backends.kernel_sources import KERNEL_DIR
+
+    backend_or_skip("cuda-emu")
+    with open(os.path.join(KERNEL_DIR, "relu.cu")) as f:
+        source = f.read()
+    right = "        const float v = x[i];\n"
+    assert right in source
+    (tmp_path / "relu.cu").write_text(source.replace(right, right + "        (void)((const volatile float *)x)[i + 1];\n"))
+    c = case("relu", "1000")  # 4000 bytes: x[1000] is the guard page's first word
+    compare_with_reference(EmulatedBackend(kernel_dir=str(tmp_path), checks=""), c.spec, c.arrays(np.random.default_rng(0)),
+                           exact=True)
+    with pytest.raises(EmuCheckError, match=r"relu_forward .*read byte 4000 of argument 1, a float32 array of "
+                                            r"shape \(1000,\)"):
+        compare_with_reference(EmulatedBackend(kernel_dir=str(tmp_path), checks="bounds"), c.spec,
+                               c.arrays(np.random.default_rng(0)), exact=True)
+
+
+def _mapped(address: int) -> bool:
+    with open("/proc/self/maps") as f:
+        spans = [line.split()[0].split("-") for line in f]
+    return any(int(a, 16) <= address < int(b, 16) for a, b in spans)
 
 
 def test_guarded_arrays_end_at_a_guard_page_and_stay_16_byte_aligned():
