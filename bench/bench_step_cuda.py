@@ -1,34 +1,47 @@
 """One training step of paper_net() on our CUDA kernels, in each precision mode, beside
-PyTorch eager on the same GPU, in the same run.
+PyTorch eager on the same GPU, in the same run, and beside bench.gpu_model's prediction.
 
-    python -m bench.bench_step_cuda [--batch 64] [--hidden 1024] [--repeats 20]
-                                    [--precisions fp32,tf32,bf16] [--numpy-repeats 0]
+    python -m bench.bench_step_cuda [--batch 64] [--hidden 1024] [--repeats 20] [--warmup 3]
+                                    [--precisions fp32,tf32,bf16] [--validate-batch 4]
+                                    [--time-limit SECONDS] [--numpy-repeats 0]
 
 Validate, then time. First, for each precision mode of ours, one step from the same
-seeded weights (forward with dropout off, loss, backward) against the FP32 reference:
-PyTorch on the GPU with TF32 off, or the NumPy reference where PyTorch has no CUDA. The
-loss, the logits and every gradient must agree within the mode's tolerance (TOLERANCE,
-with the reasons). The PyTorch modes are checked against the same reference and their
-errors printed (not enforced: they are PyTorch's numerics).
+seeded weights (forward with dropout off, loss, backward) at --validate-batch against
+the FP32 reference: PyTorch on the GPU with TF32 off, or the NumPy reference where
+PyTorch has no CUDA (validate(): the loss, the logits and every gradient within the
+mode's TOLERANCE). A mode that fails is reported and not timed; the others go on. The
+PyTorch modes are checked against the same reference and their errors printed (not
+enforced: they are PyTorch's numerics).
 
-Then forward + loss + backward + SGD-momentum update, timed with CUDA events after
-warm-up steps (kernel compilation, allocator growth, the graph capture):
+Then forward + loss + backward + SGD-momentum update at --batch, each series --warmup
+untimed steps (kernel loading, allocator growth, the graph capture) and --repeats
+steps timed with CUDA events:
 
     tinycnn <mode> eager   the step's ops launched one by one from Python, in precision
                            mode fp32 (CUDA cores), tf32 or bf16 (tensor cores)
     tinycnn <mode> graph   the training loop's step (tinycnn/mammo/train.py: step statistics
                            on the device, the optimizer guarded by them), captured once and
                            replayed as one CUDA graph (backend.capture)
-    torch default          the same network in PyTorch eager at its defaults: cuDNN with
-                           TF32 convolutions (torch.backends.cudnn.allow_tf32 True), the
-                           matmul TF32 flag as PyTorch sets it (False since 1.12)
-    torch FP32             TF32 off (cudnn.allow_tf32 and cuda.matmul.allow_tf32 False): strict FP32
+    torch FP32             the same network in PyTorch eager with TF32 off (cudnn.allow_tf32
+                           and cuda.matmul.allow_tf32 False): strict FP32
+    torch TF32             TF32 on for convolutions and matmuls alike (as ours in tf32)
+    torch default          PyTorch's defaults: TF32 convolutions (cudnn.allow_tf32 True),
+                           the matmul TF32 flag as PyTorch sets it (False since 1.12)
     torch bf16 autocast    torch.autocast("cuda", torch.bfloat16) around the forward pass
 
-and prints each median and spread and the ratios to PyTorch. PyTorch runs only where
-it is installed with CUDA; NumPy is timed only with --numpy-repeats N (slow). Exits
-cleanly (status 0, a message) where there is no GPU or no CuPy. Run from the
-repository root.
+The run is bounded: (modes + 1) validation steps at --validate-batch, then 2 series per
+mode and 4 PyTorch series of --warmup + --repeats steps, each a few ms (the model
+predicts 2-4 ms for ours); a series that would start after --time-limit seconds is
+skipped and said so. The prediction (bench.gpu_model: the replayed captured step on the
+model's entry for this GPU; a MODEL, not a measurement) is computed while the validation
+runs, from nvcc's output (cached on disk), and shown beside each mode:
+
+    mode  ours eager  ours graph  torch (its mode)  predicted  graph / predicted
+
+then each series' median, spread and images/s, and the ratios to PyTorch. PyTorch runs
+only where it is installed with CUDA; NumPy is timed only with --numpy-repeats N (slow).
+Exits cleanly (status 0, a message) where there is no GPU or no CuPy; status 1 when a
+mode failed its validation. Run from the repository root.
 """
 
 from __future__ import annotations
@@ -38,6 +51,8 @@ import contextlib
 import dataclasses
 import statistics
 import sys
+import threading
+import time
 
 import numpy as np
 
@@ -92,6 +107,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="our precision modes to validate and time, comma-separated (default fp32,tf32,bf16)")
     ap.add_argument("--numpy-repeats", type=int, default=0, help="timed NumPy steps (slow; 0: none)")
     ap.add_argument("--validate-batch", type=int, default=4, help="batch of the validation step")
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="seconds from the start after which no further series is timed (default: none)")
     return ap.parse_args(argv)
 
 
@@ -149,8 +166,11 @@ class TorchMode:
 
 TORCH_DEFAULT = TorchMode("torch default", "tf32")
 TORCH_FP32 = TorchMode("torch FP32", "fp32", cudnn_tf32=False, matmul_tf32=False)  # the FP32 reference
+TORCH_TF32 = TorchMode("torch TF32", "tf32", cudnn_tf32=True, matmul_tf32=True)
 TORCH_BF16 = TorchMode("torch bf16 autocast", "bf16", autocast_bf16=True)
-TORCH_MODES = (TORCH_DEFAULT, TORCH_FP32, TORCH_BF16)
+TORCH_MODES = (TORCH_FP32, TORCH_TF32, TORCH_DEFAULT, TORCH_BF16)
+#: The PyTorch mode beside each of ours in the summary: the same products' precision.
+SAME_MODE = {"fp32": TORCH_FP32, "tf32": TORCH_TF32, "bf16": TORCH_BF16}
 
 
 _TORCH_DEFAULTS: dict = {}
@@ -228,8 +248,16 @@ def torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def validate(args, x, y, use_torch: bool) -> None:
-    """Each of our modes (and each PyTorch mode, reported only) against the FP32 reference."""
+def validate(label: str, outputs: dict, reference: dict, precision: str) -> str:
+    """THE comparison of one step with the FP32 reference, in one place so that it can be
+    replaced: a line for the log when `outputs` passes, else SystemExit saying what does
+    not."""
+    return check(label, outputs, reference, precision)
+
+
+def validate_modes(args, x, y, use_torch: bool) -> dict:
+    """{precision: passed} for each of our modes against the FP32 reference (each PyTorch
+    mode is compared too, reported only)."""
     reference_net = paper_net(hidden=args.hidden, seed=0, backend="numpy")
     if use_torch:
         torch_defaults()
@@ -238,16 +266,50 @@ def validate(args, x, y, use_torch: bool) -> None:
     else:
         reference = step_outputs(reference_net, x, y)
         where = "the NumPy reference (FP32)"
-    print(f"FP32 reference: {where}; batch {len(x)}, dropout off")
+    print(f"FP32 reference: {where}; batch {len(x)}, dropout off", flush=True)
+    passed = {}
     for precision in args.precisions:
         net = paper_net(hidden=args.hidden, seed=0, backend=backends.get("cuda", precision))
-        print(check(f"tinycnn {precision}", step_outputs(net, x, y), reference, precision))
+        try:
+            print(validate(f"tinycnn {precision}", step_outputs(net, x, y), reference, precision), flush=True)
+            passed[precision] = True
+        except SystemExit as e:
+            print(f"{e} (tinycnn {precision} is not timed)", flush=True)
+            passed[precision] = False
     if use_torch:
-        for mode in (TORCH_DEFAULT, TORCH_BF16):
+        for mode in (TORCH_TF32, TORCH_DEFAULT, TORCH_BF16):
             rows = compare(torch_step_outputs(reference_net, x, y, mode), reference, mode.precision)
             name, err, tol = rows[0]
             print(f"{mode.name} against the reference: worst {name} rel. error {err:.1e} "
-                  f"(our {mode.precision} tolerance {tol:g}; reported, not enforced)")
+                  f"(our {mode.precision} tolerance {tol:g}; reported, not enforced)", flush=True)
+    return passed
+
+
+# ------------------------------------------------------------------ the model
+def start_predictions(args, device_name: str) -> tuple:
+    """(thread, results): bench.gpu_model's predicted step (ms) for each of our modes,
+    computed in a thread (nvcc, if its output is not cached yet, runs on other cores
+    while the GPU validates); results['note'] says which model device, or why none."""
+    from bench import gpu_model
+
+    results = {}
+    device = gpu_model.model_device(device_name)
+    if device is None:
+        device = next(iter(gpu_model.DEVICES))
+        results["note"] = f"the model's {device} (it has no entry for a {device_name})"
+    else:
+        results["note"] = f"the model's {device}"
+
+    def work():
+        try:
+            for precision in args.precisions:
+                results[precision] = gpu_model.predicted_step_ms(precision, args.batch, args.hidden, SIZE, device)
+        except (SystemExit, Exception) as e:  # no nvcc / cuobjdump here: no prediction, said plainly
+            results["note"] = f"no prediction: {e}"
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread, results
 
 
 # ------------------------------------------------------------------ timing
@@ -280,7 +342,28 @@ def ratio_lines(medians: dict) -> list[str]:
     return [f"{a} / {b}: {medians[a] / medians[b]:.2f} (below 1: ours is faster)" for a in ours for b in theirs]
 
 
+def summary_lines(args, medians: dict, predicted: dict) -> list[str]:
+    """One line per mode of ours: eager, graph, PyTorch in the same mode, the model's
+    predicted step and measured (graph) / predicted."""
+    def cell(v, width: int) -> str:
+        return f"{v:{width}.2f}" if v is not None else "-".rjust(width)
+
+    lines = [f"{'mode':5s} {'ours eager':>10s} {'ours graph':>10s} {'torch (its mode)':>30s} "
+             f"{'predicted':>9s} {'graph / predicted':>17s}"]
+    for p in args.precisions:
+        eager, graph = medians.get(f"tinycnn {p} eager"), medians.get(f"tinycnn {p} graph")
+        theirs, pred = medians.get(SAME_MODE[p].name), predicted.get(p)
+        torch_cell = f"{theirs * 1e3:.2f} ({SAME_MODE[p].name})" if theirs is not None else "-"
+        ratio = graph * 1e3 / pred if graph is not None and pred else None
+        lines.append(f"{p:5s} {cell(eager and eager * 1e3, 10)} {cell(graph and graph * 1e3, 10)} "
+                     f"{torch_cell:>30s} {cell(pred, 9)} {cell(ratio, 17)}")
+    lines.append(f"(ms per step: medians of {args.repeats} after {args.warmup} warm-up steps, CUDA events; "
+                 f"predicted: {predicted.get('note', 'none')}, for the captured step: a model, not a measurement)")
+    return lines
+
+
 def main(argv=None) -> int:
+    t0 = time.time()
     args = parse_args(argv)
     try:
         cuda = backends.get("cuda", args.precisions[0])
@@ -290,28 +373,47 @@ def main(argv=None) -> int:
     import cupy
 
     use_torch = torch_cuda()
+    series = 2 * len(args.precisions) + (len(TORCH_MODES) if use_torch else 0)
+    print(f"plan: validation at batch {args.validate_batch} ({len(args.precisions)} modes against the FP32 "
+          f"reference), then {series} series of {args.warmup} + {args.repeats} steps at batch {args.batch}"
+          + (f"; no series starts after {args.time_limit:g} s" if args.time_limit else ""), flush=True)
+    predictor, predicted = start_predictions(args, cuda.device_name())
     rng = np.random.default_rng(0)
     vx = rng.standard_normal((args.validate_batch, 1, SIZE, SIZE)).astype(np.float32)
     vy = rng.integers(0, 2, args.validate_batch)
-    validate(args, vx, vy, use_torch)
+    passed = validate_modes(args, vx, vy, use_torch)
+    predictor.join()  # nvcc done before anything is timed
+    print(f"validated and predicted at {time.time() - t0:.0f} s", flush=True)
 
     x = rng.standard_normal((args.batch, 1, SIZE, SIZE)).astype(np.float32)
     y = rng.integers(0, 2, args.batch)
     cupy_events = lambda: (cupy.cuda.Event(), cupy.cuda.Event())  # noqa: E731
-    times = {}
+    torch_events = lambda: (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))  # noqa: E731
+    todo = []
     for precision in args.precisions:
+        if not passed[precision]:
+            continue
         be = backends.get("cuda", precision)
-        times[f"tinycnn {precision} eager"] = time_events(
-            training_step(paper_net(hidden=args.hidden, backend=be), x, y), args.repeats, args.warmup, cupy_events)
-        run, _, inputs, _ = gpu_model.training_step(be, args.batch, args.hidden, SIZE)
-        times[f"tinycnn {precision} graph"] = time_events(lambda: run(*inputs), args.repeats, args.warmup,
-                                                          cupy_events)
+        todo.append((f"tinycnn {precision} eager", cupy_events,
+                     lambda be=be: training_step(paper_net(hidden=args.hidden, backend=be), x, y)))
+
+        def graph(be=be):
+            run, _, inputs, _ = gpu_model.training_step(be, args.batch, args.hidden, SIZE)
+            return lambda: run(*inputs)
+        todo.append((f"tinycnn {precision} graph", cupy_events, graph))
     if use_torch:
         import torch
 
-        torch_events = lambda: (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))  # noqa: E731
         for mode in TORCH_MODES:
-            times[mode.name] = time_events(torch_step(args, x, y, mode), args.repeats, args.warmup, torch_events)
+            todo.append((mode.name, torch_events, lambda mode=mode: torch_step(args, x, y, mode)))
+    times = {}
+    for name, events, make in todo:
+        if args.time_limit and time.time() - t0 > args.time_limit:
+            print(f"time limit: {name} not timed ({time.time() - t0:.0f} s > {args.time_limit:g} s)", flush=True)
+            continue
+        times[name] = time_events(make(), args.repeats, args.warmup, events)
+        print(f"timed {name} at {time.time() - t0:.0f} s", flush=True)
+    if use_torch:
         print(f"torch {torch.__version__}: default TF32 flags cudnn {torch_defaults()['cudnn']}, "
               f"matmul {torch_defaults()['matmul']}")
     else:
@@ -329,7 +431,10 @@ def main(argv=None) -> int:
               f"n={len(t)})  {args.batch / med[name]:9.1f} images/s")
     for line in ratio_lines(med):
         print(line)
-    return 0
+    print()
+    for line in summary_lines(args, med, predicted):
+        print(line)
+    return 0 if all(passed.values()) else 1
 
 
 if __name__ == "__main__":

@@ -69,6 +69,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import gzip
+import hashlib
+import json
 import math
 import os
 import re
@@ -82,6 +85,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from bench.hmma import HMMA_FLOPS, PEAK_TFLOPS, hmma_per_trip, k_tiles
+from tinycnn import paths
 from tinycnn.backends import geometry as geo
 from tinycnn.backends.cuda_emu import HostMemory
 from tinycnn.backends.kernel_backend import KernelBackend
@@ -300,8 +304,32 @@ def launch_bounds(source: str) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _tool_versions() -> str:
+    return "\n".join(subprocess.run([tool(t), "--version"], capture_output=True, text=True).stdout
+                     for t in ("nvcc", "cuobjdump", "nvdisasm"))
+
+
 def _compile_file(fname: str, arch: str, folder: str) -> tuple[str, str]:
-    """(ptxas -v log, SASS) of one kernels/*.cu."""
+    """(ptxas -v log, SASS) of one kernels/*.cu, from the disk cache (tinycnn.paths.cache_dir()
+    / gpu-model, keyed by the file with its headers inlined, the architecture and the
+    tools' versions) or compiled now and stored there."""
+    source = kernel_sources()[fname][0]
+    key = hashlib.sha256("\0".join((fname, arch, _tool_versions(), source)).encode()).hexdigest()[:24]
+    cached = os.path.join(str(paths.cache_dir()), "gpu-model", f"{fname}-{arch}-{key}.json.gz")
+    if os.path.exists(cached):
+        with open(cached, "rb") as f:
+            entry = json.loads(gzip.decompress(f.read()))
+        return entry["log"], entry["sass"]
+    log, sass = _run_compiler(fname, arch, folder)
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    with paths.atomic_write(cached, "wb") as f:
+        f.write(gzip.compress(json.dumps({"log": log, "sass": sass}).encode()))
+    return log, sass
+
+
+def _run_compiler(fname: str, arch: str, folder: str) -> tuple[str, str]:
+    """(ptxas -v log, SASS) of one kernels/*.cu, by nvcc and cuobjdump."""
     nvcc, cuobjdump, nvdisasm = tool("nvcc"), tool("cuobjdump"), tool("nvdisasm")
     # cuobjdump -sass runs nvdisasm, which it looks for on PATH
     env = dict(os.environ, PATH=os.path.dirname(nvdisasm) + os.pathsep + os.environ.get("PATH", ""))
@@ -316,7 +344,7 @@ def _compile_file(fname: str, arch: str, folder: str) -> tuple[str, str]:
 @functools.lru_cache(maxsize=None)
 def compile_kernels(arch: str = "sm_90") -> dict:
     """{kernel name: KernelCode} for every kernel of kernels/*.cu (the files compiled in
-    parallel, once per process)."""
+    parallel, once per process, the compilers' output cached on disk)."""
     if not all(tool(t) for t in ("nvcc", "cuobjdump", "nvdisasm")):
         raise SystemExit("bench.gpu_model needs nvcc, cuobjdump and nvdisasm "
                          "(pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
@@ -607,6 +635,24 @@ def predict(lau: Launch, code: KernelCode, dev: Device) -> Prediction:
 def predict_step(launches: list, codes: dict) -> dict:
     """{device name: [Prediction of each launch]}."""
     return {d: [predict(lau, codes[lau.kernel], dev) for lau in launches] for d, dev in DEVICES.items()}
+
+
+def model_device(name: str) -> str | None:
+    """The DEVICES entry that models a GPU of this CUDA device name ('NVIDIA H100 80GB
+    HBM3' is the SXM part, 'NVIDIA H200'); None for a GPU the model has no entry for."""
+    upper = name.upper()
+    if "H200" in upper:
+        return "H200"
+    if "H100" in upper and ("SXM" in upper or "HBM3" in upper):
+        return "H100 SXM"
+    return None
+
+
+def predicted_step_ms(precision: str, batch: int, hidden: int, size: int, device: str) -> float:
+    """The model's time of one replayed captured training step (ms) on DEVICES[device]."""
+    launches, _, _ = record_step(batch, hidden, size, precision)
+    codes = compile_kernels()
+    return step_ms([predict(lau, codes[lau.kernel], DEVICES[device]) for lau in launches])
 
 
 # ------------------------------------------------------------ report
