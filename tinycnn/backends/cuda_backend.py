@@ -34,9 +34,8 @@ def _check_layout(a, what: str) -> None:
 
 def _check_match(dst, src, what: str) -> None:
     if tuple(dst.shape) != tuple(src.shape) or np.dtype(dst.dtype) != np.dtype(src.dtype):
-        raise ValueError(f"{what}: a {np.dtype(src.dtype)} array of shape {tuple(src.shape)} into a "
-                         f"{np.dtype(dst.dtype)} array of shape {tuple(dst.shape)}; the copy moves raw bytes "
-                         "(convert first)")
+        raise ValueError(f"{what}: {np.dtype(src.dtype)} {tuple(src.shape)} into {np.dtype(dst.dtype)} "
+                         f"{tuple(dst.shape)}; the copy moves raw bytes (convert first)")
 
 
 def check_device_copy(dst, src) -> None:

@@ -72,7 +72,7 @@ class EmuChecks:
 
     def __init__(self, spec=None, where: str = "checks"):
         if isinstance(spec, EmuChecks):
-            spec = [f"{n}={spec.seeds[n]}" if spec.seeds.get(n) else n for n in spec.names]
+            spec = str(spec)
         items = spec.split(",") if isinstance(spec, str) else list(spec or ())
         self.names: list[str] = []
         self.seeds = {"order": 0, "race": 0}  # 0: reversed
@@ -85,10 +85,7 @@ class EmuChecks:
                 raise ValueError(f"{where}: unknown check {name!r}; the checks are {', '.join(CHECKS)} "
                                  f"(e.g. {ENV}=order,init,bounds; order=SEED and race=SEED shuffle)")
             if seed:
-                if name not in SEEDED or not seed.strip().isdigit() or not 0 < int(seed) < 2**32:
-                    raise ValueError(f"{where}: {item!r}: only order and race take a seed, "
-                                     "an integer from 1 to 2**32 - 1")
-                self.seeds[name] = int(seed)
+                self.seeds[name] = _seed(name, seed.strip(), f"{where}: {item!r}")
             if name not in self.names:
                 self.names.append(name)
         self.flags = sum(CHECKS[n] for n in self.names)
@@ -157,6 +154,19 @@ class EmuChecks:
                     raise EmuCheckError(f"{where}: wrote byte {offset} of argument {i}, {_describe(a)}, "
                                         f"{'past its end' if offset >= 0 else 'before its start'} (between "
                                         "the array and its guard page)")
+
+
+def _seed(name: str, text: str, where: str) -> int:
+    """A check's seed: an integer from 1 to 2**32 - 1, or what str() shows ('reversed'
+    is 0, 'shuffled(7)' is 7)."""
+    if text.startswith("shuffled(") and text.endswith(")"):
+        text = text[len("shuffled("):-1]
+    if name in SEEDED and text == "reversed":
+        return 0
+    if name not in SEEDED or not text.isdigit() or not 0 < int(text) < 2**32:
+        raise ValueError(f"{where}: only order and race take a seed, an integer from 1 to 2**32 - 1 "
+                         "(or 'reversed', the default)")
+    return int(text)
 
 
 # -------------------------------------------------------------------- poison
