@@ -91,7 +91,7 @@ class EmuChecks:
         self.flags = sum(CHECKS[n] for n in self.names)
 
     @classmethod
-    def from_env(cls) -> "EmuChecks":
+    def from_env(cls) -> EmuChecks:
         return cls(os.environ.get(ENV, ""), where=ENV)
 
     def __bool__(self) -> bool:
@@ -185,7 +185,7 @@ def _poison_bytes(raw: np.ndarray, address: int) -> None:
 class _Pages(mmap.mmap):
     """The mapping of one guarded array: guard page, data pages, guard page."""
 
-    region: "_Region"
+    region: _Region
 
 
 class _Region:
