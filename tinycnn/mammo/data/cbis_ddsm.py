@@ -22,6 +22,7 @@ JPEG redistribution.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +228,87 @@ def read(data_dir, image_size: int, strict: bool = False, abnormality: str = "bo
                         + (f"; {notes[-1]}" if unknown else ""))
     return RoiSet("cbis-ddsm", np.stack(images), np.array(labels, dtype=np.int64), np.array(patients),
                   np.array(ids), side=np.array(sides, dtype=np.int64), skipped=skipped, notes=notes)
+
+
+# ------------------------------------------------------------------ whole films
+@dataclass
+class WholeFilm:
+    """One full mammogram with the bounding boxes of its listed abnormalities (for
+    detection). ref: patient, breast and view (P_00001_LEFT_CC), the mass and calc
+    tables' copies of one film merged."""
+
+    ref: str
+    patient: str
+    image: np.ndarray  # (H, W) float32, as read
+    lesions: list  # (top, left, bottom, right, kind, severity): a mask's bounding box, inclusive
+    complete: bool  # every abnormality the tables list for this film has its box
+    notes: list
+
+
+def _film_ref(image_path: str) -> str:
+    """'Mass-Training_P_00001_LEFT_CC/...' -> 'P_00001_LEFT_CC' (the tables name one film
+    by kind and split first; both kinds' copies are the same film)."""
+    case = image_path.replace("\\", "/").strip().split("/")[0]
+    return case.split("_", 1)[1] if "_" in case else case
+
+
+def _mask_of(resolver: _Resolver, row: dict, shape: tuple) -> np.ndarray | None:
+    """The row's ROI mask at the full film's shape, told from the crop by content."""
+    seen = []
+    for column in ("ROI mask file path", "cropped image file path"):
+        for p in resolver.candidates(row[column]) if row[column] else []:
+            if p in seen:
+                continue
+            seen.append(p)
+            image = read_image(p)
+            if image.shape == shape and looks_like_mask(image):
+                return image > (image.min() + image.max()) / 2
+    return None
+
+
+def iter_films(data_dir, abnormality: str = "both", strict: bool = False, progress: bool = False):
+    """Yield (WholeFilm or None, skipped message or None) for every full mammogram the
+    tables list whose image is present, one at a time (a DDSM film is some 60 MB as
+    float32). A lesion whose mask is missing, empty or not the film's size is left out
+    and the film marked incomplete; a film that cannot be read is skipped (strict:
+    raised)."""
+    root = Path(data_dir)
+    resolver = _Resolver(root)
+    films: dict[str, list] = {}
+    for path, _ in _tables(root, abnormality):
+        kind = "MASS" if path.name.startswith("mass") else "CALC"
+        for row in read_table(path):
+            if row["pathology"].upper() in LABELS and row.get("image file path"):
+                films.setdefault(_film_ref(row["image file path"]), []).append((row, kind))
+    for ref in tracked(sorted(films), "reading CBIS-DDSM films", progress):
+        rows = films[ref]
+        paths = [p for row, _ in rows for p in resolver.candidates(row["image file path"])]
+        if not paths:
+            yield None, f"{ref}: full mammogram not found"
+            continue
+        try:
+            image = read_image(paths[0])
+        except UnreadableImage as e:
+            if strict:
+                raise UnreadableImage(f"cbis-ddsm: {ref}: {e}") from e
+            yield None, f"{ref}: {e}"
+            continue
+        lesions, notes = [], []
+        for row, kind in rows:
+            try:
+                mask = _mask_of(resolver, row, image.shape)
+            except UnreadableImage as e:
+                mask, why = None, str(e)
+            else:
+                why = "no ROI mask of the film's size"
+            if mask is None or not mask.any():
+                notes.append(f"{ref} {kind} #{row.get('abnormality id', '?')}: {why if mask is None else 'empty mask'}")
+                continue
+            r, c = np.nonzero(mask)
+            sev = "M" if LABELS[row["pathology"].upper()] == 1 else "B"
+            lesions.append((int(r.min()), int(c.min()), int(r.max()), int(c.max()), kind, sev))
+        if not lesions:
+            yield None, f"{ref}: no usable ROI mask ({notes[0] if notes else 'none listed'})"
+            continue
+        yield WholeFilm(ref, rows[0][0]["patient_id"], image, lesions,
+                        complete=not notes and abnormality == "both", notes=notes), None

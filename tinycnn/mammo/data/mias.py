@@ -153,3 +153,63 @@ def read(data_dir, image_size: int, strict: bool = False, margin: float = DEFAUL
         raise DataError(f"mias: no croppable abnormality with a readable film in {root}")
     return RoiSet("mias", np.stack(images), np.array(labels, dtype=np.int64), np.array(patients),
                   np.array(ids), skipped=skipped, notes=notes, source_sides=np.array(sides, dtype=np.int64))
+
+
+
+@dataclass
+class WholeFilm:
+    """One abnormal film, whole, with its marked abnormalities (for detection)."""
+
+    ref: str
+    patient: str
+    image: np.ndarray  # (H, W) float32 raw grey levels, as read
+    marks: list  # the film's croppable abnormalities whose circle lies on the film
+    unmarked: list  # its other abnormal rows (no centre or radius, or off the film), named
+
+
+def read_films(data_dir, strict: bool = False, progress: bool = False) -> tuple[list[WholeFilm], list[str]]:
+    """Every film with at least one croppable abnormality (a centre and a radius), whole:
+    ([WholeFilm], skipped films). An abnormal row of the film without a usable circle
+    (no numbers, a centre off the film, a radius under 1) is named in the film's
+    `unmarked`, so its caller knows the film holds a lesion nobody located; a film that
+    cannot be read is skipped and named. strict: a circle off the film or an unreadable
+    film stops the read (rows without numbers are the database's own, never an error)."""
+    root = Path(data_dir)
+    info = find_info(root)
+    by_ref: dict[str, list[Abnormality]] = {}
+    for a in parse_info(info):
+        if a.severity in ("B", "M"):
+            by_ref.setdefault(a.ref, []).append(a)
+    films, skipped = [], []
+    for ref in tracked(sorted(r for r, rows in by_ref.items() if any(a.croppable for a in rows)),
+                       "reading MIAS films", progress):
+        try:
+            image = _read_film(root, info, ref)
+            if image.ndim != 2 or min(image.shape) < 2:
+                raise UnreadableImage(f"image of shape {image.shape} is not a film")
+        except UnreadableImage as e:
+            if strict:
+                raise UnreadableImage(f"mias: {ref}: {e}") from e
+            skipped.append(f"{ref}: {e}")
+            continue
+        marks, unmarked = [], []
+        for a in by_ref[ref]:
+            name = f"{ref}:{a.kind}:{a.x},{a.y},r{a.radius}"
+            if not a.croppable:
+                unmarked.append(f"{name}: no centre or radius")
+                continue
+            try:
+                crop_box(a.x, a.y, a.radius, *image.shape)
+            except UnreadableImage as e:
+                if strict:
+                    raise UnreadableImage(f"mias: {name}: {e}") from e
+                unmarked.append(f"{name}: {e}")
+                continue
+            marks.append(a)
+        if marks:
+            films.append(WholeFilm(ref, patient_of(ref), image, marks, unmarked))
+        else:
+            skipped.append(f"{ref}: no abnormality with a usable circle ({'; '.join(unmarked)})")
+    if not films:
+        raise DataError(f"mias: no film with a croppable abnormality could be read in {root}")
+    return films, skipped
