@@ -36,10 +36,14 @@ How bounds works: kernels/emu/cuda_emu.h installs a SIGSEGV handler for the laun
 fault on a guard page is recorded and the page opened so that the thread goes on (it
 reads zeros there), a fault on unmapped memory (a wild index) gets a scratch page the
 same way, and after the launch the pages are closed again and the first fault is
-reported. It catches accesses up to a page past either end of an array; farther ones
-may land in other memory and go unseen. (AddressSanitizer would need the Python
-interpreter itself built or preloaded with it, and stops the process on the first
-error.)
+reported. It catches accesses up to a page past either end of a device array; farther ones
+may land in other memory and go unseen, and shared arrays (statics side by side) have
+no guards. (AddressSanitizer would need the Python interpreter itself built or
+preloaded with it, and stops the process on the first error.)
+
+race runs each barrier interval's threads one at a time, so it finds results that
+depend on the order of threads; a lost update (two threads adding to one shared word
+without atomics) comes out right in every such order and needs another tool.
 """
 
 from __future__ import annotations
