@@ -428,13 +428,14 @@ def _train(be, opt_name: str, steps: int, capture: bool):
     return [be.to_numpy(p.value).copy() for p in net.parameters()] + [be.to_numpy(stats).copy()], run
 
 
-@pytest.mark.parametrize("opt_name, steps, capture", [("sgd", 3, True), ("adam", 2, False)])
-def test_training_steps_under_the_checks_give_the_plain_bits(tier, opt_name, steps, capture):
+@pytest.mark.parametrize("mode, opt_name, steps, capture", [("fp32", "sgd", 3, True), ("fp32", "adam", 2, False),
+                                                           ("bf16", "sgd", 2, True)])
+def test_training_steps_under_the_checks_give_the_plain_bits(tier, mode, opt_name, steps, capture):
     """paper_net steps (dropout, the loss, the step statistics, the optimizer's
     multi-tensor update through its pointer table) under order,init,bounds: the plain
-    emulator's parameters and statistics, bit for bit; the captured SGD step replays."""
-    want, _ = _train(backend_or_skip("cuda-emu"), opt_name, steps, capture)
-    got, run = _train(tier["fp32"], opt_name, steps, capture)
+    emulator's parameters and statistics, bit for bit; the captured SGD steps replay."""
+    want, _ = _train(backend_or_skip(f"cuda-emu:{mode}"), opt_name, steps, capture)
+    got, run = _train(tier[mode], opt_name, steps, capture)
     if capture:
         assert run.replays == steps - 1 and run.fallbacks == 0
     for a, b in zip(got, want):
