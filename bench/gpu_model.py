@@ -189,10 +189,14 @@ class KernelCode:
 
 
 def tool(name: str) -> str | None:
-    """nvcc / cuobjdump / nvdisasm: on PATH, or from the nvidia-cuda-* wheels of this Python."""
+    """nvcc / cuobjdump / nvdisasm: on PATH, in the CUDA toolkit ($CUDA_HOME, else
+    /usr/local/cuda), or from the nvidia-cuda-* wheels of this Python."""
     found = shutil.which(name)
     if found:
         return found
+    toolkit = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", name)
+    if os.path.exists(toolkit):
+        return toolkit
     try:
         import nvidia
     except ImportError:
