@@ -278,3 +278,24 @@ def test_the_app_answers_to_its_earlier_name_too():
     apps = Path(__file__).resolve().parent.parent / "apps"
     done = subprocess.run([sys.executable, str(apps / "train_ddsm.py"), "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--backend {auto,numpy,numba,cuda,cuda-emu}" in done.stdout
+
+
+def test_every_app_chooses_and_opens_its_backend_the_same_way(tmp_path):
+    """One --backend/--precision pair, default auto, in the three apps; open_backend
+    resolves auto, sets the precision, and says in one line why a backend cannot run."""
+    import scan_film
+    from tinycnn import backends
+    from tinycnn.mammo.cli import BackendError, open_backend
+
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(img)
+    for options in (train_app.parse_args([]), classify.parse_args([str(tmp_path), str(img)]),
+                    scan_film.parse_args([str(tmp_path), str(img), "--out", str(tmp_path / "scans")])):
+        assert (options.backend, options.precision) == ("auto", "auto")
+    assert open_backend("auto", "auto").name == backends.resolve("auto")
+    assert open_backend("numpy", "bf16") is backends.get("numpy", "bf16")
+    with pytest.raises(BackendError, match=r"^--precision fp16: "):
+        open_backend("numpy", "fp16")
+    if not backends.available("cuda"):
+        with pytest.raises(BackendError, match=r"^backend 'cuda' is not available here: "):
+            open_backend("cuda", "auto")
