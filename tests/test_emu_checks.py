@@ -347,7 +347,13 @@ def _subset():
 @pytest.mark.parametrize("mode, c, tol", list(_subset()))
 def test_parity_under_the_checks(tier, mode, c, tol):
     """As tests/test_parity.py, on cuda-emu under order,init,bounds."""
-    be = tier[mode]
+    try:
+        _compare(tier[mode], mode, c, tol)
+    except AssertionError as e:
+        raise AssertionError(f"under the checks {tier[mode].checks}: {e}") from e
+
+
+def _compare(be, mode, c, tol):
     rng = np.random.default_rng(1234)
     if isinstance(tol, str) and tol != SUM_BOUND:
         pytest.fail(f"{c.id} on cuda-emu:{mode} is held to {tol!r}, which this tier does not know: compare as "
