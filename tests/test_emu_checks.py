@@ -4,14 +4,16 @@ TINYCNN_EMU_CHECK), and the device copies' refusals.
 - Each check catches its planted bug (tests/kernels/planted_bugs.cu), and the plain
   emulator lets the same launch through: order a running sum across blocks, init
   shared and device memory read before it is written (and with bounds, an index
-  nothing wrote), bounds reads and writes just past either end of an array, race a
-  read of shared memory with no barrier before it.
+  nothing wrote), bounds reads and writes just past either end of an array (also in a
+  copy of kernels/relu.cu, through the backend). race catches a read of shared memory
+  with no barrier before it every time; the plain emulator only when the OS happens to
+  schedule the team so.
 - A correct kernel gives the plain emulator's bits under every check (race included).
 - The parity table under order,init,bounds: a subset of tests/op_cases.py's cases that
   launches every kernel in every mode the table runs it in (a recorded dry pass
   checks the claim), compared with the NumPy reference as tests/test_parity.py does;
-  and training steps (captured SGD, eager Adam) under the checks, bit for bit the
-  plain emulator's.
+  and training steps (captured SGD in fp32 and bf16, eager Adam) under the checks, bit
+  for bit the plain emulator's.
 - The device copies refuse what raw byte copies would scramble on a GPU: on cuda-emu,
   and on the cuda backend over a stand-in cupy.
 """
