@@ -5,9 +5,9 @@ TINYCNN_EMU_CHECK), and the device copies' refusals.
   emulator lets the same launch through: order a running sum across blocks, init
   shared and device memory read before it is written (and with bounds, an index
   nothing wrote), bounds reads and writes just past either end of an array (also in a
-  copy of kernels/relu.cu, through the backend). race catches a read of shared memory
-  with no barrier before it every time; the plain emulator only when the OS happens to
-  schedule the team so.
+  copy of kernels/relu.cu, through the backend). race catches reads of shared memory
+  with no barrier before them every time, reversed or with a seed (the plain emulator
+  shows such a race only as the OS happens to schedule the team).
 - A correct kernel gives the plain emulator's bits under every check (race included).
 - The parity table under order,init,bounds: a subset of tests/op_cases.py's cases that
   launches every kernel in every mode the table runs it in (a recorded dry pass
@@ -267,8 +267,8 @@ def test_race_catches_shared_memory_read_without_a_barrier(bugs, spec):
     (sync=1) every order of threads gives thread 0's value; without it, under race the
     threads whose turn comes before thread 0's read the last launch's value, every time
     (reversed: all 31; a shuffle: all but the orders that put thread 0 first, 1 in 32).
-    The plain emulator reads the right value or the stale one depending on how the OS
-    schedules the team: a race it cannot be relied on to show."""
+    The plain emulator shows this one too, as the OS happens to schedule the team (the
+    OpenMP master, thread 0, wakes the others before it runs its own share)."""
     kernel = bugs["bug_read_without_barrier"]
     checks = EmuChecks(spec)
     for run in range(3):
@@ -278,6 +278,22 @@ def test_race_catches_shared_memory_read_without_a_barrier(bugs, spec):
             checks.launch(kernel, (1, 1, 1), (32, 1, 1), [out, np.full(1, value, f32), i32(2000), i32(sync)])
             assert (out == value).all() == right, (run, sync, out)
             value += 1
+
+
+@pytest.mark.parametrize("spec, shows", [("race", False), ("race=3", True), ("race=7", True)])
+def test_race_with_a_seed_catches_what_thread_0_reads_without_a_barrier(bugs, spec, shows):
+    """bug_gather_without_barrier: the 31 others write, thread 0 adds their slots. The
+    plain emulator usually runs thread 0's share last (it wakes the team first), and so
+    do reversed turns: both get the right sum. A shuffled order runs thread 0 before some
+    writer and gets a stale sum, every time: run the checks with a seed too."""
+    kernel = bugs["bug_gather_without_barrier"]
+    checks = EmuChecks(spec)
+    for run in range(3):
+        for sync, right in ((1, True), (0, not shows)):
+            x = np.full(32, 10 * run + sync + 1, f32)  # new values per launch: a stale read shows
+            out = np.zeros(1, f32)
+            checks.launch(kernel, (1, 1, 1), (32, 1, 1), [out, x, i32(2000), i32(sync)])
+            assert (out[0] == 31 * x[0]) == right, (run, sync, out)
 
 
 # ------------------------------------------------------------------ correct kernels, every check

@@ -84,8 +84,8 @@ extern "C" __global__ void bug_write_one_past_the_end(float *out, float value, i
 // __syncthreads between only when `sync` is set (every thread agrees on it: the same
 // kernel, right and wrong). Each reader first spins for a while (the loop's result
 // picks the slot and the load is volatile, so the load cannot move before the loop; it
-// is always slot 0). Without the barrier the readers often find thread 0's value, and
-// sometimes the last launch's: on the plain emulator as on a GPU, nothing orders them.
+// is always slot 0). Without the barrier a reader finds thread 0's value or the last
+// launch's, as the threads happen to be scheduled.
 extern "C" __global__ void bug_read_without_barrier(float *out, const float *x, int spin, int sync) {
     __shared__ float value[2];
     const int t = threadIdx.x;
@@ -95,6 +95,25 @@ extern "C" __global__ void bug_read_without_barrier(float *out, const float *x, 
     for (int i = 0; i < spin; i++) acc = acc * 0.5f + 1.0f;  // tends to 2
     const volatile float *v = value;
     out[blockIdx.x * blockDim.x + t] = v[acc > 4.0f ? 1 : 0];
+}
+
+// race, the other way round: the 31 other threads each write a slot that thread 0 adds
+// up, with no barrier between unless `sync`. On the plain emulator thread 0 (the OpenMP
+// master) wakes the team before it runs its own share, so the slots are usually written
+// by then; reversed turns run thread 0 last too, and only a shuffled order shows it.
+extern "C" __global__ void bug_gather_without_barrier(float *out, const float *x, int spin, int sync) {
+    __shared__ float part[33];
+    const int t = threadIdx.x;
+    if (t > 0) part[t] = x[t];
+    if (sync) __syncthreads();
+    if (t == 0) {
+        float acc = 0.0f;
+        for (int i = 0; i < spin; i++) acc = acc * 0.5f + 1.0f;  // tends to 2
+        const volatile float *p = part;
+        float sum = 0.0f;
+        for (int i = 1; i < 32; i++) sum += p[i + (acc > 4.0f ? 1 : 0)];
+        out[blockIdx.x] = sum;
+    }
 }
 
 // init + bounds: a gather through an index array that nothing wrote. The poison as an
