@@ -104,7 +104,7 @@ def classify(args) -> int:
         check_csv_target(args.csv, ckpt, files)
         targets = explain_targets(args.explain, args.inputs, files, ckpt) if args.explain else None
         backend = open_backend(args.backend, args.precision)
-        size, prep = check_checkpoint(ckpt, min(args.batch_size, len(files)), backend.name,
+        size, prep = check_checkpoint(ckpt, min(args.batch_size, len(files)), backend,
                                       backward=args.explain is not None)
         net, _ = load_model(ckpt, backend=backend)
     except (DataError, CheckpointError, FileNotFoundError, NotEnoughMemory, BackendError) as e:

@@ -158,10 +158,10 @@ class Scanner:
 
     def __init__(self, ckpt: Path, args, backend):
         self.ckpt = ckpt
-        self.size, self.prep = check_checkpoint(ckpt, 1, backend.name, app="scan_film.py")
+        self.size, self.prep = check_checkpoint(ckpt, 1, backend, app="scan_film.py")
         records = read_checkpoint(ckpt, arrays=False)
         shapes = architecture_shapes(records["arch"], ckpt)
-        self.batch = scan.batch_for(shapes, args.batch_size, memory.device_available(backend.name))
+        self.batch = scan.batch_for(shapes, args.batch_size, memory.device_available(backend))
         self.window, self.window_why = ((args.window, "as asked") if args.window else
                                         window_default(records["meta"], self.size))
         self.stride = args.stride or max(1, self.window // 4)

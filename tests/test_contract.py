@@ -91,6 +91,8 @@ class _Compliant(Backend):
     dtype = np.dtype(np.float32)
     precision = "fp32"
     precisions = ("fp32",)
+    memory_where = "this machine"
+    memory_is_host = True
 
 
 def test_the_check_names_the_member_and_the_difference():

@@ -129,10 +129,10 @@ def edit_checkpoint(src, dst, arrays=None, arch=None, meta=None, state=None, dro
 @pytest.fixture
 def memory_available(monkeypatch):
     """memory_available(n): the machine reports n bytes free (None: cannot tell)."""
-    from tinycnn.mammo import memory
+    from tinycnn.backends import host_memory
 
     def _set(n):
-        monkeypatch.setattr(memory, "host_available", lambda: n)
+        monkeypatch.setattr(host_memory, "available_bytes", lambda: n)
     return _set
 
 

@@ -201,3 +201,18 @@ class Backend(Protocol):
 
     def device_name(self) -> str:
         """What runs the ops, for logs: e.g. "NVIDIA H100 (CUDA device 0), CuPy 13.3.0"."""
+
+    # ------------------------------------------------------------ its memory
+    memory_where: str
+    """Where the arrays live, for messages: "this machine" (host memory) or "the GPU"."""
+
+    memory_is_host: bool
+    """Whether the arrays take host memory (so host memory left for data shrinks)."""
+
+    def memory_available(self) -> int | None:
+        """Bytes free where the arrays live now (None: cannot be told)."""
+
+    def batch_copier(self, slots: int = 6):
+        """What moves a data loader's host batches into this backend's memory:
+        ``copier(x, y) -> (x, y)`` on the loader's thread, with ``acquire(x)`` /
+        ``release(x)`` around the step that reads a batch (tinycnn/backends/staging.py)."""

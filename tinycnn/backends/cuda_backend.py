@@ -185,6 +185,24 @@ class CudaBackend(KernelBackend):
     def synchronize(self) -> None:
         self._cupy.cuda.get_current_stream().synchronize()
 
+    # ------------------------------------------------------------ its memory
+    memory_where = "the GPU"
+    memory_is_host = False
+
+    def memory_available(self) -> int | None:
+        """The device's free bytes, plus what CuPy's pool holds free for reuse."""
+        try:
+            free = int(self._cupy.cuda.runtime.memGetInfo()[0])
+        except Exception:  # a driver that cannot tell: let the allocation try
+            return None
+        return free + int(self._cupy.get_default_memory_pool().free_bytes())
+
+    def batch_copier(self, slots: int = 6):
+        """Pinned buffers, a copy stream and events (cuda_staging.py)."""
+        from .cuda_staging import CudaStaging
+
+        return CudaStaging(self, slots)
+
     def device_name(self) -> str:
         props = self._cupy.cuda.runtime.getDeviceProperties(self._device_id)
         name = props["name"]

@@ -19,7 +19,9 @@ from ..philox import dropout_keep_mask
 from ..precision import PRECISIONS, round_operands
 from ..precision import choose as choose_precision
 from ..shapes import check_dense, check_labels, conv2d_out_hw, pool_out_size
+from . import host_memory
 from .contract import STAT_LAYOUT
+from .staging import HostCopier
 
 
 def _windows(xp: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int, axes=(1, 2)) -> np.ndarray:
@@ -55,6 +57,15 @@ class HostArrays:
 
     def synchronize(self) -> None:
         """Every op returns when its work is done; present so callers treat every backend alike."""
+
+    memory_where = "this machine"
+    memory_is_host = True
+
+    def memory_available(self) -> int | None:
+        return host_memory.available_bytes()
+
+    def batch_copier(self, slots: int = 6) -> HostCopier:
+        return HostCopier(self)
 
 
 class ComposedBlocks:

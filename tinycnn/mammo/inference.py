@@ -52,7 +52,7 @@ def find_checkpoint(path: Path) -> Path:
     return path
 
 
-def check_checkpoint(ckpt: Path, batch_size: int, backend_name: str, backward: bool = False,
+def check_checkpoint(ckpt: Path, batch_size: int, backend, backward: bool = False,
                      app: str = "classify.py") -> tuple[int, dict]:
     """From the checkpoint's records alone, before any weight is read: it is a
     classifier with two outputs, its preprocessing settings fit its network, and the
@@ -73,8 +73,8 @@ def check_checkpoint(ckpt: Path, batch_size: int, backend_name: str, backward: b
         raise CheckpointError(f"{ckpt}: network input {tuple(records['arch']['input_shape'])} does not match "
                               f"image_size {size}")
     need = (memory.explain_bytes if backward else memory.inference_bytes)(shapes, batch_size)
-    memory.require(need, memory.device_available(backend_name),
+    memory.require(need, memory.device_available(backend),
                    f"{'explaining' if backward else 'running'} the network of {ckpt} "
                    f"({shapes.num_parameters():,} parameters) at batch {batch_size}",
-                   "lower --batch-size", "the GPU" if backend_name == "cuda" else "this machine")
+                   "lower --batch-size", backend.memory_where)
     return size, prep

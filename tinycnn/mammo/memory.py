@@ -9,9 +9,8 @@ The estimates are rough (float32 arrays, no allocator overhead) and lean high.
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
+from tinycnn.backends import host_memory
 from tinycnn.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ArchitectureShapes
 from tinycnn.model import Sequential, paper_conv_stack
 
@@ -28,46 +27,15 @@ def fmt_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _meminfo_available() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:  # other Unixes: free pages (no page cache counted: errs low)
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _cgroup_available() -> int | None:
-    """What a container's memory limit (cgroup v2) still allows, if there is one: the
-    kernel kills a process past it whatever /proc/meminfo says."""
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return None if limit == "max" else max(int(limit) - used, 0)
-
-
 def host_available() -> int | None:
     """Bytes of host memory available now, or None where that cannot be told."""
-    known = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
-    return min(known) if known else None
+    return host_memory.available_bytes()
 
 
-def device_available(backend_name: str) -> int | None:
-    """Free bytes where `backend_name` keeps its arrays: the GPU's for cuda, else the host's."""
-    if backend_name != "cuda":
-        return host_available()
-    try:
-        import cupy
-
-        return int(cupy.cuda.runtime.memGetInfo()[0])
-    except Exception:  # no CuPy or no device: the backend itself reports that
-        return None
+def device_available(backend) -> int | None:
+    """Free bytes where `backend` keeps its arrays (backend.memory_available: the GPU's
+    on cuda, the host's otherwise), or None where that cannot be told."""
+    return backend.memory_available()
 
 
 def require(need: int, available: int | None, what: str, fix: str, where: str = "this machine") -> None:

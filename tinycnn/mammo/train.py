@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics, progress
-from .batches import BatchLoader, device_copier
+from .batches import BatchLoader
 from .data import augment
 from tinycnn.backends.contract import STAT_LAYOUT, new_step_stats
 from tinycnn.checkpoint import CheckpointError
@@ -193,7 +193,7 @@ class Trainer:
         self._stats = be.asarray(new_step_stats())
         self._pending: list[int] = []  # batch sizes of the steps not yet collected
         self._step = be.capture(self._device_step)
-        self._copier = device_copier(be)
+        self._copier = be.batch_copier()
 
     # ------------------------------------------------------------ checkpoints
     def _identity(self) -> dict:

@@ -33,13 +33,12 @@ class RoiClassification:
         estimate comes from shapes alone). Returns the host memory left for the data."""
         shapes = architecture_shapes(memory.paper_architecture(config.hidden, config.image_size))
         need = memory.training_bytes(shapes, config.batch_size)
-        on_gpu = backend.name == "cuda"
-        memory.require(need, memory.device_available(backend.name),
+        memory.require(need, memory.device_available(backend),
                        f"training the network (--hidden {config.hidden}, --image-size {config.image_size}, "
                        f"--batch-size {config.batch_size}: {shapes.num_parameters():,} parameters)",
-                       "lower --hidden, --image-size or --batch-size", "the GPU" if on_gpu else "this machine")
+                       "lower --hidden, --image-size or --batch-size", backend.memory_where)
         host = memory.host_available()
-        return None if host is None else host - (0 if on_gpu else need)
+        return None if host is None else host - (need if backend.memory_is_host else 0)
 
     def check_resume(self, config: ExperimentConfig) -> None:
         check_resume(config)
