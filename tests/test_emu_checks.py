@@ -121,7 +121,7 @@ def test_init_catches_shared_memory_read_before_it_is_written(bugs, name):
     template). A fresh library holds zeros there, so the plain emulator gets the right
     sum; init poisons the slots when the block starts and the sum is NaN."""
     kernel = bugs[name]
-    for address, size in cuda_emu_library.shared_arrays(kernel.lib):
+    for address, size in cuda_emu_library.shared_arrays(kernel):
         ctypes.memset(int(address), 0, int(size))  # as freshly loaded (other tests poison them)
     x = np.arange(64, dtype=f32)
     out = np.zeros(1, f32)
@@ -131,6 +131,57 @@ def test_init_catches_shared_memory_read_before_it_is_written(bugs, name):
     assert np.isnan(out[0])
     EmuChecks("init").launch(kernel, (1, 1, 1), (64, 1, 1), [out, x, i32(64)])
     assert out[0] == x.sum()  # with every slot written, the poison is gone: no false alarm
+
+
+def test_init_poisons_the_shared_arrays_a_kernel_can_reach_and_no_others():
+    """Per kernel: the statics of its own .cu file, less those in the bodies of the
+    file's other kernels (a block of relu_forward poisons nothing, one of sgemm_strided
+    exactly its two tiles; the tensor-core kernels' tiles live in function templates)."""
+    from tinycnn.backends.kernel_sources import defines
+
+    kernels = backend_or_skip("cuda-emu")._kernels
+    assert len(cuda_emu_library.shared_arrays(kernels["relu_forward"])) == 0
+    d = defines("gemm_tile.cuh")
+    tile = 2 * d["TILE_K"] * (d["TILE_M"] + d["TILE_PAD"]) * 4  # As[2][TILE_K][TILE_M + TILE_PAD] floats
+    assert sorted(cuda_emu_library.shared_arrays(kernels["sgemm_strided"])[:, 1]) == [tile, tile]
+    tc = cuda_emu_library.shared_arrays(kernels["conv2d_forward_tf32_64x64"])
+    fp32 = cuda_emu_library.shared_arrays(kernels["conv2d_forward_igemm_64x64"])
+    assert len(tc) and len(fp32) and not set(tc[:, 0]) & set(fp32[:, 0])
+    other = cuda_emu_library.shared_arrays(kernels["conv2d_backward_data_igemm_64x64"])
+    assert set(fp32[:, 0]) - set(other[:, 0]) and set(other[:, 0]) - set(fp32[:, 0])  # each its own tiles
+
+
+@pytest.mark.parametrize("mode, op, name", [("fp32", "conv2d", "c24_f20"), ("fp32", "conv2d_relu_maxpool", "pad1_32x128"),
+                                             ("tf32", "conv2d", "1x1_40_channels"), ("bf16", "conv2d_relu_maxpool",
+                                                                                      "few_taps_2x2_floor"),
+                                             ("tf32", "dense", "split_k"), ("fp32", "softmax_cross_entropy", "6x3")])
+def test_every_shared_array_a_kernel_writes_is_one_init_poisons(mode, op, name):
+    """Against the source of the choice above: zero every function-local static of the
+    library, launch, and see which the launch wrote; they must all be in the kernel's
+    set (forward and backward kernels of each op, plain emulator)."""
+    be = backend_or_skip(f"cuda-emu:{mode}")
+    # every static of the library: the union over its kernels
+    statics = np.unique(np.concatenate([cuda_emu_library.shared_arrays(k) for k in be._kernels.values()]), axis=0)
+    seen = []
+
+    def run(kernel_name, grid, block, args):
+        for address, size in statics:
+            ctypes.memset(int(address), 0, int(size))
+        be._kernels[kernel_name](grid, block, args)
+        written = {int(a) for a, size in statics if any((ctypes.c_char * int(size)).from_address(int(a)).raw)}
+        allowed = {int(a) for a in cuda_emu_library.shared_arrays(be._kernels[kernel_name])[:, 0]}
+        assert written <= allowed, f"{kernel_name} wrote shared arrays init would not poison"
+        seen.append((kernel_name, len(written)))
+
+    c = case(op, name)
+    arrays = c.arrays(np.random.default_rng(0))
+    be._device_run = run
+    try:
+        out, _ = run_op(c.spec, be, arrays, **c.kw)
+        run_op(c.spec, be, arrays, dout=np.ones(np.shape(out), f32), **c.kw)
+    finally:
+        del be._device_run  # the class's own again
+    assert any(n for _, n in seen), seen  # some kernel of the op stages through shared memory
 
 
 def test_init_poisons_fresh_device_arrays(bugs):

@@ -66,7 +66,7 @@ class EmulatedBackend(HostMemory, HostArrays, KernelBackend):
         self.checks = EmuChecks.from_env() if checks is None else EmuChecks(checks)
         lib = load_library(kernel_dir)
         self.kernel_dir = kernel_dir
-        self._kernels = {name: EmuKernel(lib, name) for _, names in kernel_sources(kernel_dir).values()
+        self._kernels = {name: EmuKernel(lib, name, unit) for unit, (_, names) in kernel_sources(kernel_dir).items()
                          for name in names}
         if self.checks:
             self._device_empty = self.checks.empty

@@ -134,7 +134,7 @@ class EmuChecks:
         config = EmuCheckConfig(flags=self.flags, order_seed=self.seeds["order"], race_seed=self.seeds["race"],
                                 page_size=PAGE)
         if "init" in self:
-            shared = shared_arrays(kernel.lib)
+            shared = shared_arrays(kernel)
             config.shared, config.shared_count = shared.ctypes.data, len(shared)
         if "bounds" not in self:
             kernel.run(grid, block, args, config)

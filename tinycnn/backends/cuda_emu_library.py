@@ -29,6 +29,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import struct
 import subprocess
@@ -97,6 +98,12 @@ def _build_key(cxx: str, folder: str) -> str:
     return h.hexdigest()[:20]
 
 
+def _unit_file(fname: str) -> str:
+    """The C++ file the emulator compiles for kernel file `fname` (and the name its
+    symbol table keeps for it)."""
+    return fname + ".cpp"
+
+
 def _translation_unit(header: str, source_path: str, names: list[str]) -> str:
     """The emulator's view of one .cu file: header, the file itself, wrappers."""
     lines = [f'#include "{header}"', f'#include "{source_path}"', ""]
@@ -115,7 +122,7 @@ def _build(cxx: str, folder: str, target: str) -> None:
     with tempfile.TemporaryDirectory(prefix="build-", dir=os.path.dirname(target)) as tmp:
         procs, objects = [], []
         for fname, (_, names) in kernel_sources(folder).items():
-            src = os.path.join(tmp, fname + ".cpp")
+            src = os.path.join(tmp, _unit_file(fname))
             with open(src, "w") as f:
                 f.write(_translation_unit(header, os.path.join(folder, fname), names))
             obj = src[:-4] + ".o"
@@ -210,11 +217,13 @@ FAULT_GUARD_PAGE, FAULT_UNMAPPED = 1, 2  # EmuChecks.fault_kind
 
 
 class EmuKernel:
-    """One emulated kernel: its launch entry point and its C signature."""
+    """One emulated kernel: its launch entry point and its C signature. `unit`: the .cu
+    file of the library that defines it (None: the library is that one file)."""
 
-    def __init__(self, lib: ctypes.CDLL, name: str):
+    def __init__(self, lib: ctypes.CDLL, name: str, unit: str | None = None):
         self.name = name
         self.lib = lib
+        self.unit = unit
         self.launch = getattr(lib, f"emu_launch_{name}")
         self.launch.argtypes = [ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
                                 ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(EmuCheckConfig)]
@@ -276,34 +285,52 @@ class EmuKernel:
         return status
 
 
-def shared_arrays(lib: ctypes.CDLL) -> np.ndarray:
-    """The ``__shared__`` arrays of a library, as (address, bytes) pairs (uint64) for the
-    init check to poison. Under the emulator they are function-local statics, and the
-    kernel subset has no other zero-initialised local statics (kernels/README.md), so
-    they are the local objects (C++ names ``_ZZ...``) of the library's writable sections,
-    read from its ELF symbol table (the compiler drops section attributes on the statics
-    of function templates, so the symbol table is the one list of them)."""
+def shared_arrays(kernel: "EmuKernel") -> np.ndarray:
+    """The ``__shared__`` arrays `kernel` may use, as (address, bytes) pairs (uint64), for
+    the init check to poison when each block starts. Under the emulator they are
+    function-local statics, and the kernel subset has no other zero-initialised local
+    statics (kernels/README.md), so they are the local objects (C++ names ``_ZZ...``) of
+    the library's writable sections, read from its ELF symbol table (the compiler drops
+    section attributes on the statics of function templates, so the symbol table is the
+    one list of them). A kernel reaches only the statics of its own source file (the
+    symbols after that file's entry) and, of those declared in a kernel's body, only
+    its own; helpers' (templates') are shared by the file's kernels."""
     with _lock:
-        found = _shared.get(lib._name)
-        if found is None:
-            with open(lib._name, "rb") as f:
-                data = f.read()
-            symbols = _elf_symbols(data)
-            writable = _elf_writable_sections(data)
-            # the symbol table's addresses are relative to where the library was loaded
-            anchor, value = next((n, v) for n, v, _, kind, _ in symbols
-                                 if kind == _STT_FUNC and n.startswith("emu_signature_"))
-            base = ctypes.cast(getattr(lib, anchor), ctypes.c_void_p).value - value
-            pairs = sorted({(base + v, size) for n, v, size, kind, section in symbols
-                            if kind == _STT_OBJECT and size and section in writable and n.startswith("_ZZ")})
-            found = _shared[lib._name] = np.array(pairs, np.uint64).reshape(-1, 2)
-        return found
+        arrays = _shared.get(kernel.lib._name)
+        if arrays is None:
+            arrays = _shared[kernel.lib._name] = _local_statics(kernel.lib)
+        picked = [(address, size) for unit, owner, address, size in arrays
+                  if (kernel.unit is None or unit == _unit_file(kernel.unit)) and owner in (None, kernel.name)]
+        return np.array(picked, np.uint64).reshape(-1, 2)
 
 
-_shared: dict[str, np.ndarray] = {}  # library file -> its shared arrays
+def _local_statics(lib: ctypes.CDLL) -> list[tuple]:
+    """(source file, the kernel whose body declares it or None, address, bytes) of each
+    function-local static object of the library."""
+    with open(lib._name, "rb") as f:
+        data = f.read()
+    symbols = _elf_symbols(data)
+    writable = _elf_writable_sections(data)
+    kernels = {n[len("emu_launch_"):] for n, _, _, kind, _ in symbols
+               if kind == _STT_FUNC and n.startswith("emu_launch_")}
+    # the symbol table's addresses are relative to where the library was loaded
+    anchor, value = next((n, v) for n, v, _, kind, _ in symbols if kind == _STT_FUNC and n.startswith("emu_launch_"))
+    base = ctypes.cast(getattr(lib, anchor), ctypes.c_void_p).value - value
+    out, unit = set(), None
+    for name, value, size, kind, section in symbols:
+        if kind == _STT_FILE:
+            unit = name
+        elif kind == _STT_OBJECT and size and section in writable and name.startswith("_ZZ"):
+            function = re.match(r"_ZZ(\d+)", name)  # _ZZ<length><function>E...: a static of that function
+            owner = name[function.end():function.end() + int(function.group(1))] if function else None
+            out.add((unit, owner if owner in kernels else None, base + value, size))
+    return sorted(out, key=lambda entry: entry[2])
 
 
-_STT_OBJECT, _STT_FUNC = 1, 2
+_shared: dict[str, list] = {}  # library file -> its function-local statics
+
+
+_STT_OBJECT, _STT_FUNC, _STT_FILE = 1, 2, 4
 
 
 def _elf_sections(data: bytes) -> list[tuple]:
