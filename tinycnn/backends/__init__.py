@@ -46,7 +46,7 @@ def get(name_or_backend="numpy", precision: str | None = None):
     default ('tf32' for cuda on a GPU with tensor cores, else 'fp32'). A mode the backend
     does not run is a ValueError that says which it runs."""
     if not isinstance(name_or_backend, str):
-        have = getattr(name_or_backend, "precision", "fp32")
+        have = name_or_backend.precision
         if precision is not None and precision != have:
             raise ValueError(f"{getattr(name_or_backend, 'name', name_or_backend)!s} runs precision {have!r}, "
                              f"not {precision!r}: get a backend of that precision by name")
@@ -62,7 +62,7 @@ def get(name_or_backend="numpy", precision: str | None = None):
         factory = getattr(importlib.import_module(module_name), attr)
     backend = factory() if precision is None else factory(precision=precision)
     # get(name) and get(name, its default) are one instance
-    backend = _INSTANCES.setdefault((name, getattr(backend, "precision", "fp32")), backend)
+    backend = _INSTANCES.setdefault((name, backend.precision), backend)
     _INSTANCES[(name, precision)] = backend
     return backend
 
