@@ -5,6 +5,28 @@
 // buffered shared memory with the next tile's global loads in flight during the math,
 // and gathers that decode their indices by carrying digits instead of dividing).
 //
+// ENTRY POINTS: conv2d_<pass>_igemm_<tile>, FP32 tiles, each cell "threads/min blocks
+// per SM" of its __launch_bounds__ (tinycnn/backends/geometry.py picks the tile: the
+// shortest that covers M; conv2d_tc.cu has the same passes on tensor cores;
+// tests/test_kernel_grid.py holds these tables to the definitions below)
+//   pass              16x256  32x128  64x64
+//   forward           256/2   256/2   256/2
+//   relu_maxpool      256/2   256/2   256/2
+//   backward_data     256/2   256/2   256/2
+//   backward_filter   256/2   256/2   256/2
+//
+// ENTRY POINTS: conv2d_<pass>_smallk_<precision>, at most SMALLK_TAPS taps (the first
+// layer): direct loops on CUDA cores in every mode, rounding operands as the mode says
+//   pass              fp32    tf32    bf16
+//   relu_maxpool      256/2   256/2   256/2
+//   backward_filter   256/2   256/2   256/2
+//
+// ENTRY POINTS: conv2d_<pass>, FP32 in every mode: the bias gradient's partial sums and
+// the fused block's backward pass (pool routing, ReLU mask, bias partials)
+//   pass                    any
+//   bias_grad_partial       128/-
+//   relu_maxpool_backward   128/4
+//
 //   x (N, C, H, W), w (F, C, KH, KW), b (F,), out / dout (N, F, OH, OW)
 //   OH = (H + 2 pad - KH) / stride + 1 (tinycnn/shapes.py), same for OW
 //
