@@ -15,13 +15,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import backend_or_skip, compare_with_reference, compare_within_sum_bound
-from op_cases import case, cases, normal, tolerance
+from helpers import (backend_or_skip, compare_with_reference, compare_within_sum_bound, paper_batch,
+                     paper_net_builder)
+from op_cases import SUM_BOUND, case, cases, normal, tolerance
 from tinycnn import backends
 from tinycnn.backends import geometry as geo
 from tinycnn.backends.kernel_sources import kernel_sources
-from tinycnn.gradcheck import rel_error
 from tinycnn.shapes import conv2d_out_hw
+from tinycnn.verify import verify_step
 
 BACKEND = "cuda-emu"
 
@@ -175,38 +176,27 @@ def test_the_fused_block_saves_launches(emu, rng, monkeypatch):
 
 
 # ------------------------------------------------------------------- a training step
-def test_paper_net_training_step_matches_numpy(rng):
-    """paper_net(in_size=64): forward (dropout on), loss, backward, SGD momentum step,
-    on cuda-emu and NumPy from the same weights; loss, every gradient and every
-    updated parameter agree."""
-    from tinycnn.model import paper_net
-    from tinycnn.optim import SGD
+# The tensor-core kernels take 4-9x the fp32 ones' time on the emulator: 40 x 40 there
+# (measured on two shared cores: tf32 9 s, bf16 5 s; 30 s and 19 s at 64 x 64).
+STEP_SIZE = {"fp32": 64, "tf32": 40, "bf16": 40}
 
-    backend_or_skip(BACKEND)
-    x = normal(rng, (2, 1, 64, 64))
-    y = np.array([1, 0])
-    results = {}
-    for name in ("numpy", BACKEND):
-        net = paper_net(hidden=16, in_size=64, seed=3, backend=name)
-        be = net.backend
-        opt = SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, backend=net.backend)
-        logits = net.forward(be.asarray(x), train=True)
-        loss, dlogits = be.softmax_cross_entropy(logits, y)
-        net.backward(dlogits)
-        grads = {n: be.to_numpy(p.grad).copy() for n, p in net.named_parameters()}
-        opt.step()
-        params = {n: be.to_numpy(p.value) for n, p in net.named_parameters()}
-        results[name] = (float(be.to_numpy(loss)), be.to_numpy(logits), grads, params)
-    ref, got = results["numpy"], results[BACKEND]
-    assert abs(got[0] - ref[0]) <= 1e-5 * abs(ref[0])
-    assert rel_error(got[1], ref[1]) <= 1e-5
-    for n in ref[2]:
-        assert rel_error(got[2][n], ref[2][n]) <= 1e-4, f"gradient of {n}"
-        assert rel_error(got[3][n], ref[3][n]) <= 1e-5, f"updated {n}"
+
+@pytest.mark.parametrize("precision", sorted(STEP_SIZE))
+def test_paper_net_training_step_is_verified(precision):
+    """tests/test_gpu.py's training step, small (hidden 16, batch 2, STEP_SIZE): forward
+    (dropout on), loss, backward and the SGD-momentum update on the kernels, each step
+    against the exact result of its precision mode on the kernels' own inputs
+    (tinycnn.verify: the comparison the GPU runs at 256 x 256)."""
+    be = backend_or_skip(f"{BACKEND}:{precision}")
+    size = STEP_SIZE[precision]
+    x, y = paper_batch(batch=2, size=size)
+    report = verify_step(be, paper_net_builder(hidden=16, size=size, seed=3), x, y, end_to_end=False)
+    assert report.ok, report.explain()
+    assert report.fragile > 0  # decisions that another sum order could flip: the case it must survive
 
 
 # ------------------------------------------------------------------- the cuda backend's plumbing
-# One shared case per op (tests/op_cases.py), small ones, held to the cuda backend's tolerances.
+# One shared case per op (tests/op_cases.py), small ones, held to what the cuda backend is held to.
 PLUMBING_CASES = [("conv2d", "stride2_pad1"), ("dense", "split_k"), ("maxpool2d", "2s2_ceil_7x9"), ("relu", "3d"),
                   ("dropout", "p0.5"), ("softmax_cross_entropy", "6x3"), ("softmax", "7x5")]
 
@@ -273,7 +263,10 @@ def test_cuda_backend_plumbing_through_a_stand_in_cupy(emu, rng, monkeypatch):
         for op, name in PLUMBING_CASES:
             c = case(op, name)
             tol = tolerance("cuda", c)
-            compare_with_reference(be, c.spec, c.arrays(rng), fwd_tol=tol.fwd, grad_tol=tol.grad, **c.kw)
+            if tol == SUM_BOUND:
+                compare_within_sum_bound(be, c.op, c.arrays(rng), **c.kw)
+            else:
+                compare_with_reference(be, c.spec, c.arrays(rng), fwd_tol=tol.fwd, grad_tol=tol.grad, **c.kw)
         # compute capability 9.0: tensor cores by default, in TF32 (the products' kernels)
         default = cuda_backend.CudaBackend()
         assert default.precision == "tf32" and default.precisions == ("fp32", "tf32", "bf16")

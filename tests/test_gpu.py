@@ -1,19 +1,27 @@
 """Tier 3 (-m gpu): the kernels on a real GPU through the "cuda" backend, beyond op
 parity (which tests/test_parity.py runs on the GPU too, with the shared cases of
 tests/op_cases.py and the large ones that only the GPU runs): the loss stays on the
-device, bit-exact optimizer updates, a full 256x256 paper_net training step matching
-NumPy, two seeded runs bitwise identical, and the literal reading of the paper
-(hidden=28800) completing a step. Skipped without CuPy and a GPU (tests/conftest.py)."""
+device, bit-exact optimizer updates, a full 256x256 paper_net training step verified in
+every precision mode, two seeded runs bitwise identical, and the literal reading of the
+paper (hidden=28800) completing a step. Skipped without CuPy and a GPU (tests/conftest.py).
+
+The training step is not compared with another chain of the reference by a tolerance: at
+256 x 256 the float32 reference itself takes another ReLU or pooling decision than
+float64 in the first blocks, which moves conv1's weight gradient by 6e-3. It is verified
+step by step on the GPU's own intermediates against the exact result of its mode
+(tinycnn.verify.verify_step), which a correct kernel cannot fail whatever its sum order;
+tests/test_step_verification.py shows the same comparison passing the float32 reference
+against float64 at this shape and cuda-emu at 256 x 256, and failing planted bugs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from helpers import backend_or_skip
+from helpers import backend_or_skip, paper_batch, paper_net_builder
 from op_cases import normal
 from tinycnn import backends
-from tinycnn.gradcheck import rel_error
+from tinycnn.verify import verify_step
 
 pytestmark = pytest.mark.gpu
 BACKEND = "cuda"
@@ -67,33 +75,17 @@ def _train_step(backend, x, y, hidden=1024, in_size=256, seed=0):
     return float(be.to_numpy(loss)), be.to_numpy(logits), grads, params
 
 
-def test_paper_net_256_training_step_matches_numpy(gpu, rng):
-    x, y = normal(rng, (4, 1, 256, 256)), np.array([0, 1, 1, 0])
-    ref, got = _train_step("numpy", x, y), _train_step(gpu, x, y)
-    assert abs(got[0] - ref[0]) <= 1e-5 * abs(ref[0])
-    assert rel_error(got[1], ref[1]) <= 1e-5
-    for n in ref[2]:
-        assert rel_error(got[2][n], ref[2][n]) <= 1e-4, f"gradient of {n}"
-        assert rel_error(got[3][n], ref[3][n]) <= 1e-5, f"updated {n}"
-
-
-# One unit roundoff of the mode: each op is held to the FP32-sum bound in test_parity;
-# through a network, another sum order can move an activation across a rounding
-# boundary of the next layer's operands, which changes that operand by one unit of the
-# mode (2**-11 for TF32, 2**-8 for BF16) and its products alike.
-MODE_UNIT = {"tf32": 2.0**-11, "bf16": 2.0**-8}
-
-
-@pytest.mark.parametrize("precision", ["tf32", "bf16"])
-def test_training_step_matches_the_reference_of_its_mode(rng, precision):
-    be = backend_or_skip(f"cuda:{precision}")
-    x, y = normal(rng, (4, 1, 256, 256)), np.array([0, 1, 1, 0])
-    ref, got = _train_step(backends.get("numpy", precision), x, y), _train_step(be, x, y)
-    tol = MODE_UNIT[precision]
-    assert abs(got[0] - ref[0]) <= tol * abs(ref[0])
-    assert rel_error(got[1], ref[1]) <= tol
-    for n in ref[2]:
-        assert rel_error(got[2][n], ref[2][n]) <= tol, f"gradient of {n}"
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_paper_net_256_training_step_is_verified(precision):
+    """paper_net (hidden 1024) at 256 x 256, batch 4, seed 0: forward (dropout on), loss,
+    backward and one SGD-momentum update on the GPU in each precision mode (fp32 on the
+    fp32 backend object: cuda defaults to tf32), every step against the exact result of
+    its mode; the fragile windows (decisions that rounding could flip) counted."""
+    be = backend_or_skip(f"{BACKEND}:{precision}")
+    x, y = paper_batch()
+    report = verify_step(be, paper_net_builder(), x, y, end_to_end=False)
+    print(report.explain())
+    assert report.ok, report.explain()
 
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])

@@ -68,6 +68,21 @@ def test_fragile_windows_hold_every_decision_the_bounds_allow(ceil_mode):
 
 
 # ------------------------------------------------------------------ the fused block's check
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_the_sparse_conv_backward_is_the_references(rng, precision):
+    """The fragile windows' share of the bounds comes from their positions alone; it is
+    the float64 reference's conv2d_backward of the mode (stride and padding, a dout with
+    a few non-zeros), to float64 rounding."""
+    ref = backends.get("numpy64", precision)
+    x, w = np.abs(rng.standard_normal((2, 3, 9, 8))), np.abs(rng.standard_normal((4, 3, 3, 2)))
+    _, cache = ref.conv2d_forward(x, w, np.zeros(4), stride=2, pad=1)
+    dout = np.zeros((2, 4, 5, 5))
+    dout.flat[rng.choice(dout.size, 17, replace=False)] = np.abs(rng.standard_normal(17)).astype(np.float32)
+    for want, got in zip(ref.conv2d_backward(dout, cache), verify.sparse_conv_backward(precision, dout, x, w, 2, 1)):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+        assert np.any(want)
+
+
 def _tied_block(rng):
     """A fused block whose first image has exact ties in every window: x constant along W
     there, so the conv output is too (members 0 and 1, 2 and 3 of each window are
@@ -354,9 +369,10 @@ def test_an_off_by_one_in_the_fp32_gather_fails_the_second_block_comparison(tmp_
         compare_within_sum_bound(bad, c.op, arrays, max_fragile_fraction=fraction, **c.kw)
 
 
-# (op, case) pairs the tensor-core planted bugs run on: one conv through the table
-# gathers (pad 0), one through the general gather (padding, stride), one dense
-SMALL_TC_CASES = [("conv2d", "f40_tc_64x64"), ("conv2d", "stride2_pad1"), ("dense", "two_tiles_each_way")]
+# (precision, op, case) the swapped fragment runs on: conv2d_tc.cu's and gemm_tc.cu's k
+# loops in tf32, the conv in bf16
+SWAPPED_FRAGMENT_CASES = [("tf32", "conv2d", "f40_tc_64x64"), ("tf32", "dense", "two_tiles_each_way"),
+                          ("bf16", "conv2d", "f40_tc_64x64")]
 
 
 def _caught(be, good, op_case, rng) -> bool:
@@ -374,25 +390,21 @@ def _caught(be, good, op_case, rng) -> bool:
 @pytest.mark.slow
 def test_a_swapped_mma_fragment_fails_the_tensor_core_comparisons(tmp_path, rng):
     """tc_tile.cuh handing each mma its two B registers in the wrong order (both k loops):
-    every tensor-core product fails, in tf32 and bf16."""
+    the tensor-core conv and dense fail, in tf32 and bf16."""
     kernel_dir = planted_kernels(tmp_path, "tc_tile.cuh", "const unsigned bf[2] = {b[ni][2 * ks], b[ni][2 * ks + 1]};",
                                  "const unsigned bf[2] = {b[ni][2 * ks + 1], b[ni][2 * ks]};", 2)
-    for precision in ("tf32", "bf16"):
+    for precision, *op_case in SWAPPED_FRAGMENT_CASES:
         bad, good = _emulated(kernel_dir, precision), backends.get("cuda-emu", precision)
-        for op_case in SMALL_TC_CASES:
-            assert _caught(bad, good, op_case, rng), f"{precision} {op_case}: the swapped fragment passed"
+        assert _caught(bad, good, op_case, rng), f"{precision} {op_case}: the swapped fragment passed"
 
 
 @pytest.mark.slow
 def test_an_off_by_one_in_the_tensor_core_gather_fails_where_it_is_used(tmp_path, rng):
-    """conv_gather.cuh's im2col_at (the tensor-core convolutions' general gather: padding or
-    stride) reading one column to the right: the padded case fails in tf32; the pad-0
-    case, whose gather reads a table instead, does not use it and still passes."""
+    """conv_gather.cuh's im2col_at (the tensor-core convolutions' general gather, for padding
+    or stride) reading one column to the right: a padded, strided conv fails (tf32)."""
     bad = _emulated(planted_kernels(tmp_path, "conv_gather.cuh", "iw = iw0 + t.lo;", "iw = iw0 + t.lo + 1;", 1),
                     "tf32")
-    good = backends.get("cuda-emu", "tf32")
-    assert _caught(bad, good, ("conv2d", "stride2_pad1"), rng)
-    assert not _caught(bad, good, ("conv2d", "f40_tc_64x64"), rng)
+    assert _caught(bad, backends.get("cuda-emu", "tf32"), ("conv2d", "stride2_pad1"), rng)
 
 
 class ShiftedDx(NumpyBackend):

@@ -63,7 +63,7 @@ import numpy as np
 
 from . import backends
 from .gradcheck import OPS, rel_error
-from .precision import FP32_ULP, fp32_sum_error_bound
+from .precision import FP32_ULP, fp32_sum_error_bound, round_operands
 from .shapes import pool_out_size
 
 F64_UNIT = 2.0**-53  # float64's unit roundoff: the reference's own sums
@@ -88,7 +88,8 @@ def sum_bound(abs_total, n: int) -> np.ndarray:
     to abs_total, in any order on both sides: gamma_n at FP32's ulp plus gamma_n at
     float64's unit roundoff."""
     n = max(int(n), 1)
-    return fp32_sum_error_bound(abs_total, n) + fp32_sum_error_bound(abs_total, n, unit=F64_UNIT)
+    gamma = float(fp32_sum_error_bound(1.0, n) + fp32_sum_error_bound(1.0, n, unit=F64_UNIT))
+    return np.multiply(abs_total, gamma, dtype=np.float64)
 
 
 # ------------------------------------------------------------------ results
@@ -201,23 +202,31 @@ def within(step: str, what: str, got, exact, bound) -> Check:
     if got.shape != exact.shape:
         return Check(step, what, int(exact.size), int(exact.size), math.inf, math.inf, 0.0,
                      f"shape {got.shape}, expected {exact.shape}")
-    diff = np.abs(got - exact)
-    bad = ~(diff <= bound)  # NaN fails
+    if not exact.size:
+        return Check(step, what, 0, 0, 0.0, 0.0, 0.0)
+    shape = exact.shape
+    got, exact, bound = got.reshape(-1), exact.reshape(-1), np.broadcast_to(bound, shape).reshape(-1)
+    diff = np.subtract(got, exact)
+    np.abs(diff, out=diff)
+    diff[np.isnan(diff)] = math.inf  # NaN fails
+    violations = int(np.count_nonzero(diff > bound))
+    scale = float(np.max(np.abs(exact)))
+    top = float(np.max(bound))
+    resolution = top / scale if scale > 0 else (0.0 if top == 0 else math.inf)
+    excess = np.subtract(diff, bound)
+    worst_excess = float(np.max(excess))
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(diff == 0, 0.0, diff / bound)
-    ratio = np.where(np.isnan(ratio), math.inf, ratio)
-    excess = np.where(np.isnan(diff), math.inf, diff - bound)
-    scale = float(np.max(np.abs(exact))) if exact.size else 0.0
-    resolution = float(np.max(bound)) / scale if scale > 0 else (0.0 if not np.any(bound) else math.inf)
+        np.divide(diff, bound, out=excess)  # the ratio, in the same memory
+    excess[diff == 0] = 0.0
+    worst_ratio = float(np.max(excess))
     detail = ""
-    violations = int(np.count_nonzero(bad))
     if violations:
-        i = int(np.argmax(np.where(bad, ratio, -1.0)))
-        idx = np.unravel_index(i, exact.shape) if exact.ndim else ()
-        detail = (f"{violations} elements out; at {tuple(int(j) for j in idx)}: got {got.flat[i]:.9g}, "
-                  f"exact {exact.flat[i]:.9g}, bound {bound.flat[i]:.3g}")
-    return Check(step, what, int(exact.size), violations, float(np.max(ratio)) if ratio.size else 0.0,
-                 float(np.max(excess)) if excess.size else 0.0, resolution, detail)
+        excess[~(diff > bound)] = -1.0
+        i = int(np.argmax(excess))
+        idx = np.unravel_index(i, shape)
+        detail = (f"{violations} elements out; at {tuple(int(j) for j in idx)}: got {got[i]:.9g}, "
+                  f"exact {exact[i]:.9g}, bound {bound[i]:.3g}")
+    return Check(step, what, int(exact.size), violations, worst_ratio, worst_excess, resolution, detail)
 
 
 def equal(step: str, what: str, got, want) -> Check:
@@ -347,6 +356,30 @@ def fragile_windows(conv, bound, ceil_mode: bool = True) -> tuple[np.ndarray, np
     return fragile, candidates
 
 
+def sparse_conv_backward(precision: str, dout, x, w, stride: int = 1, pad: int = 0, need_dx: bool = True):
+    """conv2d_backward of `precision` in float64 (dx (N, C, H, W) or None, dw, db) for a
+    dout (N, F, OH, OW) that is 0 but at a few positions (the fragile windows' members),
+    from those positions' patches alone: what numpy64's conv2d_backward gives, up to the
+    order of its float64 sums."""
+    n_i, f_i, oh_i, ow_i = np.nonzero(dout)
+    f, c, kh, kw = w.shape
+    n, _, h, wd = x.shape
+    vals = dout[n_i, f_i, oh_i, ow_i]
+    db = np.bincount(f_i, weights=vals, minlength=f).astype(np.float64)
+    d = _host64(round_operands(vals, precision))[:, None, None, None]
+    xp = np.pad(_host64(round_operands(x, precision)), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    at = (n_i[:, None, None, None], np.arange(c)[None, :, None, None],
+          (oh_i * stride)[:, None, None, None] + np.arange(kh)[None, None, :, None],
+          (ow_i * stride)[:, None, None, None] + np.arange(kw)[None, None, None, :])  # (E, C, KH, KW) each
+    dw = np.zeros((f, c, kh, kw))
+    np.add.at(dw, f_i, d * xp[at])
+    if not need_dx:
+        return None, dw, db
+    dxp = np.zeros_like(xp)
+    np.add.at(dxp, at, d * _host64(round_operands(w, precision))[f_i])
+    return np.ascontiguousarray(dxp[:, :, pad:pad + h, pad:pad + wd]), dw, db
+
+
 def block_fragility(precision: str, x, w, b, *, stride: int = 1, pad: int = 0, ceil_mode: bool = True,
                     step: str = "conv block") -> Fragility:
     """The fragile windows of the fused block on inputs x (N, C, H, W), w (F, C, KH, KW),
@@ -392,7 +425,8 @@ def check_conv_block(step: str, precision: str, x, w, b, out, dout=None, dx=None
     need_dx = dx is not None
     grads = ref.conv2d_backward(dconv, cache, need_dx)
     sums = ref.conv2d_backward(routed, abs_cache, need_dx)
-    moved = ref.conv2d_backward(flips, abs_cache, need_dx) if fragility.fragile else (None, None, None)
+    moved = (sparse_conv_backward(precision, flips, np.abs(x), np.abs(w), stride, pad, need_dx)
+             if fragility.fragile else (None, None, None))
     for what, got, g, s, d in zip(("dx", "dw", "db"), (dx, dw, db), grads, sums, moved):
         if what == "dx" and not need_dx:
             continue
