@@ -266,6 +266,20 @@ def test_a_correct_small_step_is_verified():
     assert kinds == {"ConvBlock", "Flatten", "Dense", "ReLU", "Dropout", "loss", "sgd"}
 
 
+def test_the_benchmarks_validation_step_is_verified_too():
+    """bench/bench_step_cuda.py validates a step without dropout and without the update
+    (train=False, sgd=None): verified on a correct backend, with the end-to-end summary;
+    a planted bug fails there as in a training step."""
+    x, y = paper_batch(batch=2, size=SMALL["size"])
+    report = verify.verify_step("numpy", paper_net_builder(**SMALL), x, y, train=False, sgd=None)
+    assert report.ok, report.explain()
+    assert not any(c.step.startswith("sgd") for c in report.checks)
+    assert set(report.summary) == {"loss", "float64 chain loss", "logits rel. error", "gradient rel. errors"}
+    planted = verify.verify_step(Planted("fused backward: dx one pixel to the right"), paper_net_builder(**SMALL), x, y,
+                                 train=False, sgd=None, end_to_end=False)
+    assert {(c.step, c.what) for c in planted.failures()} == {("1 ConvBlock conv 16->32", "dx")}
+
+
 @pytest.mark.parametrize("bug", sorted(PLANTED))
 def test_a_bug_planted_in_one_op_fails_at_its_step(bug):
     """Every per-step check has a planted failure, and only the planted steps fail (the
