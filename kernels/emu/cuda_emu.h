@@ -39,9 +39,9 @@
 // order, one at a time, on memory it never moves:
 //   order   blocks run in reversed or seeded-shuffled order: a result that depends on
 //           the order of blocks is a race between blocks
-//   init    the shared arrays are poisoned (EMU_POISON) when each block starts: a read
-//           before a write shows as a NaN or a huge index (device arrays are poisoned
-//           by the allocator in Python)
+//   init    the kernel's shared arrays (checks->shared) are poisoned (EMU_POISON) when
+//           each block starts: a read before a write shows as a NaN or a huge index
+//           (device arrays are poisoned by the allocator in Python)
 //   bounds  an access to a guard page (every device array ends at one, PROT_NONE)
 //           is caught by a SIGSEGV handler, which records it, opens the page so that
 //           the thread can go on, and the launch returns -4; an access to unmapped
@@ -599,7 +599,8 @@ static int emu_launch_checked(void (*kernel)(A...), const char *name, int nthrea
                 emu_block_synced = false;
                 emu_cp_async_reset();
                 if (init && t == 0)
-                    for (unsigned long long k = 0; k < c->shared_count; k++) emu_poison(c->shared[2 * k], c->shared[2 * k + 1]);
+                    for (unsigned long long k = 0; k < c->shared_count; k++)
+                        emu_poison(c->shared[2 * k], c->shared[2 * k + 1]);
 #pragma omp barrier
                 if (race) emu_turn_wait();
                 emu_call(kernel, args, std::index_sequence_for<A...>{});
