@@ -6,12 +6,13 @@ PyTorch eager on the same GPU, in the same run, and beside bench.gpu_model's pre
                                     [--time-limit SECONDS] [--numpy-repeats 0]
 
 Validate, then time. First, for each precision mode of ours, one step from the same
-seeded weights (forward with dropout off, loss, backward) at --validate-batch against
-the FP32 reference: PyTorch on the GPU with TF32 off, or the NumPy reference where
-PyTorch has no CUDA (validate(): the loss, the logits and every gradient within the
-mode's TOLERANCE). A mode that fails is reported and not timed; the others go on. The
-PyTorch modes are checked against the same reference and their errors printed (not
-enforced: they are PyTorch's numerics).
+seeded weights (forward with dropout off, loss, backward) at --validate-batch,
+verified layer by layer against the exact result of its mode (validate():
+tinycnn.verify.verify_step, derived bounds, no tolerance chosen, so a correct kernel
+cannot fail on a flipped ReLU or pooling decision). A mode that fails is reported and
+not timed; the others go on. The PyTorch modes are compared with an FP32 reference
+(PyTorch with TF32 off, or the NumPy reference where PyTorch has no CUDA) and their
+errors printed beside TOLERANCE (not enforced: they are PyTorch's numerics).
 
 Then forward + loss + backward + SGD-momentum update at --batch, each series --warmup
 untimed steps (kernel loading, allocator growth, the graph capture) and --repeats
@@ -63,11 +64,13 @@ from tinycnn import backends
 from tinycnn.gradcheck import rel_error
 from tinycnn.model import paper_net
 from tinycnn.precision import PRECISIONS
+from tinycnn.verify import verify_step
 
 SIZE = 256  # the paper's input: 256 x 256 x 1
 
-#: Norm-wise relative error (tinycnn.gradcheck.rel_error) allowed between one step in a
-#: precision mode and the FP32 reference, by what is compared. Measured before choosing
+#: What PyTorch's modes are reported against (not enforced; ours are verified by derived
+#: bounds instead, see validate): the norm-wise relative error (tinycnn.gradcheck.rel_error)
+#: between one step in a precision mode and the FP32 reference, by what is compared. Measured before choosing
 #: them, worst array, with the NumPy reference (batch 4, 256 x 256, hidden 1024) and with
 #: cuda-emu (our kernels on the CPU; batch 4, 128 x 128, hidden 256) against NumPy FP32:
 #:   - the loss and the logits are continuous in the products' operands: float32 against
@@ -113,21 +116,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------ validation
-def step_outputs(net, x: np.ndarray, y: np.ndarray) -> dict:
-    """One forward (dropout off: the same function in every framework) + mean softmax
-    cross-entropy + backward of a tinycnn net on its backend: {'loss': (), 'logits':
-    (N, K), '<layer>.<param>': that parameter's gradient}, float64 NumPy arrays."""
-    be = net.backend
-    logits = net.forward(be.asarray(x), train=False)
-    loss, dlogits = be.softmax_cross_entropy(logits, np.asarray(y, dtype=np.int32))
-    net.backward(dlogits)
-    out = {"loss": be.to_numpy(loss), "logits": be.to_numpy(logits)}
-    for i, layer in enumerate(net.layers):
-        for name, p in layer.params.items():
-            out[f"{i}.{name}"] = be.to_numpy(p.grad)
-    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
-
-
 def compare(outputs: dict, reference: dict, precision: str) -> list[tuple[str, float, float]]:
     """(name, rel. error, tolerance) of every array of a step against the reference's,
     worst first relative to its tolerance; names and shapes must match."""
@@ -140,17 +128,6 @@ def compare(outputs: dict, reference: dict, precision: str) -> list[tuple[str, f
         tol = TOLERANCE[precision]["forward" if name in ("loss", "logits") else "gradients"]
         rows.append((name, rel_error(outputs[name], ref), tol))
     return sorted(rows, key=lambda r: r[1] / r[2], reverse=True)
-
-
-def check(label: str, outputs: dict, reference: dict, precision: str) -> str:
-    """One line for the log when every array is within tolerance; otherwise SystemExit
-    naming each array that is not."""
-    rows = compare(outputs, reference, precision)
-    bad = [f"{name} {err:.2e} > {tol:g}" for name, err, tol in rows if not err <= tol]
-    if bad:
-        raise SystemExit(f"validation FAILED: {label} against the FP32 reference: " + "; ".join(bad))
-    name, err, tol = rows[0]
-    return f"validated: {label} matches the FP32 reference (worst {name}: rel. error {err:.1e}, tolerance {tol:g})"
 
 
 # ------------------------------------------------------------------ PyTorch
@@ -204,11 +181,13 @@ def torch_mode(mode: TorchMode, forward: bool = True):
 
 
 def torch_step_outputs(net, x: np.ndarray, y: np.ndarray, mode: TorchMode) -> dict:
-    """step_outputs of the torch mirror of `net` (its weights) on the GPU in `mode`."""
+    """One forward (dropout off) + mean softmax cross-entropy + backward of the torch mirror
+    of `net` (its weights) on the GPU in `mode`: {'loss': (), 'logits': (N, K),
+    '<layer>.<param>': that parameter's gradient}, float64 NumPy arrays."""
     import torch
 
     tnet = torch_mirror(net, device="cuda")
-    tnet.eval()  # dropout off, as step_outputs
+    tnet.eval()  # dropout off, as validate
     xt, yt = torch.from_numpy(x).cuda(), torch.from_numpy(np.asarray(y, dtype=np.int64)).cuda()
     with torch_mode(mode, forward=True):
         logits = tnet(xt)
@@ -248,35 +227,34 @@ def torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def validate(label: str, outputs: dict, reference: dict, precision: str) -> str:
-    """THE comparison of one step with the FP32 reference, in one place so that it can be
-    replaced: a line for the log when `outputs` passes, else SystemExit saying what does
-    not."""
-    return check(label, outputs, reference, precision)
+def validate(backend, hidden: int, x: np.ndarray, y: np.ndarray) -> tuple[bool, str]:
+    """One step of paper_net(hidden, seed 0) on `backend` (dropout off, no update),
+    verified layer by layer against the exact result of its precision mode
+    (tinycnn.verify.verify_step): (verified, the lines for the log: the verdict, the
+    fragile windows, any failing check, the end-to-end distance from the float64 chain)."""
+    report = verify_step(backend, lambda be: paper_net(hidden=hidden, in_size=x.shape[-1], seed=0, backend=be),
+                         x, y, train=False, sgd=None)
+    lines = report.explain().splitlines()
+    keep = lines[:2] + [c.line() for c in report.failures()] + [line for line in lines if line.startswith("end to end")]
+    return report.ok, "\n".join(dict.fromkeys(keep))
 
 
 def validate_modes(args, x, y, use_torch: bool) -> dict:
-    """{precision: passed} for each of our modes against the FP32 reference (each PyTorch
-    mode is compared too, reported only)."""
-    reference_net = paper_net(hidden=args.hidden, seed=0, backend="numpy")
-    if use_torch:
-        torch_defaults()
-        reference = torch_step_outputs(reference_net, x, y, TORCH_FP32)
-        where = "PyTorch FP32 (TF32 off) on the GPU"
-    else:
-        reference = step_outputs(reference_net, x, y)
-        where = "the NumPy reference (FP32)"
-    print(f"FP32 reference: {where}; batch {len(x)}, dropout off", flush=True)
+    """{precision: verified} for each of our modes (validate); with PyTorch, its modes
+    against PyTorch FP32 (TF32 off) on the GPU, reported only."""
+    print(f"validation: one step at batch {len(x)}, dropout off, each of our modes against the exact result "
+          f"of its mode (tinycnn.verify)", flush=True)
     passed = {}
     for precision in args.precisions:
-        net = paper_net(hidden=args.hidden, seed=0, backend=backends.get("cuda", precision))
-        try:
-            print(validate(f"tinycnn {precision}", step_outputs(net, x, y), reference, precision), flush=True)
-            passed[precision] = True
-        except SystemExit as e:
-            print(f"{e} (tinycnn {precision} is not timed)", flush=True)
-            passed[precision] = False
+        ok, text = validate(backends.get("cuda", precision), args.hidden, x, y)
+        print(("validated: " if ok else "validation FAILED: ") + text
+              + ("" if ok else f"\n(tinycnn {precision} is not timed)"), flush=True)
+        passed[precision] = ok
     if use_torch:
+        reference_net = paper_net(hidden=args.hidden, seed=0, backend="numpy")
+        torch_defaults()
+        reference = torch_step_outputs(reference_net, x, y, TORCH_FP32)
+        print("FP32 reference for PyTorch's modes: PyTorch FP32 (TF32 off) on the GPU", flush=True)
         for mode in (TORCH_TF32, TORCH_DEFAULT, TORCH_BF16):
             rows = compare(torch_step_outputs(reference_net, x, y, mode), reference, mode.precision)
             name, err, tol = rows[0]

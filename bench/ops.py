@@ -14,9 +14,10 @@ torch-cuda-default with PyTorch's defaults, i.e. TF32 convolutions).
 
 Validate, then time: ``prepare(case, batch, impl)`` first runs the op on the same
 inputs as the NumPy reference and raises ``ValidationError`` unless the output and
-every gradient agree (relative error, fwd 1e-5, grad 1e-4; the whole step, a
-composite of ~20 ops, against the float64 reference, see STEP_TOL), and only then
-returns the function to time. On a GPU the inputs are rotated among copies whose total exceeds twice the L2 cache, so
+every gradient agree (relative error, fwd 1e-5, grad 1e-4; our whole training step
+layer by layer against the exact result of its precision mode, tinycnn.verify, whose
+derived bounds no flipped ReLU or pooling decision can fail; PyTorch's step against
+the float64 reference, see STEP_TOL), and only then returns the function to time. On a GPU the inputs are rotated among copies whose total exceeds twice the L2 cache, so
 a timed call reads cold data; GPU time comes from device events, never from a host
 clock around asynchronous launches.
 """
@@ -36,11 +37,12 @@ from bench.torch_net import torch_available, torch_mirror
 from tinycnn import backends
 from tinycnn.gradcheck import OPS, rel_error, run_op, to_backend
 from tinycnn.model import Sequential, paper_conv_stack, paper_net
+from tinycnn.verify import verify_step
 
 FWD_TOL, GRAD_TOL = 1e-5, 1e-4
 TF32_TOL = 1e-2  # torch-cuda-default: TF32 convolutions keep a 10-bit mantissa
-# The whole step, against the float64 NumPy reference: loss and logits at GRAD_TOL, the
-# gradients and updated parameters at STEP_TOL. A conv filter gradient sums N*OH*OW
+# PyTorch's whole step, against the float64 NumPy reference: loss and logits at GRAD_TOL,
+# the gradients at STEP_TOL (ours is verified by tinycnn.verify instead). A conv filter gradient sums N*OH*OW
 # products (2 M for conv1 at batch 32) with heavy cancellation: measured at batch 32,
 # the float32 NumPy reference itself is 6e-4 .. 1e-3 from float64 on the conv filter
 # gradients (numba 1.2e-4), so 1e-4 would fail on rounding alone. Each op is held to
@@ -275,20 +277,20 @@ def _compute_reference(case: Case, batch: int) -> Reference:
         for p, g, v in zip(params, ref.arrays["grads"], vel):
             be.sgd_update(p, g, v, LR, MOMENTUM, WEIGHT_DECAY)
         ref.out = {"params": params, "velocity": vel}
-    elif case.kind == "step":
-        ref.out = _our_step_results("numpy64", ref)
     return ref
 
 
-def _our_step_results(backend: str, ref: Reference) -> dict:
-    """One training step of a fresh paper_net(seed=0) on `backend`: loss, logits,
-    every gradient and every updated parameter, on the host."""
-    net = paper_net(hidden=HIDDEN, in_size=IN_SIZE, seed=0, backend=backend)
-    loss, logits = training_step(net, ref.arrays["x"], ref.arrays["labels"])()
-    be = net.backend
-    return {"loss": be.to_numpy(loss), "logits": be.to_numpy(logits),
-            "grads": [be.to_numpy(p.grad) for p in net.parameters()],
-            "params": [be.to_numpy(p.value) for p in net.parameters()]}
+def verify_our_step(backend: str, ref: Reference, what: str) -> float:
+    """bench.steps.training_step of a fresh paper_net(seed=0) on `backend` (dropout on, SGD
+    momentum), verified layer by layer against the exact result of its precision mode
+    (tinycnn.verify.verify_step); the largest |error| / bound (< 1), or ValidationError."""
+    report = verify_step(backend, lambda be: paper_net(hidden=HIDDEN, in_size=IN_SIZE, seed=0, backend=be),
+                         ref.arrays["x"], ref.arrays["labels"], train=True,
+                         sgd={"lr": LR, "momentum": MOMENTUM, "weight_decay": 0.0}, end_to_end=False)
+    if not report.ok:
+        raise ValidationError(f"{what}: " + "\n".join(c.line() for c in report.failures())
+                              + ("" if report.well_posed else " (too many fragile windows)"))
+    return max(report.worst().values())
 
 
 def _check(what: str, err: float, tol: float) -> float:
@@ -480,12 +482,7 @@ class Ours(Impl):
             what = f"{case.name} on {self.name}"
             return max(_worst(zip(map(be.to_numpy, params), ref.out["params"]), what + ": param", FWD_TOL),
                        _worst(zip(map(be.to_numpy, vel), ref.out["velocity"]), what + ": velocity", FWD_TOL))
-        mine, theirs = _our_step_results(self.backend_name, ref), ref.out
-        what = f"{case.name} on {self.name}"
-        return max(_check(what + ": loss", rel_error(mine["loss"], theirs["loss"]), GRAD_TOL),
-                   _check(what + ": logits", rel_error(mine["logits"], theirs["logits"]), GRAD_TOL),
-                   _worst(zip(mine["grads"], theirs["grads"]), what + ": grad", STEP_TOL),
-                   _worst(zip(mine["params"], theirs["params"]), what + ": param", STEP_TOL))
+        return verify_our_step(self.backend_name, ref, f"{case.name} on {self.name}")
 
     def runner(self, ref: Reference, copies: int = 1):
         be, case = self.be, ref.case
