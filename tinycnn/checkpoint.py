@@ -7,29 +7,45 @@ each layer's non-parameter state (dropout counters), ``__meta__`` whatever the c
 records (preprocessing, training history, ...), ``layer{i}.{name}`` the parameters and
 ``extra.{key}`` the caller's arrays (optimizer state, the training position).
 
-A checkpoint is input like any other: every record is checked by type and range, so a
-hand-edited or foreign file fails with a CheckpointError that names the record and the
-field, never an IndexError, a TypeError or a huge allocation. Shapes are worked out
-from the records by the layers' own arithmetic (tinycnn.layers), before anything is
-allocated.
+A checkpoint is input like any other, and may come from anyone: every record is
+checked by type and range, so a hand-edited or foreign file fails with a
+CheckpointError that names the record and the field, never an IndexError, a
+TypeError or a huge allocation. The archive is read member by member with zipfile,
+never through pickle: each member's .npy header (its dtype and shape) is read from
+the member's own stream first and held to the architecture record and to the size
+the archive records for it, so a member that is not an array, holds objects, is
+another shape or would inflate to more than it declares (a zip bomb) is refused
+before its data is inflated. Shapes are worked out from the records by the layers'
+own arithmetic (tinycnn.layers), before anything is allocated. Parameters stored as
+float16 or float64 are converted to float32 with a note; other dtypes are refused.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from .layers import LAYER_TYPES
 from .paths import atomic_savez
 
 CHECKPOINT_FORMAT = "tinycnn-checkpoint"
 CHECKPOINT_VERSION = 1
-RECORDS = ("__arch__", "__meta__")  # what read_checkpoint(arrays=False) reads
+RECORD_NAMES = ("__arch__", "__state__", "__meta__")  # JSON text, not arrays
+MAX_RECORD_BYTES = 64 << 20  # a record's text; a long run's history is a few hundred KiB
+MAX_HEADER_BYTES = 64 << 10  # a .npy header (NumPy's own limit for safe loading is 10,000 characters)
+MAX_MEMBERS = 100_000
+# The caller's extra arrays are an optimizer's state (Adam: two per parameter, as wide
+# as float64 at most) and a few numbers: anything bigger is not ours.
+EXTRA_PER_PARAMETER, EXTRA_SLACK = 16, 16 << 20
+READ_CHUNK = 16 << 20
 
 
 class CheckpointError(ValueError):
@@ -50,37 +66,216 @@ def write_checkpoint(path, arch: dict, params: dict, state: dict, meta: dict | N
 
 
 def read_checkpoint(path, arrays: bool = True) -> dict:
-    """{"arch", "meta"} of a checkpoint, checked as far as they go without a model;
-    with arrays, also "state", "params" (by checkpoint name) and "extra" (by key).
-    arrays=False reads no array at all (an NpzFile reads a member only when asked):
-    cheap, for checks made before a long job starts. FileNotFoundError when there is
-    no file; CheckpointError for anything that is not a readable tinycnn checkpoint."""
+    """{"arch", "meta", "notes"} of a checkpoint, checked as far as they go without a
+    model; with arrays, also "state", "params" (by checkpoint name, float32) and
+    "extra" (by key). Every member's .npy header is read and checked first (name,
+    dtype, shape against the architecture record, size against the archive's), and
+    nothing is inflated that fails: arrays=False reads the records only, cheap, for
+    checks made before a long job starts. notes: a line per parameter converted to
+    float32. FileNotFoundError when there is no file; CheckpointError for anything
+    that is not a readable tinycnn checkpoint."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if not zipfile.is_zipfile(path):  # before np.load, whose message for other files is about pickles
+    if not zipfile.is_zipfile(path):  # before anything that would read it as something else
         raise CheckpointError(f"{path} is not a tinycnn checkpoint (not an .npz archive)")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            files = {k: z[k] for k in z.files if arrays or k in RECORDS}
-    except Exception as e:  # truncated or damaged archive: name the file
+        with zipfile.ZipFile(path) as zf:
+            return _read_archive(zf, path, arrays)
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, NotImplementedError, ValueError) as e:
+        # truncated, damaged, encrypted or of an unknown compression: name the file
         raise CheckpointError(f"{path} is not a readable tinycnn checkpoint ({e})") from e
-    if "__arch__" not in files:
+
+
+def _read_archive(zf: zipfile.ZipFile, path, arrays: bool) -> dict:
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise CheckpointError(f"{path} is not a tinycnn checkpoint ({len(infos)} members; a network has a few "
+                              "dozen)")
+    if "__arch__.npy" not in {i.filename for i in infos}:
         raise CheckpointError(f"{path} is not a tinycnn checkpoint (no architecture record)")
-    arch = _json_record(files, "__arch__", path)
+    members = _members(zf, infos, path)
+    arch = _json_text(zf, members, "__arch__", path)
     if not isinstance(arch, dict) or arch.get("format") != CHECKPOINT_FORMAT:
         found = arch.get("format") if isinstance(arch, dict) else type(arch).__name__
         raise CheckpointError(f"{path} is not a tinycnn checkpoint (format {found!r})")
     _check_arch_header(arch, path)
+    shapes = architecture_shapes(arch, path)
+    notes = _check_members(members, shapes, path)
+    meta = _json_object(zf, members, "__meta__", path)
     if not arrays:
-        return {"arch": arch, "meta": _json_object(files, "__meta__", path)}
-    return {
-        "arch": arch,
-        "state": _json_object(files, "__state__", path),
-        "meta": _json_object(files, "__meta__", path),
-        "params": {k: v for k, v in files.items() if k.startswith("layer")},
-        "extra": {k[len("extra."):]: v for k, v in files.items() if k.startswith("extra.")},
-    }
+        return {"arch": arch, "meta": meta, "notes": notes}
+    params, extra = {}, {}
+    for key, m in members.items():
+        if key.startswith("layer"):
+            params[key] = _as_float32(_read_array(zf, m, path), key, path)
+        elif key.startswith("extra."):
+            extra[key[len("extra."):]] = _read_array(zf, m, path)
+    return {"arch": arch, "state": _json_object(zf, members, "__state__", path), "meta": meta, "params": params,
+            "extra": extra, "notes": notes}
+
+
+# ------------------------------------------------------------- the archive's members
+@dataclass(frozen=True)
+class _Member:
+    """One .npy member of the archive, from its header alone."""
+
+    info: zipfile.ZipInfo
+    shape: tuple
+    fortran: bool
+    dtype: np.dtype
+    offset: int  # bytes of magic and header before the data
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _members(zf: zipfile.ZipFile, infos, path) -> dict:
+    """key (the name without .npy) -> _Member, each header read from the member's own
+    stream (a few hundred bytes inflated at most) and held to the archive's record of
+    the member's size: a header that claims less than the member holds is a lie."""
+    members = {}
+    for info in infos:
+        name = info.filename
+        if not name.endswith(".npy"):
+            raise CheckpointError(f"{path}: member {name!r} is not a NumPy array (.npy): not a tinycnn checkpoint")
+        key = name[:-len(".npy")]
+        if key in members:
+            raise CheckpointError(f"{path}: member {name!r} appears twice in the archive")
+        with zf.open(info) as f:
+            shape, fortran, dtype, offset = _npy_header(f, name, path)
+        m = _Member(info, shape, fortran, dtype, offset)
+        if offset + m.nbytes != info.file_size:
+            raise CheckpointError(f"{path}: member {name!r} declares {dtype} {shape} ({offset + m.nbytes:,} bytes "
+                                  f"with its header) but holds {info.file_size:,} bytes: damaged or forged")
+        members[key] = m
+    return members
+
+
+def _npy_header(f, name: str, path) -> tuple:
+    """(shape, fortran order, dtype, header bytes) of a .npy stream, read through
+    NumPy's own header parser after the header's length is bounded (a version 2
+    header may claim 4 GiB). Never unpickles: a dtype holding objects is refused."""
+    magic = f.read(8)
+    if len(magic) < 8 or magic[:6] != npy_format.MAGIC_PREFIX:
+        raise CheckpointError(f"{path}: member {name!r} is not a NumPy array (no .npy header)")
+    version = (magic[6], magic[7])
+    readers = {(1, 0): (2, npy_format.read_array_header_1_0), (2, 0): (4, npy_format.read_array_header_2_0)}
+    if version not in readers:
+        raise CheckpointError(f"{path}: member {name!r} is a .npy file of version {version[0]}.{version[1]}, "
+                              "which tinycnn does not read (it writes 1.0)")
+    width, read_header = readers[version]
+    length = f.read(width)
+    size = int.from_bytes(length, "little") if len(length) == width else -1
+    if not 0 <= size <= MAX_HEADER_BYTES:
+        raise CheckpointError(f"{path}: member {name!r} has a damaged .npy header (length {size})")
+    header = f.read(size)
+    try:
+        shape, fortran, dtype = read_header(io.BytesIO(length + header))
+    except (ValueError, SyntaxError, TypeError) as e:
+        raise CheckpointError(f"{path}: member {name!r} has a damaged .npy header ({e})") from e
+    if dtype.hasobject:
+        raise CheckpointError(f"{path}: member {name!r} holds Python objects, which a checkpoint never does "
+                              "(they would need unpickling; tinycnn never unpickles)")
+    if any(d < 0 for d in shape):
+        raise CheckpointError(f"{path}: member {name!r} has a negative dimension in its shape {shape}")
+    return tuple(shape), bool(fortran), dtype, 8 + width + size
+
+
+def _check_members(members: dict, shapes: ArchitectureShapes, path) -> list[str]:
+    """Every member before any is read: the records are text of a sane size, the
+    parameters are the architecture's (shape and a float dtype), the extras no bigger
+    than an optimizer's state can be, nothing else is there. Returns the notes."""
+    converted: dict[str, list] = {}
+    for key in RECORD_NAMES:
+        m = members.get(key)
+        if m is None:
+            continue
+        if m.dtype.kind != "U" or m.shape != ():
+            raise CheckpointError(f"{path}: damaged {key} record (text expected, found {m.dtype} {m.shape})")
+        if m.nbytes > MAX_RECORD_BYTES:
+            raise CheckpointError(f"{path}: the {key} record is {m.nbytes:,} bytes; tinycnn's are far smaller "
+                                  f"(at most {MAX_RECORD_BYTES:,} read): damaged or forged")
+    extra_bytes = 0
+    for key, m in members.items():
+        if key in RECORD_NAMES:
+            continue
+        if key.startswith("layer"):
+            if key not in shapes.params:
+                raise CheckpointError(f"{path}: parameter {key} is not part of the architecture record")
+            if m.shape != tuple(shapes.params[key]):
+                raise CheckpointError(f"{path}: {key} has shape {m.shape}, the model expects "
+                                      f"{tuple(shapes.params[key])}")
+            if m.dtype.kind != "f":
+                raise CheckpointError(f"{path}: {key} holds {m.dtype} values, not floating point")
+            if m.dtype.itemsize not in (2, 4, 8):
+                raise CheckpointError(f"{path}: {key} holds {m.dtype} values; tinycnn reads float32 (and converts "
+                                      "float16 and float64)")
+            if m.dtype.itemsize != 4:
+                converted.setdefault(m.dtype.name, []).append(key)
+        elif key.startswith("extra."):
+            extra_bytes += m.nbytes
+        else:
+            raise CheckpointError(f"{path}: member {key!r} is not part of a tinycnn checkpoint")
+    limit = EXTRA_PER_PARAMETER * shapes.num_parameters() + EXTRA_SLACK
+    if extra_bytes > limit:
+        raise CheckpointError(f"{path}: its extra arrays hold {extra_bytes:,} bytes, more than any optimizer state "
+                              f"of this network ({limit:,}): damaged or forged")
+    return [f"{path}: {len(keys)} parameter(s) stored as {name} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}), "
+            "converted to float32 on loading" for name, keys in converted.items()]
+
+
+def _read_array(zf: zipfile.ZipFile, m: _Member, path) -> np.ndarray:
+    """The member's data, read in chunks straight into its array (checked sizes only)."""
+    shape = m.shape[::-1] if m.fortran else m.shape
+    base = np.empty(shape, dtype=m.dtype)
+    view = memoryview(base.reshape(-1).view(np.uint8)) if base.size else memoryview(b"")
+    with zf.open(m.info) as f:
+        f.read(m.offset)
+        got = 0
+        while got < m.nbytes:
+            n = f.readinto(view[got:got + READ_CHUNK])
+            if not n:
+                raise CheckpointError(f"{path}: member {m.info.filename!r} ends early")
+            got += n
+        if f.read(1):  # also where zipfile checks the member's CRC
+            raise CheckpointError(f"{path}: member {m.info.filename!r} holds more than its header says")
+    out = base.T if m.fortran else base
+    return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
+
+
+def _as_float32(value: np.ndarray, key: str, path) -> np.ndarray:
+    """A parameter in float32 (float16 exactly; float64 rounded, refused where it
+    exceeds float32's range, which would turn it into inf)."""
+    if value.dtype == np.float32:
+        return value
+    if value.dtype == np.float64:
+        finite = value[np.isfinite(value)]
+        top = float(np.abs(finite).max()) if finite.size else 0.0
+        if top > float(np.finfo(np.float32).max):
+            raise CheckpointError(f"{path}: {key} holds float64 values up to {top:.3g}, beyond float32's range")
+    return value.astype(np.float32)
+
+
+def _json_text(zf: zipfile.ZipFile, members: dict, key: str, path):
+    if key not in members:
+        return {}
+    try:
+        return json.loads(str(_read_array(zf, members[key], path)))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: damaged {key} record ({e})") from e
+
+
+def _json_object(zf: zipfile.ZipFile, members: dict, key: str, path) -> dict:
+    """A record that must be a JSON object (a dict): hand edits that leave a list or a
+    number there are named here, not met later as an AttributeError."""
+    record = _json_text(zf, members, key, path)
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{path}: damaged {key} record (a JSON object expected, found {_json_type(record)})")
+    return record
 
 
 def _check_arch_header(arch: dict, path) -> None:
@@ -93,22 +288,6 @@ def _check_arch_header(arch: dict, path) -> None:
     if version > CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {version} is newer than this tinycnn reads "
                               f"({CHECKPOINT_VERSION}): update tinycnn")
-
-
-def _json_record(files: dict, key: str, path):
-    try:
-        return json.loads(str(files.get(key, "{}")))
-    except ValueError as e:
-        raise CheckpointError(f"{path}: damaged {key} record ({e})") from e
-
-
-def _json_object(files: dict, key: str, path) -> dict:
-    """A record that must be a JSON object (a dict): hand edits that leave a list or a
-    number there are named here, not met later as an AttributeError."""
-    record = _json_record(files, key, path)
-    if not isinstance(record, dict):
-        raise CheckpointError(f"{path}: damaged {key} record (a JSON object expected, found {_json_type(record)})")
-    return record
 
 
 # ------------------------------------------------------------- the architecture record
