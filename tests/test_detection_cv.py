@@ -12,7 +12,8 @@ from tinycnn.mammo.detection import DetectorConfig, run_detection_cv
 from tinycnn.mammo.detection.crossval import FOLD_DIR, METRICS_FILE, MODEL_FILE, SCANS_FILE
 from tinycnn.mammo.detection.films import Mark, make_film
 from tinycnn.mammo.detection.folds import check_film_folds, film_folds
-from tinycnn.model import load_model
+from tinycnn.mammo.detection.checkpoints import NotADetector, heldout_report, load_detector
+from tinycnn.model import load_model, paper_net
 
 KINDS = ("CIRC", "CALC", "SPIC", "ARCH")
 
@@ -34,7 +35,7 @@ def tiny_films(n_women=6, size=128, seed=0):
 
 
 CONFIG = DetectorConfig(scale=2, side=30, widths=(4, 8, 8), hidden=8, steps=12, batch_size=16, hard_at=(0.5,),
-                        hard_per_film=2, shifts=2, mirrors=2, nms_radius=6, candidates=5, folds=3)
+                        hard_per_film=2, shifts=2, mirrors=2, nms_radius=12, candidates=5, folds=3)
 
 
 def test_folds_by_woman():
@@ -71,6 +72,17 @@ def test_cv_end_to_end_and_resume(tmp_path):
     net, info = load_model(tmp_path / FOLD_DIR.format(1) / MODEL_FILE)
     assert info["meta"]["task"] == "detect" and net.input_shape == (1, 30, 30)
 
+    # The run folder's held-out report (what scan_film --heldout gives): each fold's model on the films
+    # it held out, the same numbers as the run's.
+    report = heldout_report(tmp_path, films, backend="numpy", log=lambda line: None)
+    for key in ("top1_hit_rate", "top3_hit_rate", "froc", "n_films"):
+        assert report[key] == metrics[key]
+    assert all(report["by_class"][k] == metrics["by_class"][k] for k in KINDS)  # (the others: NaN, no lesion)
+    # A benign/malignant classifier is refused as a detector, saying what it is.
+    paper_net(hidden=4, in_size=32).save(tmp_path / "classifier.npz", meta={"preprocessing": {"image_size": 32}})
+    with pytest.raises(NotADetector, match="benign/malignant ROI classifier"):
+        load_detector(tmp_path / "classifier.npz")
+
     # Stop during fold 2's training (as Ctrl-C would), then run again: fold 1 is loaded, not redone,
     # and the pooled numbers are those of the uninterrupted run.
     again = tmp_path / "again"
@@ -93,3 +105,5 @@ def test_cv_end_to_end_and_resume(tmp_path):
     run_detection_cv(films, DetectorConfig(**{**CONFIG.__dict__, "steps": 8}), backend="numpy", out_dir=again,
                      log=lines.append)
     assert not any("finished earlier" in line for line in lines)
+    with pytest.raises(ValueError, match="scale 4"):  # films read at another resolution than the settings'
+        run_detection_cv(films, DetectorConfig(**{**CONFIG.__dict__, "scale": 4}), out_dir=None, log=print)

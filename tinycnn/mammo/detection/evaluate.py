@@ -3,7 +3,7 @@
 Per film, the heat map (the lesion log-odds of the window centred on each grid cell,
 only cells on the breast) becomes a ranked list of candidate points by greedy
 non-maximum suppression: the highest cell, then the highest cell at least
-`nms_radius` working pixels from every earlier pick, and so on. A candidate hits a
+`nms_radius` film pixels (full resolution) from every earlier pick, and so on. A candidate hits a
 lesion when its point (full-resolution film pixels) lies inside the lesion's circle.
 
 - top-1 / top-3 hit rate: the share of films whose first (any of the first three)
@@ -77,14 +77,14 @@ def film_candidates(film, score_map: np.ndarray, step: int, nms_radius: float, k
     """A film's heat map (R, C) on a grid of `step` working pixels (cell (a, b) = the
     window centred on working pixel (a * step, b * step)) -> (K, 3) candidates (row,
     col in full-resolution pixels, score), cells off the breast left out. nms_radius in
-    working pixels."""
+    full-resolution film pixels."""
     h, w = film.mask.shape
     a, b = np.meshgrid(np.arange(score_map.shape[0]) * step, np.arange(score_map.shape[1]) * step, indexing="ij")
     a, b, s = a.ravel(), b.ravel(), np.asarray(score_map, dtype=np.float64).ravel().copy()
     on = (a < h) & (b < w)
     on[on] = film.mask[a[on], b[on]]
     s[~on] = np.nan
-    idx = nms(s, a, b, nms_radius, k)
+    idx = nms(s, a, b, nms_radius / film.scale, k)
     rows, cols = film.to_full(a[idx], b[idx])
     return np.stack([rows, cols, s[idx]], axis=1) if len(idx) else np.zeros((0, 3))
 

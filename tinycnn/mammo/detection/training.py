@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -52,11 +52,11 @@ class DetectorConfig:
     hard_per_film: int = 16
     shifts: int = 2  # scan grid step = 16 / shifts working pixels
     mirrors: int = 2  # heat map averaged over the film and its left-right mirror
-    nms_radius: float = 20.0  # working pixels (16 mm)
+    mine_shifts: int = 2  # hard-negative mining grid: 16 / mine_shifts working pixels
+    nms_radius: float = 120.0  # full-resolution film pixels (24 mm on MIAS)
     candidates: int = 20  # per film, after NMS
     folds: int = 5
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
     def identity(self) -> dict:
         d = asdict(self)
@@ -68,13 +68,13 @@ def mine_hard_negatives(net, sampler: WindowSampler, config: DetectorConfig) -> 
     """Per training film, (M, 2) centres (working pixels, on the scan grid) of the
     normal windows the network scores highest: allowed negatives only, suppressed to
     one per nms_radius / 2, config.hard_per_film per film."""
-    step = grid_step(net, config.shifts)
+    step = grid_step(net, config.mine_shifts)
     out = []
     for film in sampler.films:
         if not film.complete:
             out.append(np.zeros((0, 2), np.int64))
             continue
-        odds = heat_map(net, film.image, config.shifts, mirrors=0)
+        odds = heat_map(net, film.image, config.mine_shifts, mirrors=0)
         rows, cols = grid_centres(padded_to_step(film.image, step).shape, step)
         h, w = film.mask.shape
         rr, cc = np.meshgrid(rows, cols, indexing="ij")
@@ -83,7 +83,7 @@ def mine_hard_negatives(net, sampler: WindowSampler, config: DetectorConfig) -> 
         allowed = film.mask & clear_of_marks(film, sampler.side)
         on[on] = allowed[rr[on], cc[on]]
         s = np.where(on, s, np.nan)
-        idx = nms(s, rr, cc, config.nms_radius / 2, config.hard_per_film)
+        idx = nms(s, rr, cc, config.nms_radius / film.scale / 2, config.hard_per_film)
         out.append(np.stack([rr[idx], cc[idx]], axis=1).astype(np.int64))
     return out
 
