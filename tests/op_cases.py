@@ -4,7 +4,7 @@ to. tests/test_parity.py runs backend x case: through helpers.compare_with_refer
 same inputs and the same upstream gradient, bit for bit or to a tolerance), or, for the
 products and the loss on the kernel backends, through helpers.compare_within_sum_bound
 (against the exact result of the precision mode, each element within a bound derived
-from the arithmetic: tinycnn/verify.py).
+from the arithmetic: tinycnn/verify/).
 
 A case names its op, its inputs (shapes, filled with N(0, 1) float32 numbers, or a
 builder for special inputs: kinks, ties, labels), its keyword arguments, why it exists,
@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from helpers import EXACT
+from helpers import EXACT, IllPosed, compare_with_reference, compare_within_sum_bound
 from tinycnn.gradcheck import OPS, OpSpec
 
 # 'name:precision' is a backend in a tensor-core mode (tests/helpers.py split_name); a bare
@@ -369,3 +369,29 @@ def case(op: str, name: str) -> Case:
     found = [c for c in CASES if c.op == op and c.name == name]
     assert len(found) == 1, f"{len(found)} cases called {op}-{name}"
     return found[0]
+
+
+DRAWS = 10  # inputs drawn for a fused-block case until one has no near tie (IllPosed)
+
+
+def check_case(be, case: Case, tol, rng) -> None:
+    """Hold backend `be` to `case` by `tol` (tolerance(): a Tol, SUM_BOUND or DECISIONS),
+    on inputs drawn from rng; an AssertionError says what disagrees."""
+    import pytest
+
+    from tinycnn.verify import MAX_FRAGILE_FRACTION
+
+    if tol == DECISIONS:
+        compare_within_sum_bound(be, case.op, case.arrays(rng), max_fragile_fraction=MAX_FRAGILE_FRACTION, **case.kw)
+        return
+    if tol == SUM_BOUND:
+        for _ in range(DRAWS):
+            try:
+                return compare_within_sum_bound(be, case.op, case.arrays(rng), **case.kw)
+            except IllPosed:
+                continue
+        pytest.fail(f"{case.id}: {DRAWS} draws of inputs, each with a near tie")
+    if not isinstance(tol, Tol):
+        raise ValueError(f"{case.id}: unknown tolerance kind {tol!r}")
+    compare_with_reference(be, case.spec, case.arrays(rng), fwd_tol=tol.fwd, grad_tol=tol.grad, **case.kw)
+

@@ -28,8 +28,8 @@ import types
 import numpy as np
 import pytest
 
-from helpers import IllPosed, backend_or_skip, compare_with_reference, compare_within_sum_bound, split_name
-from op_cases import CASES, SUM_BOUND, case, tolerance
+from helpers import backend_or_skip, compare_with_reference, split_name
+from op_cases import CASES, case, check_case, tolerance
 from tinycnn.backends import BackendUnavailable, cuda_emu_library
 from tinycnn.backends.cuda_emu_checks import POISON, EmuCheckError, EmuChecks, guarded_empty
 from tinycnn.gradcheck import run_op
@@ -38,7 +38,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PLANTED = os.path.join(HERE, "kernels", "planted_bugs.cu")
 TIER = "order,init,bounds"  # what CI runs the parity subset under
 MODES = ("fp32", "tf32", "bf16")
-DRAWS = 10  # as tests/test_parity.py: inputs drawn until a tensor-core case has no near tie
 i32, f32 = np.int32, np.float32
 
 
@@ -420,25 +419,9 @@ def _subset():
 def test_parity_under_the_checks(tier, mode, c, tol):
     """As tests/test_parity.py, on cuda-emu under order,init,bounds."""
     try:
-        _compare(tier[mode], mode, c, tol)
+        check_case(tier[mode], c, tol, np.random.default_rng(1234))
     except AssertionError as e:
         raise AssertionError(f"under the checks {tier[mode].checks}: {e}") from e
-
-
-def _compare(be, mode, c, tol):
-    rng = np.random.default_rng(1234)
-    if isinstance(tol, str) and tol != SUM_BOUND:
-        pytest.fail(f"{c.id} on cuda-emu:{mode} is held to {tol!r}, which this tier does not know: compare as "
-                    "tests/test_parity.py does")
-    if tol != SUM_BOUND:
-        compare_with_reference(be, c.spec, c.arrays(rng), fwd_tol=tol.fwd, grad_tol=tol.grad, **c.kw)
-        return
-    for _ in range(DRAWS):
-        try:
-            return compare_within_sum_bound(be, c.op, c.arrays(rng), **c.kw)
-        except IllPosed:
-            continue
-    pytest.fail(f"{c.id}: {DRAWS} draws of inputs, each with a near tie")
 
 
 def _launched(be, c) -> set[str]:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import IllPosed, backend_or_skip, compare_with_reference, compare_within_sum_bound, split_name
-from op_cases import CASES, DECISIONS, PARITY_BACKENDS, SUM_BOUND, tolerance
-from tinycnn.verify import MAX_FRAGILE_FRACTION
+from helpers import backend_or_skip, split_name
+from op_cases import CASES, DECISIONS, PARITY_BACKENDS, SUM_BOUND, check_case, tolerance
 
 GPU_BACKENDS = ("cuda",)
-DRAWS = 10  # inputs drawn for a fused-block case until one has no near tie (IllPosed)
 
 
 def _parameters():
@@ -29,19 +27,7 @@ def _parameters():
 
 @pytest.mark.parametrize("backend, case, tol", list(_parameters()))
 def test_parity(rng, backend, case, tol):
-    be = backend_or_skip(backend)
-    if tol == DECISIONS:
-        compare_within_sum_bound(be, case.op, case.arrays(rng), max_fragile_fraction=MAX_FRAGILE_FRACTION, **case.kw)
-        return
-    if tol != SUM_BOUND:
-        compare_with_reference(be, case.spec, case.arrays(rng), fwd_tol=tol.fwd, grad_tol=tol.grad, **case.kw)
-        return
-    for draw in range(DRAWS):
-        try:
-            return compare_within_sum_bound(be, case.op, case.arrays(rng), **case.kw)
-        except IllPosed:
-            continue
-    pytest.fail(f"{case.id}: {DRAWS} draws of inputs, each with a near tie")
+    check_case(backend_or_skip(backend), case, tol, rng)
 
 
 def test_every_case_is_named_once_explained_and_runs_somewhere():
