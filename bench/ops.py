@@ -35,7 +35,8 @@ import numpy as np
 from bench.steps import training_step
 from bench.torch_net import torch_available, torch_mirror
 from tinycnn import backends
-from tinycnn.gradcheck import OPS, rel_error, run_op, to_backend
+from tinycnn.gradcheck import rel_error
+from tinycnn.op_table import OPS, run_op, to_backend
 from tinycnn.model import Sequential, paper_conv_stack, paper_net
 from tinycnn.verify import verify_step
 
@@ -64,7 +65,7 @@ class ValidationError(AssertionError):
 class Case:
     """One op at one layer's shape; every per-batch quantity is a function of the batch.
 
-    kind: "op" (an entry of tinycnn.gradcheck.OPS), "sgd" or "step".
+    kind: "op" (an entry of tinycnn.op_table.OPS), "sgd" or "step".
     direction: "forward" or "backward" for "op" cases (backward times the op's whole
     backward pass from a cache made once); softmax cross-entropy is one fused
     forward that also returns the gradient.

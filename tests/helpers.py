@@ -1,6 +1,6 @@
 """One helper to compare any backend's op (forward and backward) with the NumPy
 reference, in the manner of tinygrad's helper_test_op: the op is described once in
-tinycnn.gradcheck.OPS, its cases once in tests/op_cases.py, and every backend is held
+tinycnn.op_table.OPS, its cases once in tests/op_cases.py, and every backend is held
 to the same numbers."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tinycnn import backends, verify
-from tinycnn.gradcheck import OPS, rel_error, run_op, to_backend
-
+from tinycnn.gradcheck import rel_error
+from tinycnn.op_table import OPS, run_op, to_backend
 EXACT = 0.0  # a tolerance of 0: bit for bit
 
 
@@ -42,7 +42,7 @@ def _assert_agree(got, want, tol: float, what: str) -> None:
 
 def compare_with_reference(backend, op, arrays: dict, fwd_tol: float = 1e-5, grad_tol: float = 1e-4,
                            exact: bool = False, dout_seed: int = 0, **kw):
-    """Run `op` (a name in tinycnn.gradcheck.OPS, or an OpSpec) on `backend` and on the
+    """Run `op` (a name in tinycnn.op_table.OPS, or an OpSpec) on `backend` and on the
     float32 NumPy reference (in the backend's precision mode) with the same inputs and the same upstream gradient; assert
     the output agrees to a relative error of fwd_tol and every input gradient to
     grad_tol (EXACT, or exact=True for both: bit for bit). Returns the errors."""

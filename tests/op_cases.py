@@ -25,15 +25,14 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from helpers import EXACT, IllPosed, compare_with_reference, compare_within_sum_bound
-from tinycnn.gradcheck import OPS, OpSpec
-
+from tinycnn.op_table import OPS, OpSpec
 # 'name:precision' is a backend in a tensor-core mode (tests/helpers.py split_name); a bare
 # name is its fp32 mode.
 TENSOR_CORE_BACKENDS = ("cuda-emu:tf32", "cuda-emu:bf16", "cuda:tf32", "cuda:bf16")
 PARITY_BACKENDS = ("numba", "cuda-emu", "cuda") + TENSOR_CORE_BACKENDS
 GPU_ONLY = ("cuda", "cuda:tf32", "cuda:bf16")
 
-# softmax has no backward pass, so the gradient-checked op table (gradcheck.OPS) leaves it
+# softmax has no backward pass, so the gradient-checked op table (op_table.OPS) leaves it
 # out; for parity it is a forward-only op.
 PARITY_OPS = {**OPS, "softmax": OpSpec("softmax", (), lambda be, a, **kw: (be.softmax(a["logits"]), None),
                                        lambda be, d, c: ())}

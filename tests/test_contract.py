@@ -19,9 +19,7 @@ import pytest
 from tinycnn import backends
 from tinycnn.backends.contract import Backend
 from tinycnn.backends.numpy_backend import NumpyBackend
-from tinycnn.gradcheck import OPS
-
-
+from tinycnn.op_table import OPS
 def _parameters(function) -> inspect.Signature:
     """The parameters of a method defined in a class body, without self and annotations."""
     params = list(inspect.signature(function).parameters.values())[1:]
@@ -139,7 +137,7 @@ def test_a_parameter_kind_is_part_of_the_signature():
 
 
 def test_every_op_of_the_op_table_is_in_the_contract():
-    """gradcheck.OPS drives the gradient checks and the parity tests: each of its ops is
+    """op_table.OPS drives the gradient checks and the parity tests: each of its ops is
     a forward/backward pair of the contract (or, for the loss, one member)."""
     members = set(contract_members())
     for op in OPS:

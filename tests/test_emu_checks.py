@@ -32,8 +32,7 @@ from helpers import backend_or_skip, compare_with_reference, split_name
 from op_cases import CASES, case, check_case, tolerance
 from tinycnn.backends import BackendUnavailable, cuda_emu_library
 from tinycnn.backends.cuda_emu_checks import POISON, EmuCheckError, EmuChecks, guarded_empty
-from tinycnn.gradcheck import run_op
-
+from tinycnn.op_table import run_op
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLANTED = os.path.join(HERE, "kernels", "planted_bugs.cu")
 TIER = "order,init,bounds"  # what CI runs the parity subset under

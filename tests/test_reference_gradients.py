@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from tinycnn.gradcheck import OPS, TOLERANCE, check_model, check_op
+from tinycnn.gradcheck import TOLERANCE, check_model, check_op
 from tinycnn.model import paper_net
+from tinycnn.op_table import OPS
 
 
 def away_from_zero(rng, shape):
@@ -99,8 +100,7 @@ def test_whole_paper_net_gradients(rng):
 
 def test_gradcheck_detects_a_wrong_backward(rng):
     """The checker itself must fail on a broken gradient (here: dx of ReLU doubled)."""
-    from tinycnn.gradcheck import OpSpec
-
+    from tinycnn.op_table import OpSpec
     broken = OpSpec("relu", ("x",), OPS["relu"].forward, lambda be, d, c: (2 * be.relu_backward(d, c),))
     errors = check_op(broken, {"x": away_from_zero(rng, (3, 4))})
     assert errors["x"] > 0.1

@@ -11,7 +11,8 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import backends
-from ..gradcheck import OPS, rel_error
+from ..gradcheck import rel_error
+from ..op_table import OPS
 from ..layers import Conv2D, ConvBlock, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from ..optim import SGD
 from .ops import check_conv2d, check_conv_block, check_dense, check_softmax_cross_entropy
@@ -20,7 +21,7 @@ from .report import MAX_FRAGILE_FRACTION, Report, equal
 # ------------------------------------------------------------------ one op
 def verify_op(backend, op: str, arrays: dict, dout=None, dout_seed: int = 0,
               max_fragile_fraction: float = MAX_FRAGILE_FRACTION, **kw) -> Report:
-    """Op `op` of tinycnn.gradcheck.OPS (conv2d, dense, conv2d_relu_maxpool) on `backend`,
+    """Op `op` of tinycnn.op_table.OPS (conv2d, dense, conv2d_relu_maxpool) on `backend`,
     in its precision mode, on host `arrays` (float32), forward and backward with `dout`
     (default: N(0, 1) float32 numbers drawn from dout_seed), against the exact result of
     the mode (module docstring)."""
