@@ -60,14 +60,20 @@ class KernelBackend(KernelLauncher):
             self._reduce_splits(c, target, g.splits, m * n, bias, n)
 
     # ------------------------------------------------------------------ conv2d
-    def conv2d_forward(self, x, w, b, stride: int = 1, pad: int = 0):
-        """x (N, C, H, W), w (F, C, KH, KW), b (F,) -> out (N, F, OH, OW); see kernels/conv2d.cu."""
+    def _conv_operands(self, x, w, b, stride: int, pad: int) -> tuple:
+        """x, w, b as float32 arrays of this backend, with the convolution's sizes
+        (N, C, H, W, F, KH, KW, OH, OW); a bias that does not fit is a ValueError."""
         x, w, b = self._f32(x), self._f32(w), self._f32(b)
         n, c, h, wd = x.shape
         f, _, kh, kw = w.shape
         if b.shape != (f,):
             raise ValueError(f"conv2d: bias of shape {b.shape} for {f} filters")
         oh, ow = conv2d_out_hw(x.shape, w.shape, stride, pad)
+        return x, w, b, (n, c, h, wd, f, kh, kw, oh, ow)
+
+    def conv2d_forward(self, x, w, b, stride: int = 1, pad: int = 0):
+        """x (N, C, H, W), w (F, C, KH, KW), b (F,) -> out (N, F, OH, OW); see kernels/conv2d.cu."""
+        x, w, b, (n, c, h, wd, f, kh, kw, oh, ow) = self._conv_operands(x, w, b, stride, pad)
         check_size(x.size, w.size, n * f * oh * ow)
         out = self._empty((n, f, oh, ow))
         if out.size:
@@ -127,12 +133,7 @@ class KernelBackend(KernelLauncher):
         in one kernel (kernels/conv2d.cu: conv2d_relu_maxpool_igemm_*, or _smallk for at
         most SMALLK_TAPS taps; conv2d_tc.cu in the tensor-core modes): the full-size conv
         output is never stored; the cache keeps the pooled output and each window's winner."""
-        x, w, b = self._f32(x), self._f32(w), self._f32(b)
-        n, c, h, wd = x.shape
-        f, _, kh, kw = w.shape
-        if b.shape != (f,):
-            raise ValueError(f"conv2d: bias of shape {b.shape} for {f} filters")
-        oh, ow = conv2d_out_hw(x.shape, w.shape, stride, pad)
+        x, w, b, (n, c, h, wd, f, kh, kw, oh, ow) = self._conv_operands(x, w, b, stride, pad)
         ph, pw = pool_out_size(oh, 2, 2, ceil_mode), pool_out_size(ow, 2, 2, ceil_mode)
         check_size(x.size, w.size, n * f * oh * ow, n * ph * pw * 4)
         out = self._empty((n, f, ph, pw))
