@@ -57,9 +57,9 @@ def test_folds_on_the_folder_reader_keep_each_woman_whole(tmp_path):
         (root / cls).mkdir(parents=True)
         for i in range(9):
             Image.fromarray((rng.random((20, 20)) * 255).astype(np.uint8)).save(root / cls / f"{i}.png")
-            rows.append(f"{cls}/{i}.png,W{i % 4}{cls[0]}")  # women with two or three ROIs of one class
-    rows += ["benign/8.png,Wmix", "malignant/8.png,Wmix"]  # and one woman with both
-    (root / "patients.csv").write_text("\n".join(rows[:-2] + rows[-2:]) + "\n")
+            # women with two or three ROIs of one class, and one woman with both (the 8s)
+            rows.append(f"{cls}/{i}.png," + ("Wmix" if i == 8 else f"W{i % 4}{cls[0]}"))
+    (root / "patients.csv").write_text("\n".join(rows) + "\n")
     rois = load_dataset("folder", root, image_size=16, cache_dir=tmp_path / "c")
     folds = cv.patient_folds(rois.labels, rois.patients, 3)
     assert_folds(folds, rois.labels, rois.patients)

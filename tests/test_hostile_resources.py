@@ -36,7 +36,7 @@ def test_the_estimate_describes_the_network_the_run_builds(hidden, size):
 @pytest.mark.parametrize("argv, named", [
     (["--hidden", "100000000"], "--hidden 100000000"),  # the cases
     (["--image-size", "4096"], "--image-size 4096"),
-    (["--batch-size", "10000000"], "--batch-size 10000000"),
+    (["--batch-size", "10000000", "--synthetic-count", "2000000"], "--batch-size 10000000"),  # 24 M samples
 ])
 def test_a_network_that_cannot_fit_is_refused_with_the_estimate(train, tmp_path, memory_available, argv, named):
     memory_available(8 * GIB)

@@ -8,7 +8,11 @@ predictions are pooled into one AUC whose interval resamples patients.
 - patient_folds: stratified group K-fold. Patients (not ROIs) are dealt to folds,
   stratified by whether a patient has a malignant ROI; each patient goes to the fold
   that holds the fewest ROIs of her class so far (in a seeded random order), so the
-  folds come out balanced even when women carry different numbers of ROIs.
+  folds come out balanced even when women carry different numbers of ROIs. Where that
+  dealing leaves a fold without a benign or a malignant ROI (women with ROIs of both
+  classes can do it), each fold is first given a woman of each class, then the rest
+  are dealt the same way: every fold gets both classes whenever each class has at
+  least K women, and with fewer no dealing can, which is the error.
 - cv_splits: per fold, the patient protocol (train on the other folds' patients,
   augmented six ways; test on this fold's untransformed ROIs) and, on request, the
   paper's order on the same folds: every ROI augmented six ways, the untransformed
@@ -36,32 +40,77 @@ FOLD_DIR = "fold-{}"  # 1-based, under the run folder (or its protocol folder)
 
 def patient_folds(labels, patients, k: int, seed: int = 0) -> list[np.ndarray]:
     """ROI indices tested by each of k folds (every ROI in exactly one), whole patients
-    per fold, stratified by patient label (1 if any of her ROIs is malignant).
-    DataError when a class has fewer than k patients (a fold would test none of it)."""
+    per fold, stratified by patient label (1 if any of her ROIs is malignant), with
+    both classes on the test and the training side of every fold. DataError when a
+    class has fewer than k patients: then no dealing can give every fold both."""
     labels, patients = np.asarray(labels), np.asarray(patients).astype(str)
     uniq, inverse = np.unique(patients, return_inverse=True)
     inverse = inverse.reshape(-1)
     patient_label = np.zeros(len(uniq), dtype=np.int64)
     np.maximum.at(patient_label, inverse, labels)
     rois_of = np.bincount(inverse, minlength=len(uniq))
+    has = [np.bincount(inverse[labels == cls], minlength=len(uniq)) > 0 for cls in (0, 1)]
     for cls, word in ((1, "malignant"), (0, "benign")):
-        have = len(np.unique(inverse[labels == cls]))
+        have = int(has[cls].sum())
+        if have < 2:
+            raise DataError(f"--cv {k}: only {have} patient(s) with a {word} ROI; cross-validation needs at least "
+                            f"two (each fold tests one and trains on another): drop --cv")
         if have < k:
             raise DataError(f"--cv {k}: only {have} patient(s) with a {word} ROI; each fold needs at least one "
-                            f"of them on its test side: lower --cv to {max(2, have)} or below")
+                            f"of them on its test side: lower --cv to {have} or below")
     rng = np.random.default_rng([seed, 0xC5F0])
-    fold_of = np.empty(len(uniq), dtype=np.int64)
-    for cls in (1, 0):
-        members = rng.permutation(np.flatnonzero(patient_label == cls))
-        members = members[np.argsort(-rois_of[members], kind="stable")]  # big patients first, ties random
-        load = np.zeros(k, dtype=np.int64)
-        for p in members:
-            f = int(np.argmin(load))  # the fold with the fewest ROIs of this class; ties: the lowest
-            fold_of[p] = f
-            load[f] += rois_of[p]
+    order = {cls: rng.permutation(np.flatnonzero(patient_label == cls)) for cls in (1, 0)}
+    fold_of = _deal(order, rois_of, k)
+    if not _every_fold_has_both(fold_of, has, k):
+        fold_of = _deal(order, rois_of, k, first=_cover(order, has, rois_of, k))
     folds = [np.flatnonzero(fold_of[inverse] == f) for f in range(k)]
     check_folds(folds, labels, patients)
     return folds
+
+
+def _deal(order: dict, rois_of: np.ndarray, k: int, first: dict | None = None) -> np.ndarray:
+    """Fold of each patient: per class, the biggest patients first (ties in the seeded
+    order), each to the fold holding the fewest ROIs of her class so far; `first`
+    ({patient: fold}) are placed before the others."""
+    first = first or {}
+    fold_of = np.full(len(rois_of), -1, dtype=np.int64)
+    for cls in (1, 0):
+        load = np.zeros(k, dtype=np.int64)
+        members = order[cls][np.argsort(-rois_of[order[cls]], kind="stable")]
+        for p in [p for p in members if p in first] + [p for p in members if p not in first]:
+            f = first[p] if p in first else int(np.argmin(load))  # ties: the lowest fold
+            fold_of[p] = f
+            load[f] += rois_of[p]
+    return fold_of
+
+
+def _every_fold_has_both(fold_of: np.ndarray, has: list, k: int) -> bool:
+    """Every fold tests a patient with a benign ROI and one with a malignant ROI (so,
+    with k >= 2, every training side holds both classes too: the other folds')."""
+    return all(len(set(fold_of[has[cls]].tolist())) == k for cls in (0, 1))
+
+
+def _cover(order: dict, has: list, rois_of: np.ndarray, k: int) -> dict:
+    """{patient: fold} giving each fold a patient of each class: a patient with ROIs of
+    both classes covers a fold alone, else one with benign and one with malignant ROIs.
+    Possible whenever each class has k patients (the check made before), as then
+    mixed + min(benign only, malignant only) >= k."""
+    both, only = has[0] & has[1], {cls: has[cls] & ~has[1 - cls] for cls in (0, 1)}
+
+    def biggest(mask):  # the seeded order, biggest patients first
+        members = np.concatenate([order[1], order[0]])
+        members = members[mask[members]]
+        return list(members[np.argsort(-rois_of[members], kind="stable")])
+
+    mixed, pure = biggest(both), {cls: biggest(only[cls]) for cls in (0, 1)}
+    first = {}
+    for f in range(k):
+        if mixed:
+            first[mixed.pop(0)] = f
+        else:
+            first[pure[0].pop(0)] = f
+            first[pure[1].pop(0)] = f
+    return first
 
 
 def check_folds(folds, labels, patients) -> None:

@@ -181,7 +181,10 @@ class Trainer:
         self.meta = dict(meta or {})
         self.progress, self.log = progress, log
         self.state = TrainState()
-        self.steps_per_epoch = math.ceil(len(self.train_samples) / config.batch_size)
+        # a batch larger than the training side is that side, as data loaders do (and as
+        # slicing gave before): config.batch_size stays what a checkpoint must match
+        self.batch_size = max(1, min(config.batch_size, len(self.train_samples)))
+        self.steps_per_epoch = math.ceil(len(self.train_samples) / self.batch_size)
         self.lr_at = config.schedule(self.steps_per_epoch)
         self.stop_after_steps: int | None = None  # tests: act as if Ctrl-C came after this global step
         self.on_save = on_save  # called with each checkpoint's path once it is on disk
@@ -347,7 +350,7 @@ class Trainer:
     def loader(self, epoch: int, start_batch: int = 0) -> BatchLoader:
         """The batches of `epoch` from `start_batch` on, in the epoch's seeded order."""
         order = np.random.default_rng([self.config.seed, epoch, 0xDA7A]).permutation(len(self.train_samples))
-        return BatchLoader(self.images, self.labels, self.train_samples, order, self.config.batch_size,
+        return BatchLoader(self.images, self.labels, self.train_samples, order, self.batch_size,
                            start_batch, to_device=self._copier)
 
     def _device_step(self, x, y) -> None:

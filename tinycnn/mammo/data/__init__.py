@@ -21,7 +21,7 @@ from . import cache
 from .preprocess import DataError, UnreadableImage, settings as preprocess_settings
 from .roiset import RoiSet
 
-__all__ = ["RoiSet", "DataError", "UnreadableImage", "DATASETS", "load_dataset", "default_image_size"]
+__all__ = ["RoiSet", "DataError", "UnreadableImage", "DATASETS", "load_dataset", "default_image_size", "count_rois"]
 
 
 def check_classes(name: str, labels, where: str, skipped=()) -> None:
@@ -50,6 +50,19 @@ def default_image_size(name: str) -> int:
     data defaults to the paper's 256."""
     from .synthetic import DEFAULT_SIZE
     return DEFAULT_SIZE if name == "synthetic" else 256
+
+
+def count_rois(name: str, data_dir=None, **options) -> int | None:
+    """How many ROIs the reader `name` can give at most, from its tables and folder
+    listings alone (no image is read); None where that cannot be told before reading
+    (the read then says why)."""
+    reader = _readers().get(name)
+    if reader is None:
+        return None
+    try:
+        return int(reader.count(None if data_dir is None else Path(data_dir), **options))
+    except (DataError, OSError, ValueError, TypeError):
+        return None
 
 
 def load_dataset(name: str, data_dir=None, image_size: int | None = None, strict: bool = False,

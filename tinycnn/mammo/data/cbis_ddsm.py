@@ -29,10 +29,10 @@ import numpy as np
 
 from ..progress import tracked
 from . import cache
-from .csv_rows import read_rows
+from .csv_rows import read_numbered_rows, read_rows
 from .preprocess import DataError, UnreadableImage, preprocess, read_image
 
-VERSION = 2  # 2: unknown pathology values named in the notes
+VERSION = 3  # 2: unknown pathology values named in the notes; 3: patient ids in any letter case, repeated rows once
 TABLES = {(kind, split): f"{kind}_case_description_{split}_set.csv"
           for kind in ("mass", "calc") for split in ("train", "test")}
 REQUIRED = ("patient_id", "pathology", "cropped image file path", "ROI mask file path")
@@ -63,6 +63,25 @@ def _tables(root: Path, abnormality: str) -> list[tuple[Path, str]]:
 def read_table(path: Path) -> list[dict]:
     """A case-description table's rows (stripped: some path cells end with a newline)."""
     return read_rows(path, REQUIRED)
+
+
+def patient_key(patient_id: str) -> str:
+    """The patient a CBIS-DDSM id names. The ids are P_ and five digits, one spelling per
+    woman: 'p_00001' and 'P_00001 ' are one woman (tables edited by hand, or by a
+    spreadsheet, change the case), so ids are compared stripped and in upper case."""
+    return patient_id.strip().upper()
+
+
+def merged_ids_note(ids) -> list[str]:
+    """The note saying how many patients were written in more than one way (and merged)."""
+    spellings: dict[str, set] = {}
+    for raw in ids:
+        spellings.setdefault(patient_key(raw), set()).add(raw)
+    merged = [sorted(v) for v in spellings.values() if len(v) > 1]
+    if not merged:
+        return []
+    return [f"{len(merged)} patient id(s) written in more than one letter case or spacing, each merged into one "
+            f"patient (first: {' and '.join(map(repr, merged[0]))})"]
 
 
 def looks_like_mask(image: np.ndarray) -> bool:
@@ -190,16 +209,32 @@ def read(data_dir, image_size: int, strict: bool = False, abnormality: str = "bo
 
     root = Path(data_dir)
     resolver = _Resolver(root)
-    rows = [(row, split, path.name) for path, split in _tables(root, abnormality) for row in read_table(path)]
-    train_patients = {row["patient_id"] for row, split, _ in rows if split == "train"}
+    rows = [(row, split, path.name, line) for path, split in _tables(root, abnormality)
+            for line, row in read_numbered_rows(path, REQUIRED)]
+    train_patients = {patient_key(row["patient_id"]) for row, split, _, _ in rows if split == "train"}
     images, labels, patients, ids, sides, skipped = [], [], [], [], [], []
-    dropped, unknown = 0, {}
-    for row, split, table in tracked(rows, "reading CBIS-DDSM ROIs", progress):
+    dropped, unknown, no_patient, repeated = 0, {}, [], []
+    crops: dict[str, tuple] = {}  # cropped image path -> (table, line, label) of its first row
+    for row, split, table, line in tracked(rows, "reading CBIS-DDSM ROIs", progress):
         pathology = row["pathology"].upper()
         if pathology not in LABELS:
             unknown[row["pathology"]] = unknown.get(row["pathology"], 0) + 1
             continue
-        if split == "test" and row["patient_id"] in train_patients:
+        patient = patient_key(row["patient_id"])
+        if not patient:
+            no_patient.append(f"{table} line {line}")
+            continue
+        crop = row["cropped image file path"].replace("\\", "/")
+        if crop and crop in crops:
+            first = crops[crop]
+            if first[2] != LABELS[pathology]:
+                raise DataError(f"cbis-ddsm: {first[0]} line {first[1]} and {table} line {line} list the crop {crop!r} "
+                                "as benign and as malignant: one image cannot carry both labels; correct one row")
+            repeated.append(f"{table} line {line} repeats {first[0]} line {first[1]}")
+            continue
+        if crop:
+            crops[crop] = (table, line, LABELS[pathology])
+        if split == "test" and patient in train_patients:
             dropped += 1
             continue
         name = row["cropped image file path"].split("/")[0] + f"#{row.get('abnormality id', '?')}"
@@ -211,11 +246,18 @@ def read(data_dir, image_size: int, strict: bool = False, abnormality: str = "bo
             skipped.append(f"{table} {name}: {e}")
             continue
         labels.append(LABELS[pathology])
-        patients.append(row["patient_id"])
+        patients.append(patient)
         ids.append(name)
         sides.append(0 if split == "train" else 1)
     notes = [f"{resolver.layout} layout; official train/test split kept",
              f"{dropped} test row(s) dropped: their patient has training rows in the other table"]
+    notes += merged_ids_note(row["patient_id"] for row, _, _, _ in rows)
+    if repeated:
+        notes.append(f"{len(repeated)} row(s) repeat the crop of an earlier row with the same pathology, used once "
+                     f"(first: {repeated[0]})")
+    if no_patient:
+        notes.append(f"{len(no_patient)} row(s) without a patient_id ignored: they cannot be kept to one side of "
+                     f"the split (first: {no_patient[0]})")
     if unknown:
         common = sorted(unknown.items(), key=lambda kv: -kv[1])
         values = ", ".join(f"{v!r} x{n}" for v, n in common[:5]) + (
@@ -310,5 +352,5 @@ def iter_films(data_dir, abnormality: str = "both", strict: bool = False, progre
         if not lesions:
             yield None, f"{ref}: no usable ROI mask ({notes[0] if notes else 'none listed'})"
             continue
-        yield WholeFilm(ref, rows[0][0]["patient_id"], image, lesions,
+        yield WholeFilm(ref, patient_key(rows[0][0]["patient_id"]), image, lesions,
                         complete=not notes and abnormality == "both", notes=notes), None

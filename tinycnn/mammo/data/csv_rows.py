@@ -14,6 +14,12 @@ def read_rows(path, required=()) -> list[dict]:
     have cells ending in a newline). DataError naming the file for a missing required
     column, a file that cannot be read or is not UTF-8 text, or one the csv module
     cannot parse (naming the line where the bad row starts)."""
+    return [row for _, row in read_numbered_rows(path, required)]
+
+
+def read_numbered_rows(path, required=()) -> list[tuple[int, dict]]:
+    """read_rows, each row with the line of the file it starts on (1-based, the header
+    being line 1), for errors that name a row."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -47,7 +53,7 @@ def read_rows(path, required=()) -> list[dict]:
             raise DataError(f"{path}: not a readable CSV table: the row starting at line {start} "
                             f"{_explain(e)}") from e
         # cells beyond the header land under the key None: ignore them
-        rows.append({k.strip(): (v or "").strip() for k, v in row.items() if k is not None})
+        rows.append((start, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}))
 
 
 def _explain(e: csv.Error) -> str:

@@ -1,7 +1,9 @@
 """A folder of ROI images: benign/ and malignant/ subfolders (searched recursively) of
 PNG, JPEG, TIFF, PGM (8- or 16-bit) or DICOM files. Patient ids come from an optional
 patients.csv (columns: file, patient_id; `file` relative to the folder, relative to
-its class subfolder, or a bare file name), else every file is its own patient."""
+its class subfolder, or a bare file name), else every file is its own patient. Which
+files are read, and what is named instead (links, hidden entries, other extensions),
+is folder_walk.py's."""
 
 from __future__ import annotations
 
@@ -11,69 +13,61 @@ import numpy as np
 
 from ..progress import tracked
 from . import cache
-from .csv_rows import read_rows
+from .csv_rows import read_numbered_rows
+from .folder_walk import CLASSES, FolderScan, scan  # noqa: F401  (CLASSES: the classes' names and labels)
 from .preprocess import IMAGE_EXTENSIONS, DataError, UnreadableImage, load_preprocessed
 
-VERSION = 3  # 2: patients.csv coverage in the notes and strict_errors; 3: files not read are noted
-CLASSES = (("benign", 0), ("malignant", 1))
+# 2: patients.csv coverage in the notes and strict_errors; 3: files not read are noted; 4: links
+# followed, each real file read once, hidden folders not read, all of it noted
+VERSION = 4
 PATIENTS_CSV = "patients.csv"
 
 
-def _class_dir(root: Path, name: str) -> Path | None:
-    """The class folder, in any letter case. Two of them (benign/ and Benign/, possible
-    where names are case-sensitive) are refused: reading one would drop the other."""
-    matches = sorted(child for child in root.iterdir() if child.is_dir() and child.name.lower() == name)
-    if len(matches) > 1:
-        names = " and ".join(f"{m.name}/" for m in matches)
-        raise DataError(f"folder dataset: {root} has {names}, which differ only in letter case: merge them "
-                        f"into one {name}/ folder")
-    return matches[0] if matches else None
-
-
-def _scan(root: Path) -> tuple[list[tuple[Path, int]], list[Path], list[str]]:
-    """(image, label) pairs under the class folders, the other (non-hidden) files there,
-    and the class folders that are missing."""
-    found, others, missing = [], [], []
-    for name, label in CLASSES:
-        folder = _class_dir(root, name)
-        if folder is None:
-            missing.append(name)
-            continue
-        for p in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-            if p.suffix.lower() in IMAGE_EXTENSIONS:
-                found.append((p, label))
-            else:
-                others.append(p)
-    return found, others, missing
+def _checked_scan(root: Path) -> FolderScan:
+    """The scan of root, refused when a class or every image is missing."""
+    result = scan(root)
+    if len(result.missing) == 2:
+        raise DataError(f"folder dataset: {root} has neither a benign/ nor a malignant/ subfolder")
+    if result.missing:
+        raise DataError(f"folder dataset: only one class in {root}: no {result.missing[0]}/ subfolder")
+    if not result.found:
+        raise DataError(f"folder dataset: no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}/benign "
+                        f"or {root}/malignant" + (f"; {'; '.join(result.notes())}" if result.notes() else ""))
+    return result
 
 
 def list_images(root) -> list[tuple[Path, int]]:
-    """(file, label) for every image under benign/ and malignant/."""
-    root = Path(root)
-    found, _, missing = _scan(root)
-    if len(missing) == 2:
-        raise DataError(f"folder dataset: {root} has neither a benign/ nor a malignant/ subfolder")
-    if missing:
-        raise DataError(f"folder dataset: only one class in {root}: no {missing[0]}/ subfolder")
-    if not found:
-        raise DataError(f"folder dataset: no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}/benign "
-                        f"or {root}/malignant")
-    return found
+    """(file, label) for every image under benign/ and malignant/, each real file once."""
+    return _checked_scan(Path(root)).found
 
 
 def read_patients_csv(path: Path) -> dict[str, str]:
-    """{file as written in the table (forward slashes): patient id}. A row without a
-    patient id lists nothing (its file counts as unlisted), so blank ids never make
-    one patient of unrelated files."""
-    return {row["file"].replace("\\", "/"): row["patient_id"]
-            for row in read_rows(path, ("file", "patient_id")) if row["file"] and row["patient_id"]}
+    """{file as written in the table (forward slashes, no leading ./): patient id}. A row
+    without a patient id lists nothing (its file counts as unlisted), so blank ids never
+    make one patient of unrelated files. A file listed twice with two patient ids is a
+    DataError naming both lines; listed twice with one id, it is one entry."""
+    table: dict[str, tuple[int, str]] = {}
+    for line, row in read_numbered_rows(path, ("file", "patient_id")):
+        name = row["file"].replace("\\", "/").removeprefix("./")
+        if not name or not row["patient_id"]:
+            continue
+        seen = table.setdefault(name, (line, row["patient_id"]))
+        if seen[1] != row["patient_id"]:
+            raise DataError(f"{path}: line {seen[0]} and line {line} give {name} two patient ids "
+                            f"({seen[1]!r} and {row['patient_id']!r}): which woman is it?")
+    return {name: patient for name, (_, patient) in table.items()}
 
 
 def _table_key(table: dict, root: Path, path: Path) -> str | None:
     """The patients.csv entry naming this file: relative to the folder, to its class
-    subfolder, or the bare file name; None if the table does not list it."""
+    subfolder, or the bare file name; None if the table does not list it. DataError
+    when two of those spellings name it with different patient ids."""
     rel = path.relative_to(root)
-    return next((k for k in (rel.as_posix(), Path(*rel.parts[1:]).as_posix(), path.name) if k in table), None)
+    keys = [k for k in dict.fromkeys((rel.as_posix(), Path(*rel.parts[1:]).as_posix(), path.name)) if k in table]
+    if len({table[k] for k in keys}) > 1:
+        raise DataError(f"{root / PATIENTS_CSV}: {rel.as_posix()} is listed as "
+                        + " and as ".join(f"{k} (patient {table[k]!r})" for k in keys) + ": which woman is it?")
+    return keys[0] if keys else None
 
 
 def _patients_coverage(table: dict | None, keys: dict, root: Path) -> tuple[str, list[str]]:
@@ -95,16 +89,6 @@ def _patients_coverage(table: dict | None, keys: dict, root: Path) -> tuple[str,
     return note + "; ".join(problems), [f"{root / PATIENTS_CSV}: {'; '.join(problems)}"]
 
 
-def ignored_files_note(root: Path) -> list[str]:
-    """A note naming files in the class folders that are not read (another extension),
-    so an image saved as .bmp or .gif is not dropped without a word."""
-    _, others, _ = _scan(root)
-    if not others:
-        return []
-    return [f"{len(others)} file(s) in the class folders not read: not {', '.join(IMAGE_EXTENSIONS)} "
-            f"(first: {others[0].relative_to(root).as_posix()})"]
-
-
 def count(data_dir, **options) -> int:
     """How many ROIs a read can give at most (for the memory estimate made before it)."""
     return len(list_images(data_dir))
@@ -120,7 +104,8 @@ def read(data_dir, image_size: int, strict: bool = False, progress: bool = False
     from .roiset import RoiSet
 
     root = Path(data_dir)
-    files = list_images(root)
+    found = _checked_scan(root)
+    files = found.found
     table = read_patients_csv(root / PATIENTS_CSV) if (root / PATIENTS_CSV).exists() else None
     keys = {path: _table_key(table or {}, root, path) for path, _ in files}
     note, strict_errors = _patients_coverage(table, keys, root)
@@ -140,5 +125,20 @@ def read(data_dir, image_size: int, strict: bool = False, progress: bool = False
     if not images:
         raise DataError(f"folder dataset: none of the {len(files)} images under {root} could be read "
                         f"(first: {skipped[0] if skipped else '?'})")
+    listed = [table[k] for k in keys.values() if k] if table else []
     return RoiSet("folder", np.stack(images), np.array(labels, dtype=np.int64), np.array(patients),
-                  np.array(ids), skipped=skipped, notes=[note] + ignored_files_note(root), strict_errors=strict_errors)
+                  np.array(ids), skipped=skipped, notes=[note] + found.notes() + _case_note(listed),
+                  strict_errors=strict_errors + [f"{root}: {u}" for u in found.unusable])
+
+
+def _case_note(patients) -> list[str]:
+    """patients.csv ids are free text, so 'W1' and 'w1' stay two women; say so, as they
+    may well be one."""
+    spellings: dict[str, set] = {}
+    for p in patients:
+        spellings.setdefault(str(p).lower(), set()).add(str(p))
+    clashes = [sorted(s) for s in spellings.values() if len(s) > 1]
+    if not clashes:
+        return []
+    return [f"{len(clashes)} patient id(s) in {PATIENTS_CSV} differ from another only in letter case and are kept "
+            f"apart (first: {' and '.join(map(repr, clashes[0]))}): write them alike if they are one woman"]

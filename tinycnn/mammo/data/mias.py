@@ -1,17 +1,19 @@
 """The mini-MIAS database in its own layout: Info.txt plus mdbNNN.pgm films.
 
 Info.txt rows: `mdb001 G CIRC B 535 425 197` (reference, background tissue, class,
-severity, centre x, centre y, radius). One ROI per abnormality: a square crop around
-the centre, 2 * margin * radius on a side (at least MIN_SIDE pixels), shifted to stay
-on the film. A centre outside the film (or a radius under 1) is a typo in the table:
-that ROI is skipped and named, never cut from a corner. The y axis starts at the BOTTOM of the film, so the row is H - y.
+severity, centre x, centre y, radius), parsed and accounted for row by row in
+mias_info.py (the one parser of the table, for ROIs and whole films alike). One ROI
+per abnormality: a square crop around the centre, 2 * margin * radius on a side (at
+least MIN_SIDE pixels), shifted to stay on the film. A centre outside the film (or a
+radius under 1) is a typo in the table: that ROI is skipped and named, never cut from
+a corner. The y axis starts at the BOTTOM of the film, so the row is H - y.
 Normal films and rows without a centre (spread calcifications, "*NOTE 3*") give no ROI.
 Films mdb(2k-1) and mdb(2k) are the left and right breast of one woman: one patient.
 """
 
 from __future__ import annotations
 
-import re
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,54 +21,14 @@ import numpy as np
 
 from ..progress import tracked
 from . import cache
+from .mias_info import INFO_FILE, Abnormality, InfoTable, find_info, parse_info, parse_table  # noqa: F401
 from .preprocess import DataError, UnreadableImage, preprocess, read_image
 
-VERSION = 3  # 2: centres outside the film and radii under 1 are skipped; 3: crop sides recorded
-INFO_FILE = "Info.txt"
+# 2: centres outside the film and radii under 1 are skipped; 3: crop sides recorded; 4: rows in any
+# letter case or after a byte-order mark, repeated circles used once, every row accounted for in the notes
+VERSION = 4
 MIN_SIDE = 32
 DEFAULT_MARGIN = 1.5
-_ROW = re.compile(r"^(mdb\d{3})\s+(\S+)\s+(\S+)(.*)$")
-
-
-@dataclass
-class Abnormality:
-    ref: str
-    tissue: str
-    kind: str
-    severity: str | None
-    x: int | None
-    y: int | None
-    radius: int | None
-
-    @property
-    def croppable(self) -> bool:
-        return self.severity in ("B", "M") and None not in (self.x, self.y, self.radius)
-
-
-def find_info(data_dir) -> Path:
-    root = Path(data_dir)
-    for candidate in [root / INFO_FILE, *sorted(root.glob(f"*/{INFO_FILE}"))]:
-        if candidate.is_file():
-            return candidate
-    raise DataError(f"mias: no {INFO_FILE} in {root} (expected the MIAS layout: Info.txt and mdbNNN.pgm)")
-
-
-def parse_info(path) -> list[Abnormality]:
-    """Every data row of Info.txt (normal films included); the prose around it is ignored."""
-    rows = []
-    for line in Path(path).read_text(encoding="latin-1").splitlines():
-        m = _ROW.match(line.strip())
-        if not m:
-            continue
-        ref, tissue, kind, rest = m.groups()
-        rest = rest.split()
-        severity = rest[0] if rest and rest[0] in ("B", "M") else None
-        nums = [int(t) for t in rest[1:4] if t.lstrip("-").isdigit()] if severity else []
-        x, y, r = nums if len(nums) == 3 else (None, None, None)
-        rows.append(Abnormality(ref, tissue, kind, severity, x, y, r))
-    if not rows:
-        raise DataError(f"mias: {path} holds no data rows like 'mdb001 G CIRC B 535 425 197'")
-    return rows
 
 
 def patient_of(ref: str) -> str:
@@ -90,16 +52,28 @@ def crop_box(x: int, y: int, radius: int, height: int, width: int, margin: float
     return top, left, side
 
 
-def _film_path(root: Path, info_dir: Path, ref: str) -> Path | None:
-    for folder in (info_dir, root):
-        for ext in (".pgm", ".PGM"):
-            if (folder / f"{ref}{ext}").is_file():
-                return folder / f"{ref}{ext}"
+def film_path(root: Path, info_dir: Path, ref: str) -> Path | None:
+    """The film mdbNNN.pgm (any letter case) next to Info.txt, else in the data folder;
+    None if neither holds it. UnreadableImage when one folder holds it under two names
+    that differ only in letter case (which one is the film?)."""
+    for folder in dict.fromkeys((info_dir, root)):
+        try:
+            found = sorted(e.path for e in os.scandir(folder) if e.name.lower() == f"{ref}.pgm" and e.is_file())
+        except OSError:
+            continue
+        if len(found) > 1:
+            raise UnreadableImage(f"{folder} holds {' and '.join(Path(p).name for p in found)}, which differ only "
+                                  "in letter case: keep one")
+        if found:
+            return Path(found[0])
     return None
 
 
+_film_path = film_path  # the name scan_film.py uses
+
+
 def _read_film(root: Path, info: Path, ref: str) -> np.ndarray:
-    path = _film_path(root, info.parent, ref)
+    path = film_path(root, info.parent, ref)
     if path is None:
         raise UnreadableImage(f"film {ref}.pgm not found next to {info}")
     return read_image(path)
@@ -113,20 +87,32 @@ def count(data_dir, margin: float = DEFAULT_MARGIN) -> int:
 def fingerprint(data_dir, margin: float = DEFAULT_MARGIN) -> list:
     info = find_info(data_dir)
     refs = {a.ref for a in parse_info(info) if a.croppable}
-    films = [p for p in (_film_path(Path(data_dir), info.parent, r) for r in sorted(refs)) if p]
-    return cache.file_fingerprint([info, *films], data_dir)
+    films = []
+    for ref in sorted(refs):
+        try:
+            films.append(film_path(Path(data_dir), info.parent, ref))
+        except UnreadableImage:
+            continue  # the read names it
+    return cache.file_fingerprint([info, *(p for p in films if p)], data_dir)
+
+
+def _table(root: Path, strict: bool) -> tuple[Path, InfoTable]:
+    """Info.txt and its rows; --strict stops at the first row that cannot be used."""
+    info = find_info(root)
+    table = parse_table(info)
+    if strict and table.skipped:
+        raise DataError(f"mias: {info.parent / table.skipped[0]} (--strict)")
+    return info, table
 
 
 def read(data_dir, image_size: int, strict: bool = False, margin: float = DEFAULT_MARGIN, progress: bool = False):
     from .roiset import RoiSet
 
     root = Path(data_dir)
-    info = find_info(root)
-    rows = parse_info(info)
-    abnormal = [a for a in rows if a.severity in ("B", "M")]
-    usable = [a for a in abnormal if a.croppable]
-    notes = [f"{len(abnormal) - len(usable)} abnormal row(s) without a centre or radius cannot be cropped"]
-    images, labels, patients, ids, skipped, sides = [], [], [], [], [], []
+    info, table = _table(root, strict)
+    usable = [a for a in table.rows if a.croppable]
+    images, labels, patients, ids, sides = [], [], [], [], []
+    skipped = list(table.skipped)
     films: dict[str, np.ndarray | None] = {}  # None: unreadable, skipped once, not once per ROI
     for a in tracked(usable, "cropping MIAS ROIs", progress):
         roi = f"{a.ref}:{a.kind}:{a.x},{a.y},r{a.radius}"
@@ -150,10 +136,11 @@ def read(data_dir, image_size: int, strict: bool = False, margin: float = DEFAUL
         ids.append(roi)
         sides.append(side)
     if not images:
-        raise DataError(f"mias: no croppable abnormality with a readable film in {root}")
+        raise DataError(f"mias: no croppable abnormality with a readable film in {root}"
+                        + (f" ({len(skipped)} skipped; first: {skipped[0]})" if skipped else ""))
     return RoiSet("mias", np.stack(images), np.array(labels, dtype=np.int64), np.array(patients),
-                  np.array(ids), skipped=skipped, notes=notes, source_sides=np.array(sides, dtype=np.int64))
-
+                  np.array(ids), skipped=skipped, notes=[table.summary()],
+                  source_sides=np.array(sides, dtype=np.int64))
 
 
 @dataclass
@@ -169,18 +156,21 @@ class WholeFilm:
 
 def read_films(data_dir, strict: bool = False, progress: bool = False) -> tuple[list[WholeFilm], list[str]]:
     """Every film with at least one croppable abnormality (a centre and a radius), whole:
-    ([WholeFilm], skipped films). An abnormal row of the film without a usable circle
-    (no numbers, a centre off the film, a radius under 1) is named in the film's
-    `unmarked`, so its caller knows the film holds a lesion nobody located; a film that
-    cannot be read is skipped and named. strict: a circle off the film or an unreadable
-    film stops the read (rows without numbers are the database's own, never an error)."""
+    ([WholeFilm], skipped films and rows). An abnormal row of the film without a usable
+    circle (no numbers, a centre off the film, a radius under 1, a row of it that could
+    not be parsed) is named in the film's `unmarked`, so its caller knows the film holds
+    a lesion nobody located; a film that cannot be read is skipped and named, and so are
+    the table's unusable and repeated rows. strict: an unusable row, a circle off the
+    film or an unreadable film stops the read (rows without numbers are the database's
+    own, never an error)."""
     root = Path(data_dir)
-    info = find_info(root)
+    info, table = _table(root, strict)
     by_ref: dict[str, list[Abnormality]] = {}
-    for a in parse_info(info):
+    for a in table.rows:
         if a.severity in ("B", "M"):
             by_ref.setdefault(a.ref, []).append(a)
-    films, skipped = [], []
+    films = []
+    skipped = table.skipped + [f"{d}: used once" for d in table.duplicates]  # rows not used, named
     for ref in tracked(sorted(r for r, rows in by_ref.items() if any(a.croppable for a in rows)),
                        "reading MIAS films", progress):
         try:
@@ -192,7 +182,7 @@ def read_films(data_dir, strict: bool = False, progress: bool = False) -> tuple[
                 raise UnreadableImage(f"mias: {ref}: {e}") from e
             skipped.append(f"{ref}: {e}")
             continue
-        marks, unmarked = [], []
+        marks, unmarked = [], list(table.unusable.get(ref, []))  # a row nobody could read: a lesion unmarked
         for a in by_ref[ref]:
             name = f"{ref}:{a.kind}:{a.x},{a.y},r{a.radius}"
             if not a.croppable:

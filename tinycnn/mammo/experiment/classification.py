@@ -10,10 +10,12 @@ protocol, or K folds by patient."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .. import cv, memory
-from ..data import load_dataset, preprocess
+from ..data import augment, count_rois, load_dataset, preprocess
 from ..data.split import make_split
 from tinycnn.checkpoint import architecture_shapes
 from .config import ExperimentConfig, protocols, show_progress
@@ -30,12 +32,14 @@ class RoiClassification:
 
     def network_memory(self, config: ExperimentConfig, backend) -> int | None:
         """Refuse a network that cannot fit before anything is read or allocated (the
-        estimate comes from shapes alone). Returns the host memory left for the data."""
+        estimate comes from shapes alone, at the batch the run can have: never more than
+        the data's training samples). Returns the host memory left for the data."""
         shapes = architecture_shapes(memory.paper_architecture(config.hidden, config.image_size))
-        need = memory.training_bytes(shapes, config.batch_size)
+        batch, why = estimate_batch(config)
+        need = memory.training_bytes(shapes, batch)
         memory.require(need, memory.device_available(backend),
                        f"training the network (--hidden {config.hidden}, --image-size {config.image_size}, "
-                       f"--batch-size {config.batch_size}: {shapes.num_parameters():,} parameters)",
+                       f"--batch-size {config.batch_size}{why}: {shapes.num_parameters():,} parameters)",
                        "lower --hidden, --image-size or --batch-size", backend.memory_where)
         host = memory.host_available()
         return None if host is None else host - (need if backend.memory_is_host else 0)
@@ -61,7 +65,16 @@ class RoiClassification:
         rois, plan = data
         config = run.config
         net = new_net(config, run.backend)  # built once for the banner and the first training
-        run.log(banner(run, rois, plan, net))
+        sizes = sorted({len(split.train) for splits in plan for split in splits.values()})
+        shown = run
+        if config.batch_size > sizes[0]:  # the banner's batch and memory estimate: the batch the run has
+            shown = dataclasses.replace(run, config=dataclasses.replace(config, batch_size=min(config.batch_size,
+                                                                                               sizes[-1])))
+        run.log(banner(shown, rois, plan, net))
+        if config.batch_size > sizes[0]:
+            span = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+            run.log(f"note: --batch-size {config.batch_size} is more than the {span} training samples: each batch "
+                    f"holds at most the whole training side (min(batch, samples), as data loaders do)")
         meta = {"preprocessing": preprocess.settings(config.image_size), "classes": ["benign", "malignant"],
                 "dataset": config.dataset, "config": run.settings()}
         if rois.source_sides is not None and len(rois.source_sides):  # what a film scan's windows should match
@@ -87,6 +100,17 @@ class RoiClassification:
 
     def summary(self, record: dict) -> list[str]:
         return summary(record)
+
+
+def estimate_batch(config: ExperimentConfig) -> tuple[int, str]:
+    """(the batch to estimate memory for, the words saying why it is not --batch-size):
+    --batch-size, or the data's training samples at most where that is fewer (every ROI
+    six ways: no split trains on more)."""
+    n = count_rois(config.dataset, config.data_dir, **dataset_options(config))
+    most = None if n is None else max(1, n * len(augment.TRANSFORMS))
+    if most is None or config.batch_size <= most:
+        return config.batch_size, ""
+    return most, f", batches of at most {most:,}: {n:,} ROIs x {len(augment.TRANSFORMS)} transforms"
 
 
 def dataset_options(config: ExperimentConfig) -> dict:
