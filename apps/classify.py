@@ -6,13 +6,19 @@
 
 The checkpoint (a file, or a run folder: its best.npz, else last.npz) carries the
 architecture and the preprocessing settings, so every image is read, resized and
-normalised exactly as in training. Unreadable images are skipped and counted
-(--strict stops at the first one).
+normalised exactly as in training. Unreadable images, and images whose output is not
+finite, are skipped, each named (--strict stops at the first one); an image reached
+twice is classified once. Parameters stored as float16 or float64 are converted to
+float32, with a note.
 
 --explain DIR writes two PNG overlays per image into DIR: NAME.gradient.png, the
 gradient of the malignant logit with respect to each input pixel (the engine's
 backward pass carried one layer further, to the input), and NAME.gradcam.png,
-Grad-CAM at the last conv block (docs/backprop.md, "Saliency").
+Grad-CAM at the last conv block (docs/backprop.md, "Saliency"). NAME is the image's
+path below the folder given (benign/0.png: benign__0), its extension kept where two
+inputs would share a name (x.png, x.tif: x.png.*, x.tif.*), then numbered in input
+order; each renamed input is noted, and with --csv the overlays are columns of the
+table.
 
 Refused, with one line saying why and exit code 2 (before any image is read):
   - a checkpoint that is damaged, foreign or hand-edited into something that is not a
@@ -20,13 +26,17 @@ Refused, with one line saying why and exit code 2 (before any image is read):
     whose network has other than two outputs (benign, malignant);
   - a network that would not fit in memory at --batch-size (the estimate and what the
     machine has are printed);
-  - a --csv that is the checkpoint or one of the inputs, or an existing file that is
-    not an earlier predictions table (remove it or choose another name);
+  - a --csv that is the checkpoint or one of the inputs, an existing file that is not
+    an earlier predictions table (remove it or choose another name), or a folder, a
+    named pipe, a device or a socket (never opened: '-' is stdout);
   - an --explain folder that is a file, is or lies inside an input folder, or holds a
     file of an overlay's name that is not an earlier overlay (or is an input);
   - option values out of range, inf or nan.
-Ctrl-C or SIGTERM stops with exit code 130, writing no CSV (overlays already
-written stay, each whole). The CSV and every overlay are written whole or not at all; file names that are not valid UTF-8 appear with \\xNN escapes.
+Running out of memory stops with exit code 2 and says what to lower. Ctrl-C or
+SIGTERM stops with exit code 130, writing no CSV (overlays already written stay, each
+whole). The CSV and every overlay are written whole or not at all; in the table, the
+CSV and every message a file name is one field on one line (newlines, tabs, control
+characters and bytes that are not UTF-8 as backslash escapes: \\n, \\t, \\xff).
 """
 
 from __future__ import annotations
@@ -41,16 +51,20 @@ import numpy as np
 
 from tinycnn.mammo import metrics, progress, saliency
 from tinycnn.mammo.inference import check_checkpoint, find_checkpoint, list_images
-from tinycnn.mammo.cli import (INTERRUPTED, BackendError, add_backend_arguments, error, finite_float, open_backend,
-                               precision_line, printable, sigterm_as_ctrl_c, tolerant_std_streams)
+from tinycnn.mammo.cli import (INTERRUPTED, BackendError, add_backend_arguments, error, finite_float, note,
+                               open_backend, out_of_memory, precision_line, printable, shown, sigterm_as_ctrl_c,
+                               tolerant_std_streams)
 from tinycnn.mammo.data.preprocess import DataError, UnreadableImage, load_preprocessed
 from tinycnn.mammo.memory import NotEnoughMemory
+from tinycnn.mammo.outputs import OutputError, check_file_target, plan_outputs, starts_with
 from tinycnn.mammo.runfolder import inside, unusable_folder
 from tinycnn.checkpoint import CheckpointError
 from tinycnn.model import load_model
 from tinycnn.paths import atomic_write
 
 CSV_HEADER = ["file", "p_malignant", "prediction"]
+OVERLAY_COLUMNS = ["gradient_overlay", "gradcam_overlay"]  # with --explain: where each image's overlays went
+OVERLAYS = {"gradient": (".gradient.png", saliency.is_overlay), "gradcam": (".gradcam.png", saliency.is_overlay)}
 
 
 def parse_args(argv=None):
@@ -78,13 +92,16 @@ def parse_args(argv=None):
         p.error(f"--threshold is a probability: between 0 and 1, got {args.threshold}")
     if args.csv and args.csv != "-":
         folder = Path(args.csv).resolve().parent
-        if Path(args.csv).is_dir() or not folder.is_dir():
-            p.error(printable(f"--csv {args.csv}: "
-                              + ("is a folder" if Path(args.csv).is_dir() else f"no folder {folder}")))
+        try:
+            check_file_target(args.csv, "--csv")
+        except OutputError as e:
+            p.error(shown(e))
+        if not folder.is_dir():
+            p.error(shown(f"--csv {args.csv}: no folder {folder}"))
     if args.explain is not None:
         problem = unusable_folder(Path(args.explain), "--explain")
         if problem:
-            p.error(printable(problem))
+            p.error(shown(problem))
     return args
 
 
@@ -95,65 +112,79 @@ def main(argv=None) -> int:
             return classify(args)
     except KeyboardInterrupt:
         return error("interrupted; nothing was written", INTERRUPTED)
+    except MemoryError:  # anywhere the estimate did not foresee
+        return out_of_memory(f"classifying at --batch-size {args.batch_size}", "lower --batch-size")
 
 
 def classify(args) -> int:
     try:
         ckpt = find_checkpoint(Path(args.checkpoint))
-        files = list_images(args.inputs)
+        files, notes = list_images(args.inputs)
         check_csv_target(args.csv, ckpt, files)
-        targets = explain_targets(args.explain, args.inputs, files, ckpt) if args.explain else None
+        plan = explain_plan(args.explain, args.inputs, files, ckpt) if args.explain else None
         backend = open_backend(args.backend, args.precision)
-        size, prep = check_checkpoint(ckpt, min(args.batch_size, len(files)), backend,
-                                      backward=args.explain is not None)
+        size, prep, ckpt_notes = check_checkpoint(ckpt, min(args.batch_size, len(files)), backend,
+                                                  backward=args.explain is not None)
         net, _ = load_model(ckpt, backend=backend)
     except (DataError, CheckpointError, FileNotFoundError, NotEnoughMemory, BackendError) as e:
         return error(e)
     except OSError as e:  # a checkpoint that cannot be opened (permissions, ...)
         return error(f"cannot read {args.checkpoint}: {e}")
+    for line in notes + ckpt_notes + (plan.notes if plan else []):
+        note(line)
+    if plan and plan.replaced:
+        note(f"--explain: {plan.replaced} earlier overlay(s) in {args.explain} are replaced")
 
+    targets = {f: (paths["gradient"], paths["gradcam"]) for f, paths in plan.paths.items()} if plan else None
     try:
-        names, probs, skipped = predict(net, files, size, args.batch_size, args.strict,
-                                        targets=targets, bar=not args.no_progress and sys.stderr.isatty())
+        names, probs, skipped, unusable = predict(net, files, size, args.batch_size, args.strict, targets=targets,
+                                                  bar=not args.no_progress and sys.stderr.isatty(), ckpt=ckpt)
     except (UnreadableImage, DataError) as e:
         return error(f"{e} (--strict)")
+    except MemoryError:
+        return out_of_memory(f"{'explaining' if targets else 'classifying'} at --batch-size {args.batch_size}"
+                             + ("; the overlays written so far are whole" if targets else ""), "lower --batch-size")
     except OSError as e:  # the overlay folder filled up or vanished: what was written stays, each file whole
         return error(f"cannot write the overlays into {args.explain}: {e}")
+    for line in skipped + unusable:
+        print(f"warning: skipped {shown(line)}", file=sys.stderr)
     if not names:
-        return error(f"none of the {len(files)} input(s) could be read (first: {skipped[0]})")
-    bad = [n for n, q in zip(names, probs) if not np.isfinite(q)]
-    if bad:  # finite weights can still overflow: never print "nan benign"
-        return error(f"the network's output is not finite for {len(bad)} image(s) (first: {bad[0]}): "
-                     f"the weights in {ckpt} are unusable")
+        return error(f"none of the {len(files)} input(s) could be read or classified (first: "
+                     f"{(skipped + unusable)[0]})")
     calls = ["malignant" if q >= args.threshold else "benign" for q in probs]
+    overlays = [targets[n] for n in names] if targets else None
 
     if args.csv:
         try:
-            write_csv(args.csv, names, probs, calls)
+            write_csv(args.csv, names, probs, calls, overlays)
         except OSError as e:
             return error(f"cannot write {args.csv}: {e}")
     if args.csv != "-":
-        shown = [printable(n) for n in names]
-        width = max(len(n) for n in shown)
+        rows = [shown(n) for n in names]
+        width = max(len(n) for n in rows)
         print(f"{'file':<{width}}  p(malignant)  call")
-        for n, q, c in zip(shown, probs, calls):
+        for n, q, c in zip(rows, probs, calls):
             print(f"{n:<{width}}  {q:12.4f}  {c}")
-        print(printable(f"{len(names)} image(s) classified with {ckpt} ({size}x{size}, "
+        print(printable(f"{len(names)} image(s) classified with {shown(ckpt)} ({size}x{size}, "
                         f"{prep.get('normalisation', '?')}; {backend.name}, {precision_line(backend)})"
-                        + (f"; wrote {args.csv}" if args.csv else "")
-                        + (f"; saliency overlays (gradient, Grad-CAM) of each in {args.explain}"
+                        + (f"; wrote {shown(args.csv)}" if args.csv else "")
+                        + (f"; saliency overlays (gradient, Grad-CAM) of each in {shown(args.explain)}"
                            if args.explain else "")))
-    if skipped:
-        print(printable(f"warning: {len(skipped)} unreadable image(s) skipped; first: {skipped[0]}"), file=sys.stderr)
+    for lines, what in ((skipped, "unreadable image(s)"), (unusable, "image(s) without a finite output")):
+        if lines:
+            print(f"warning: {len(lines)} {what} skipped; first: {shown(lines[0])}", file=sys.stderr)
     return 0
 
 
-def predict(net, files, size: int, batch_size: int, strict: bool, targets: dict | None = None, bar: bool = False):
-    """(names, P(malignant), skipped) for the files, read and classified one batch at a
-    time so memory stays that of one batch however many images there are. targets
-    (file -> (gradient PNG, Grad-CAM PNG)): also explain each batch and write its
-    overlays."""
-    names, probs, skipped = [], [], []
+def predict(net, files, size: int, batch_size: int, strict: bool, targets: dict | None = None, bar: bool = False,
+            ckpt=None):
+    """(files classified, P(malignant), unreadable, unusable) for the files, read and
+    classified one batch at a time so memory stays that of one batch however many
+    images there are. unreadable, unusable: a line per image skipped, naming it; an
+    image whose output (or, explained, whose saliency) is not finite is unusable,
+    never given a NaN. targets (file -> (gradient PNG, Grad-CAM PNG)): also
+    explain each batch and write its overlays."""
+    names, probs, skipped, unusable = [], [], [], []
     be = net.backend
     b = progress.bar(len(files), "explaining" if targets else "classifying", enabled=bar, unit="img")
     try:
@@ -162,7 +193,6 @@ def predict(net, files, size: int, batch_size: int, strict: bool, targets: dict 
             for f in files[start:start + batch_size]:
                 try:
                     images.append(load_preprocessed(f, size))
-                    names.append(str(f))
                     read.append(f)
                 except (UnreadableImage, DataError) as e:
                     if strict:
@@ -170,82 +200,75 @@ def predict(net, files, size: int, batch_size: int, strict: bool, targets: dict 
                     skipped.append(f"{f}: {e}")
             if images:
                 x = np.stack(images)[:, None].astype(np.float32)
+                e = None
                 if targets is None:
                     logits = be.to_numpy(net.forward(be.asarray(x), train=False))
                 else:
                     e = saliency.explain(net, be.asarray(x))
                     logits = e["logits"]
-                    write_overlays(x[:, 0], e, [targets[f] for f in read])
-                probs.append(metrics.softmax_positive(logits))
+                for k, f in enumerate(read):
+                    problem = not_finite(logits[k], e, k)
+                    if problem:
+                        message = (f"{f}: the network's {problem} for this image is not finite (its pixels "
+                                   f"normalise to finite values: the weights of {ckpt} overflow on it)")
+                        if strict:
+                            raise DataError(message)
+                        unusable.append(message)
+                        continue
+                    if targets is not None:
+                        write_overlays(x[k, 0], e, k, targets[f])
+                    names.append(f)
+                    probs.append(float(metrics.softmax_positive(logits[k:k + 1])[0]))
             if b is not None:
                 b.update(len(files[start:start + batch_size]))
     finally:
         if b is not None:
             b.close()
-    return names, (np.concatenate(probs) if probs else np.zeros(0)), skipped
+    return names, np.array(probs), skipped, unusable
 
 
-def write_overlays(images, e: dict, paths) -> None:
-    """The gradient and Grad-CAM overlays of a batch, each PNG whole or not at all."""
-    for k, (grad_png, cam_png) in enumerate(paths):
-        upscale = max(1, 256 // images.shape[-1])  # a 32 px ROI is hard to see at its own size
-        saliency.write_png(grad_png, saliency.overlay(images[k], saliency.gradient_heat(e["input_grad"][k])), upscale)
-        saliency.write_png(cam_png, saliency.overlay(images[k], e["gradcam"][k]), upscale)
+def not_finite(logits, e: dict | None, k: int) -> str | None:
+    """What of image k's results is not finite (its output, its saliency), or None."""
+    if not np.isfinite(logits).all():
+        return "output"
+    if e is not None and not (np.isfinite(e["input_grad"][k]).all() and np.isfinite(e["gradcam"][k]).all()):
+        return "input gradient or Grad-CAM map"
+    return None
 
 
-def overlay_names(inputs, files) -> list[str]:
-    """A file-name stem per input, unique among them: the path below the folder it was
-    found in (benign/0.png and malignant/0.png are both 0.png), with / as __."""
-    stems = []
-    roots = [Path(a) for a in inputs]
-    for f in files:
-        root = next((r for r in roots if r.is_dir() and (r == f or r in f.parents)), None)
-        rel = f.relative_to(root) if root is not None else Path(f.name)
-        stems.append("__".join(rel.with_suffix("").parts))
-    seen: dict[str, int] = {}
-    out = []
-    for stem in stems:
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
-        out.append(stem if n == 0 else f"{stem}-{n + 1}")
-    return out
+def write_overlays(image, e: dict, k: int, paths) -> None:
+    """Image k's gradient and Grad-CAM overlays, each PNG whole or not at all."""
+    grad_png, cam_png = paths
+    upscale = max(1, 256 // image.shape[-1])  # a 32 px ROI is hard to see at its own size
+    saliency.write_png(grad_png, saliency.overlay(image, saliency.gradient_heat(e["input_grad"][k])), upscale)
+    saliency.write_png(cam_png, saliency.overlay(image, e["gradcam"][k]), upscale)
 
 
-def explain_targets(out: str, inputs, files, ckpt: Path) -> dict:
-    """file -> (gradient PNG, Grad-CAM PNG) in the --explain folder, checked before any
-    work: the folder is not an input folder nor inside one (the overlays are images and
-    would join the data), and no overlay would replace an input, the checkpoint or a
-    file that is not an earlier overlay."""
+def explain_plan(out: str, inputs, files, ckpt: Path):
+    """The --explain folder's two overlays per input (tinycnn.mammo.outputs), checked
+    before any work: the folder is not an input folder nor inside one (the overlays are
+    images and would join the data), and no overlay would replace an input, the
+    checkpoint or a file that is not an earlier overlay."""
     folder = Path(out)
     for a in inputs:
         if inside(folder, a):
             raise DataError(f"--explain {out} is inside the input folder {a}: the overlays are images and would "
                             "join the inputs; choose a folder outside it")
-    targets = {}
-    protected = [("the checkpoint", ckpt)] + [("an input image", f) for f in files]
-    for f, stem in zip(files, overlay_names(inputs, files)):
-        pair = (folder / f"{stem}.gradient.png", folder / f"{stem}.gradcam.png")
-        for path in pair:
-            if not path.exists():
-                continue
-            for what, p in protected:
-                if os.path.samefile(path, p):
-                    raise DataError(f"--explain: writing {path} would destroy {what}; choose another folder")
-            if not saliency.is_overlay(path):
-                raise DataError(f"--explain: {path} exists and is not an earlier overlay: remove it or choose "
-                                "another folder")
-        targets[f] = pair
+    plan = plan_outputs(folder, files, OVERLAYS, roots=inputs,
+                        protected=[("the checkpoint", ckpt)] + [("an input image", f) for f in files],
+                        flag="--explain", ours="an earlier overlay")
     folder.mkdir(parents=True, exist_ok=True)
-    return targets
+    return plan
 
 
 def check_csv_target(target, ckpt: Path, inputs: list[Path]) -> None:
     """--csv may create a file or replace an earlier predictions table; never the
-    checkpoint, an input, or any other file the user did not ask to replace."""
+    checkpoint, an input, anything that is not a regular file, or any other file the
+    user did not ask to replace."""
     if target in (None, "-"):
         return
     path = Path(target)
-    if not path.exists():
+    if not check_file_target(path, "--csv"):
         return
     for what, protected in [("the checkpoint", ckpt)] + [("an input image", f) for f in inputs]:
         if os.path.samefile(path, protected):
@@ -256,20 +279,20 @@ def check_csv_target(target, ckpt: Path, inputs: list[Path]) -> None:
 
 
 def is_predictions_table(path: Path) -> bool:
-    """An empty file, or one whose first line is our header."""
-    with open(path, "rb") as f:
-        first = f.readline(200)
-    return first == b"" or first.rstrip(b"\r\n") == ",".join(CSV_HEADER).encode()
+    """An empty file, or one whose first line is our header (with or without the
+    overlay columns)."""
+    return starts_with(path, {",".join(CSV_HEADER).encode(), ",".join(CSV_HEADER + OVERLAY_COLUMNS).encode()})
 
 
-def write_csv(target: str, names, probs, calls) -> None:
-    """file,p_malignant,prediction rows to the file `target` (whole or not at all:
-    tinycnn.paths.atomic_write), or to stdout for '-'."""
+def write_csv(target: str, names, probs, calls, overlays=None) -> None:
+    """file,p_malignant,prediction rows (and each image's overlays) to the file
+    `target` (whole or not at all: tinycnn.paths.atomic_write), or to stdout for '-'.
+    Every name is one field on one line (shown)."""
     def rows(f):
         w = csv.writer(f)
-        w.writerow(CSV_HEADER)
-        for n, q, c in zip(names, probs, calls):
-            w.writerow([printable(n), f"{q:.6f}", c])
+        w.writerow(CSV_HEADER + (OVERLAY_COLUMNS if overlays else []))
+        for i, (n, q, c) in enumerate(zip(names, probs, calls)):
+            w.writerow([shown(n), f"{q:.6f}", c] + ([shown(p) for p in overlays[i]] if overlays else []))
 
     if target == "-":
         rows(sys.stdout)

@@ -224,8 +224,8 @@ def _check_members(members: dict, shapes: ArchitectureShapes, path) -> list[str]
     if extra_bytes > limit:
         raise CheckpointError(f"{path}: its extra arrays hold {extra_bytes:,} bytes, more than any optimizer state "
                               f"of this network ({limit:,}): damaged or forged")
-    return [f"{path}: {len(keys)} parameter(s) stored as {name} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}), "
-            "converted to float32 on loading" for name, keys in converted.items()]
+    return [f"{path}: {len(keys)} parameter(s) stored as {name} ({', '.join(keys[:3])}"
+            f"{', ...' if len(keys) > 3 else ''}), converted to float32 on loading" for name, keys in converted.items()]
 
 
 def _read_array(zf: zipfile.ZipFile, m: _Member, path) -> np.ndarray:

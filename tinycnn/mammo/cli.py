@@ -1,7 +1,8 @@
 """What every command-line app (train, classify, scan_film) shares: option types that
-refuse inf and nan, text that prints whatever bytes a file name holds, SIGTERM (what
-`timeout`, `kill` and batch schedulers send) handled like Ctrl-C, and the choice of a
-backend: --backend and --precision with one default (auto), opened by open_backend
+refuse inf and nan, one escape for names (whatever bytes and control characters a file
+name holds, it stays one field on one line), SIGTERM (what `timeout`, `kill` and batch
+schedulers send) handled like Ctrl-C, running out of memory said in one line, and the
+choice of a backend: --backend and --precision with one default (auto), opened by open_backend
 with one error line for whatever stands in the way."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import re
 import signal
 import sys
 import threading
@@ -28,22 +30,61 @@ def finite_float(text: str) -> float:
     return value
 
 
+# What a name may not carry into a log line, a CSV cell or metrics.json: C0 and C1
+# control characters (a newline forges a second line, a carriage return or an escape
+# sequence rewrites the terminal), the Unicode line and paragraph separators, the
+# bidirectional overrides that show a name reversed, and lone surrogates (the bytes of
+# a file name that is not valid UTF-8, PEP 383), which no UTF-8 stream accepts.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match) -> str:
+    c = match.group()
+    if c in _NAMED:
+        return _NAMED[c]
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, as os.fsdecode carries it
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def shown(text) -> str:
+    """`text` as one field on one line, whatever a file name holds: every character
+    above (newlines and tabs included) as a backslash escape (\\n, \\t, \\x1b, \\xff
+    for a byte that is not UTF-8, \\u202e). The one escape for a name in a log line, an
+    error, a CSV cell or metrics.json."""
+    return _UNSAFE.sub(_escape, str(text))
+
+
 def printable(text) -> str:
-    """`text` safe to print or write as UTF-8. A file name that is not valid UTF-8 reaches
-    Python with its bad bytes as lone surrogates (PEP 383), which no UTF-8 stream
-    accepts; they are shown as \\xNN instead."""
-    text = str(text)
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """`text` safe to print or write as UTF-8, its own line breaks kept (a banner of
+    several lines): everything else shown() escapes is escaped. A name inside it should
+    have gone through shown() already, or a newline it holds starts a line."""
+    return "\n".join(shown(line) for line in str(text).split("\n"))
 
 
 def error(message, code: int = 2) -> int:
-    """Print `error: message` on stderr (one line) and return the exit code."""
-    print(f"error: {printable(message)}", file=sys.stderr, flush=True)
+    """Print `error: message` on stderr, one line whatever names it holds (shown), and
+    return the exit code."""
+    print(f"error: {shown(message)}", file=sys.stderr, flush=True)
     return code
+
+
+def note(message) -> None:
+    """Print `note: message` on stderr, one line (shown): what the app changed or chose
+    on its own (a renamed output, a converted checkpoint), never mixed into stdout,
+    which may be a table."""
+    print(f"note: {shown(message)}", file=sys.stderr, flush=True)
+
+
+NOT_ENOUGH_MEMORY = 2  # the exit code of a refusal by estimate (memory.NotEnoughMemory), and of running out
+
+
+def out_of_memory(what: str, fix: str) -> int:
+    """A MemoryError the estimates did not foresee, said in one line with what to lower;
+    the exit code."""
+    return error(f"ran out of memory {what}: {fix}", NOT_ENOUGH_MEMORY)
 
 
 def _terminate_as_interrupt(signum, frame):

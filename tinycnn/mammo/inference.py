@@ -5,31 +5,44 @@ settings and that it fits in memory. Shared by apps/classify.py and apps/scan_fi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from . import memory
 from .data.preprocess import IMAGE_EXTENSIONS, DataError
+from .outputs import is_regular_file, target_kind
 from tinycnn.checkpoint import CheckpointError, architecture_shapes, read_checkpoint
 
 CLASSES = 2  # benign, malignant: the network's outputs
 
 
-def list_images(paths) -> list[Path]:
-    """The image files named on a command line: files as given, folders searched
-    recursively for images (hidden files left out). DataError for a missing path or a
-    folder without images."""
-    files = []
+def list_images(paths) -> tuple[list[Path], list[str]]:
+    """(the image files named on a command line, notes): files as given, folders
+    searched recursively for images (hidden files left out). A file reached twice (named
+    twice, or named and inside a folder also named, or through a link) is kept once, in
+    its first place, and a note says so. DataError for a missing path, a folder without
+    images, or a path that is neither a file nor a folder (a named pipe is never read)."""
+    files, seen, notes = [], {}, []
     for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+        kind = target_kind(p)
+        if kind == "folder":
+            found = sorted(f for f in p.rglob("*") if is_regular_file(f) and f.suffix.lower() in IMAGE_EXTENSIONS
                            and not f.name.startswith("."))
             if not found:
                 raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {p}")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
+        elif kind == "file":
+            found = [p]
+        elif kind is None:
             raise DataError(f"not found: {p}")
-    return files
+        else:
+            raise DataError(f"{p} is {kind}, not an image file or a folder")
+        for f in found:
+            st = f.stat()
+            first = seen.setdefault((st.st_dev, st.st_ino), f)
+            if first is f:
+                files.append(f)
+            else:
+                notes.append(f"{f} is {first} again: used once")
+    return files, notes
 
 
 def find_checkpoint(path: Path) -> Path:
@@ -52,11 +65,17 @@ def find_checkpoint(path: Path) -> Path:
     return path
 
 
+class CheckedCheckpoint(NamedTuple):
+    size: int  # the network's input side, the images' after preprocessing
+    prep: dict  # the preprocessing settings the checkpoint records
+    notes: list  # lines for the user: parameters converted to float32
+
+
 def check_checkpoint(ckpt: Path, batch_size: int, backend, backward: bool = False,
-                     app: str = "classify.py") -> tuple[int, dict]:
-    """From the checkpoint's records alone, before any weight is read: it is a
-    classifier with two outputs, its preprocessing settings fit its network, and the
-    network fits in memory at batch_size. Returns (image size, preprocessing settings)."""
+                     app: str = "classify.py") -> CheckedCheckpoint:
+    """From the checkpoint's records and its members' headers alone, before any weight
+    is read: it is a classifier with two outputs, its preprocessing settings fit its
+    network, and the network fits in memory at batch_size."""
     records = read_checkpoint(ckpt, arrays=False)
     shapes = architecture_shapes(records["arch"], ckpt)
     if shapes.outputs and shapes.outputs[-1] != (CLASSES,):
@@ -77,4 +96,4 @@ def check_checkpoint(ckpt: Path, batch_size: int, backend, backward: bool = Fals
                    f"{'explaining' if backward else 'running'} the network of {ckpt} "
                    f"({shapes.num_parameters():,} parameters) at batch {batch_size}",
                    "lower --batch-size", backend.memory_where)
-    return size, prep
+    return CheckedCheckpoint(size, prep, records["notes"])

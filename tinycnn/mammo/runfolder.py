@@ -2,9 +2,15 @@
 with half-written files, and replaced by --overwrite only once the new run has
 something to show.
 
-- RunLock: an exclusive lock on OUT/.lock (flock). The kernel drops it when the
-  process ends, however it ends (kill -9 included), so a crash never leaves a folder
-  locked; a second training with the same --out is refused while the first runs.
+- RunLock: an exclusive lock on OUT/.lock (flock), and on the .lock of every
+  subfolder the run writes or tidies (protocol and fold folders). The kernel drops
+  them when the process ends, however it ends (kill -9 included), so a crash never
+  leaves a folder locked. A second training is refused while the first runs if it
+  would write any folder the first locked (a run at OUT/patient while a --protocol
+  both run writes OUT, or the other way round), or if its folder lies inside one a
+  live training holds (a parent's lock covers its subfolders). A lock file is
+  opened without following a link and without blocking: a named pipe or a device
+  where .lock should be is refused, never waited on.
 - remove_stale_temporaries: the temporary files of saves that a killed process never
   finished (tinycnn.paths.atomic_write writes .tmp-*.npz or .tmp-*.json and renames
   it; runs of earlier versions left metrics.json.tmp). Safe only under the lock:
@@ -17,10 +23,13 @@ something to show.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 from pathlib import Path
 
+from .outputs import target_kind
 from .report import PLOT_FILES
 from .train import BEST, LAST
 
@@ -92,67 +101,121 @@ except ImportError:  # Windows
         msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
 
 
-class RunLock:
-    """with RunLock(folder): ... holds folder for this process (creating it if needed).
-    RunFolderBusy names the process that holds it; OSError when it cannot be created."""
+class RunFolderUnusable(Exception):
+    """Where the run's lock file should be is something that is not a file."""
 
-    def __init__(self, folder):
+
+def _open_lock_file(path: Path, create: bool):
+    """path opened for locking, or None when create is False and there is none. Never
+    follows a link and never blocks (a named pipe opened for reading waits for a writer,
+    forever); RunFolderUnusable when it is not a regular file."""
+    flags = (os.O_RDWR | (os.O_CREAT if create else 0) | getattr(os, "O_NONBLOCK", 0)
+             | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        fd = os.open(path, flags, 0o666)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+            raise RunFolderUnusable(f"{path} is a symbolic link, not a lock file: remove it") from e
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RunFolderUnusable(f"{path} is {target_kind(path) or 'not a regular file'}, not a lock file: remove it")
+    return os.fdopen(fd, "r+", encoding="utf-8")
+
+
+def lock_owner(folder) -> str | None:
+    """The process holding folder's lock right now ("?" when it cannot be told), or None
+    when no live process does. Creates nothing."""
+    try:
+        f = _open_lock_file(Path(folder) / LOCK_FILE, create=False)
+    except (OSError, RunFolderUnusable):
+        return None
+    if f is None:
+        return None
+    with f:
+        if _try_lock(f):
+            _unlock(f)
+            return None
+        f.seek(0)
+        return f.read().strip() or "?"
+
+
+def in_use(folder) -> bool:
+    """Another process holds folder's lock right now (creates nothing)."""
+    return lock_owner(folder) is not None
+
+
+class RunLock:
+    """with RunLock(folder, subfolders): ... holds folder, and each of its subfolders
+    (relative paths) that the run writes or tidies, for this process, creating them if
+    needed. RunFolderBusy names the process that holds one of them, or that holds a
+    folder this one lies inside; OSError when one cannot be created."""
+
+    def __init__(self, folder, subfolders=()):
         self.folder = Path(folder)
-        self._file = None
-        self._created = False
+        self.subfolders = sorted({str(s) for s in subfolders} - {"", "."})
+        self._held = []  # (folder, open lock file, created by this lock), in the order taken
 
     def acquire(self) -> "RunLock":
-        created = not self.folder.exists()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        f = open(self.folder / LOCK_FILE, "a+", encoding="utf-8")
+        self._take(self.folder, None)
+        try:
+            self._check_parents()
+            for sub in self.subfolders:  # parents before their children: released the other way round
+                self._take(self.folder / sub, sub)
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def _take(self, folder: Path, sub: str | None) -> None:
+        created = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)
+        f = _open_lock_file(folder / LOCK_FILE, create=True)
         if not _try_lock(f):
             f.seek(0)
             owner = f.read().strip() or "?"
             f.close()
-            raise RunFolderBusy(f"{self.folder} is in use by another training (process {owner}): wait for it "
+            where = f"{folder}" if sub is None else f"{folder} (a folder this run writes)"
+            raise RunFolderBusy(f"{where} is in use by another training (process {owner}): wait for it "
                                 "to end, or choose another --out")
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\n")  # for the message a second process prints
         f.flush()
-        self._file, self._created = f, created
-        return self
+        self._held.append((folder, f, created))
+
+    def _check_parents(self) -> None:
+        """A live training whose folder holds this one would tidy, move aside or write
+        over what this run writes: its lock covers its subfolders."""
+        for parent in self.folder.resolve().parents:
+            owner = lock_owner(parent)
+            if owner is not None:
+                raise RunFolderBusy(f"{self.folder} lies inside {parent}, which another training (process {owner}) "
+                                    "is using: wait for it to end, or choose an --out outside it")
 
     def release(self) -> None:
-        if self._file is None:
-            return
-        try:
-            # a folder this run created and left empty (it failed before writing) goes too
-            if self._created and [p.name for p in self.folder.iterdir()] == [LOCK_FILE]:
-                (self.folder / LOCK_FILE).unlink()
-                self.folder.rmdir()
-        except OSError:
-            pass
-        finally:
-            _unlock(self._file)
-            self._file.close()
-            self._file = None
+        while self._held:
+            folder, f, created = self._held.pop()
+            try:
+                # a folder this run created and left empty (it failed before writing) goes too
+                if created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+                    (folder / LOCK_FILE).unlink()
+                    folder.rmdir()
+            except OSError:
+                pass
+            finally:
+                _unlock(f)
+                f.close()
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-
-def in_use(folder) -> bool:
-    """Another process holds folder's lock right now (creates nothing)."""
-    path = Path(folder) / LOCK_FILE
-    if not path.is_file():
-        return False
-    try:
-        with open(path, "a+", encoding="utf-8") as f:
-            if _try_lock(f):
-                _unlock(f)
-                return False
-            return True
-    except OSError:
-        return False
 
 
 # ------------------------------------------------------------ tidying (under the lock)
@@ -249,13 +312,17 @@ def recover(folder) -> str | None:
 
 
 def unusable_folder(folder: Path, flag: str = "--out") -> str | None:
-    """Why `folder` cannot receive outputs, from the path alone (before any work): a
-    file, under a file, or not writable; None when it can."""
-    if folder.exists() and not folder.is_dir():
-        return f"{flag} {folder} is a file, not a folder"
-    existing = next(p for p in [folder.absolute(), *folder.absolute().parents] if p.exists())
-    if not existing.is_dir():
-        return f"{flag} {folder}: {existing} is a file, so no folder can be made under it"
+    """Why `folder` cannot receive outputs, from the path alone (before any work, and
+    from os.stat: nothing is opened): a file or anything else that is not a folder,
+    under one, or not writable; None when it can."""
+    folder = Path(folder)
+    kind = target_kind(folder)
+    if kind not in (None, "folder"):
+        return f"{flag} {folder} is {'a file' if kind == 'file' else kind}, not a folder"
+    existing = next(p for p in [folder.absolute(), *folder.absolute().parents] if target_kind(p) is not None)
+    kind = target_kind(existing)
+    if kind != "folder":
+        return f"{flag} {folder}: {existing} is {'a file' if kind == 'file' else kind}, so no folder can be made under it"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{flag} {folder}: {existing} is not writable"
     return None

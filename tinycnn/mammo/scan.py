@@ -20,21 +20,46 @@ window's flattened features, so windows are classified one by one.
 Windows mostly outside the breast (black background, labels) are not scanned when a
 breast mask is used: the film's Otsu threshold, the largest bright component, holes
 filled.
+
+A window whose pixels cannot be normalised, or whose output is not finite, stops the
+scan with a ScanError naming the window: a heat map never holds a NaN that stands for
+a number. film_bytes() is what scanning a film takes on the host beside the network's
+batches (the film read, its mask and the two maps), measured within 1.5x by a test.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import memory, metrics
-from .data.preprocess import preprocess
+from .data.preprocess import UnreadableImage, preprocess
 from .progress import bar as progress_bar
 
 REGIONS_HEADER = ["rank", "x", "y", "side", "p_malignant", "log_odds"]
+
+
+class ScanError(ValueError):
+    """A window of the film could not be classified (its pixels, or the network's output
+    on them, are not finite): the message names the window."""
+
+
+OVERLAY_SIDE = 1024  # the heat-map PNG's longer side at most
+
+
+def film_bytes(height: int, width: int) -> int:
+    """Host bytes a film of height x width pixels takes while it is read, scanned and
+    drawn, besides the network's batches: per pixel, the film in float32 (4) and its
+    breast mask (1) throughout; at the peak, while the maps are made, the two float64
+    sums that become the heat map and the log-odds map (16) and the windows' count (4);
+    one more for the allocator. The read (the decoder's buffer, the conversion to
+    float32 and its copy: about 11 per pixel) and the breast mask's own work (about 21)
+    peak lower. The overlay adds some 64 bytes per pixel of the shrunk image. Held
+    within 1.5x of the measured peak by a test (tests/test_hostile_apps.py)."""
+    f = overlay_step(height, width)
+    return 26 * height * width + 64 * math.ceil(height / f) * math.ceil(width / f)
 
 
 @dataclass
@@ -130,9 +155,7 @@ def scan(net, film: np.ndarray, image_size: int, window: int, stride: int, batch
     h, w = film.shape
     tops, lefts, side = window_grid(h, w, window, stride)
     if mask is not None:
-        integral = np.pad(np.cumsum(np.cumsum(mask, 0), 1), ((1, 0), (1, 0)))
-        inside = (integral[tops + side, lefts + side] - integral[tops, lefts + side]
-                  - integral[tops + side, lefts] + integral[tops, lefts]) / (side * side)
+        inside = mask_share(mask, tops, lefts, side)
         keep = inside >= min_inside
         skipped = int((~keep).sum())
         tops, lefts = tops[keep], lefts[keep]
@@ -144,9 +167,14 @@ def scan(net, film: np.ndarray, image_size: int, window: int, stride: int, batch
     try:
         for start in range(0, len(tops), batch_size):
             idx = range(start, min(start + batch_size, len(tops)))
-            x = np.stack([preprocess(film[tops[i]:tops[i] + side, lefts[i]:lefts[i] + side], image_size)
-                          for i in idx])[:, None].astype(np.float32)
-            logits = be.to_numpy(net.forward(be.asarray(x), train=False)).astype(np.float64)
+            x = np.stack([_window(film, tops[i], lefts[i], side, image_size) for i in idx])[:, None]
+            logits = be.to_numpy(net.forward(be.asarray(x.astype(np.float32)), train=False)).astype(np.float64)
+            bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+            if len(bad):
+                i = idx[bad[0]]
+                raise ScanError(f"the network's output is not finite for the window at x {lefts[i]}, y {tops[i]} "
+                                f"(side {side}; {len(bad)} of its batch of {len(idx)}): its pixels normalise to "
+                                "finite values, so the weights overflow on them")
             probs[start:start + len(idx)] = metrics.softmax_positive(logits)
             log_odds[start:start + len(idx)] = logits[:, 1] - logits[:, 0]
             if b is not None:
@@ -154,18 +182,47 @@ def scan(net, film: np.ndarray, image_size: int, window: int, stride: int, batch
     finally:
         if b is not None:
             b.close()
-    return ScanResult(mean_map((h, w), tops, lefts, side, probs), tops, lefts, side, probs, skipped,
-                      log_odds, mean_map((h, w), tops, lefts, side, log_odds))
+    heat, score = mean_maps((h, w), tops, lefts, side, probs, log_odds)
+    return ScanResult(heat, tops, lefts, side, probs, skipped, log_odds, score)
+
+
+def _window(film: np.ndarray, top: int, left: int, side: int, image_size: int) -> np.ndarray:
+    try:
+        return preprocess(film[top:top + side, left:left + side], image_size)
+    except UnreadableImage as e:
+        raise ScanError(f"the window at x {left}, y {top} (side {side}) cannot be normalised: {e}") from e
+
+
+def mask_share(mask: np.ndarray, tops, lefts, side: int) -> np.ndarray:
+    """(M,): the fraction of each window's pixels inside mask, from the mask's summed
+    area table (int32 where the film's pixel count allows, built in place)."""
+    h, w = mask.shape
+    integral = np.zeros((h + 1, w + 1), dtype=np.int32 if h * w < 2**31 else np.int64)
+    np.cumsum(mask, axis=0, out=integral[1:, 1:])
+    np.cumsum(integral[1:, 1:], axis=1, out=integral[1:, 1:])
+    return (integral[tops + side, lefts + side] - integral[tops, lefts + side]
+            - integral[tops + side, lefts] + integral[tops, lefts]) / (side * side)
+
+
+def mean_maps(shape, tops, lefts, side: int, *values) -> list[np.ndarray]:
+    """(H, W) per sequence of window values: the mean of the values of the windows
+    covering each pixel; NaN where none does. One count for all, each sum divided in
+    place (a film's maps are its largest arrays)."""
+    totals = [np.zeros(shape) for _ in values]
+    count = np.zeros(shape, dtype=np.int32)
+    for k, (t, l) in enumerate(zip(tops, lefts)):
+        count[t:t + side, l:l + side] += 1
+        for total, v in zip(totals, values):
+            total[t:t + side, l:l + side] += v[k]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for total in totals:
+            np.divide(total, count, out=total)  # 0 / 0: NaN where no window was scanned
+    return totals
 
 
 def mean_map(shape, tops, lefts, side: int, values) -> np.ndarray:
     """(H, W): the mean of the values of the windows covering each pixel; NaN where none does."""
-    total, count = np.zeros(shape), np.zeros(shape)
-    for t, l, v in zip(tops, lefts, values):
-        total[t:t + side, l:l + side] += v
-        count[t:t + side, l:l + side] += 1
-    with np.errstate(invalid="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return mean_maps(shape, tops, lefts, side, values)[0]
 
 
 def hottest_point(heat: np.ndarray) -> tuple[int, int]:
@@ -199,28 +256,32 @@ def top_regions(result: ScanResult, k: int = 10, max_overlap: float = 0.25) -> l
     return [{key: v for key, v in r.items() if not key.startswith("_")} for r in picked]
 
 
-def write_regions(path, regions: list[dict]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, REGIONS_HEADER)
-        w.writeheader()
-        for r in regions:
-            w.writerow({**r, "p_malignant": f"{r['p_malignant']:.6f}", "log_odds": f"{r['log_odds']:.4f}"})
+def region_rows(regions: list[dict]) -> list[dict]:
+    """top_regions as the rows of NAME.regions.csv (REGIONS_HEADER)."""
+    return [{**r, "p_malignant": f"{r['p_malignant']:.6f}", "log_odds": f"{r['log_odds']:.4f}"} for r in regions]
 
 
-def heat_overlay(film: np.ndarray, heat: np.ndarray, max_side: int = 1024, alpha: float = 0.5) -> np.ndarray:
+def overlay_step(height: int, width: int, max_side: int = OVERLAY_SIDE) -> int:
+    """Every how many film pixels the overlay keeps one, so its longer side is at most max_side."""
+    return max(1, math.ceil(max(height, width) / max_side))
+
+
+def heat_overlay(film: np.ndarray, heat: np.ndarray, max_side: int = OVERLAY_SIDE, alpha: float = 0.5) -> np.ndarray:
     """(h, w, 3) uint8: the film in grey with the heat map (0 to 1; NaN: not scanned)
-    blended in, shrunk so its longer side is at most max_side."""
-    from .saliency import _colour
-
-    f = max(1, math.ceil(max(film.shape) / max_side))
-    g = np.asarray(film, dtype=np.float64)[::f, ::f]
+    blended in, shrunk so its longer side is at most max_side. Shrunk first and made a
+    channel at a time: a few arrays of the overlay's size, never of the film's."""
+    f = overlay_step(*film.shape, max_side)
+    g = np.asarray(film[::f, ::f], dtype=np.float64)
     hm = heat[::f, ::f]
     lo, hi = np.percentile(g, [1, 99.5])
-    g = np.clip((g - lo) / (hi - lo if hi > lo else 1.0), 0, 1)[..., None].repeat(3, axis=-1)
+    g = np.clip((g - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
     scanned = np.isfinite(hm)
-    v = np.where(scanned, hm, 0.0)
-    a = np.where(scanned, alpha * (0.3 + 0.7 * v), 0.0)[..., None]
-    return np.round(255 * ((1 - a) * g + a * _colour(v))).astype(np.uint8)
+    v = np.clip(np.where(scanned, hm, 0.0), None, 1)
+    a = np.where(scanned, alpha * (0.3 + 0.7 * np.where(scanned, hm, 0.0)), 0.0)
+    out = np.empty(g.shape + (3,), dtype=np.uint8)
+    for c in range(3):  # saliency._colour's black-red-yellow-white, one channel
+        out[..., c] = np.round(255 * ((1 - a) * g + a * np.clip(3 * v - c, 0, 1)))
+    return out
 
 
 def inside_circles(row: int, col: int, circles, height: int) -> bool:
@@ -232,8 +293,13 @@ def circle_share(mask: np.ndarray, circles) -> float:
     """The chance that a uniformly random point of mask lies in one of the circles
     (x, y from the bottom, r): their area inside the mask over the mask's area."""
     h, w = mask.shape
-    yy, xx = np.mgrid[0:h, 0:w]
     hit = np.zeros((h, w), dtype=bool)
-    for x, y, r in circles:
-        hit |= (xx - x) ** 2 + (yy - (h - y)) ** 2 <= r * r
-    return float((hit & mask).sum() / max(mask.sum(), 1))
+    for x, y, r in circles:  # each circle within its bounding box: no film-sized grids
+        row = h - y
+        r0, r1 = max(0, int(np.floor(row - r))), min(h, int(np.ceil(row + r)) + 1)
+        c0, c1 = max(0, int(np.floor(x - r))), min(w, int(np.ceil(x + r)) + 1)
+        if r0 >= r1 or c0 >= c1:
+            continue
+        yy, xx = np.mgrid[r0:r1, c0:c1]
+        hit[r0:r1, c0:c1] |= (xx - x) ** 2 + (yy - row) ** 2 <= r * r
+    return float(np.count_nonzero(hit & mask) / max(np.count_nonzero(mask), 1))

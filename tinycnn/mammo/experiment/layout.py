@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import cv
-from ..runfolder import holds_run, in_use, inside, unusable_folder
+from ..runfolder import holds_run, in_use, inside, subfolders, unusable_folder
 from ..train import LAST
 from .config import ExperimentConfig, protocols
 
@@ -64,6 +64,16 @@ def training_dirs(config: ExperimentConfig) -> list[Path]:
     """Every training's folder of this run, in the order they train."""
     folds = range(1, config.cv + 1) if config.cv else [None]
     return [run_dir(config, p, f) for f in folds for p in protocols(config)]
+
+
+def locked_subfolders(config: ExperimentConfig) -> list[str]:
+    """Every folder under --out this run writes (its protocol and fold folders) or
+    tidies (the subfolders an earlier run left there), relative to --out: what its lock
+    holds besides --out itself, so no other training writes any of them meanwhile."""
+    out = Path(config.out)
+    mine = {protocol_dir(config, p) for p in protocols(config)} | set(training_dirs(config))
+    subs = {str(d.relative_to(out)) for d in mine} | set(subfolders(out))
+    return sorted(subs - {"", "."})
 
 
 def other_layout(config: ExperimentConfig) -> str | None:

@@ -19,10 +19,11 @@ from .. import report
 from ..data import DataError
 from ..data.split import PatientLeak
 from ..memory import NotEnoughMemory
-from ..runfolder import Replacement, RunFolderBusy, RunLock, holds_run, recover, remove_stale_temporaries
+from ..runfolder import (Replacement, RunFolderBusy, RunFolderUnusable, RunLock, holds_run, recover,
+                         remove_stale_temporaries)
 from tinycnn.checkpoint import CheckpointError
 from .config import ExperimentConfig
-from .layout import default_out
+from .layout import default_out, locked_subfolders
 from .task import ExperimentError, ExperimentInterrupted, Run, Task
 
 
@@ -54,7 +55,7 @@ def run_experiment(task: Task, config: ExperimentConfig, backend, log, warn) -> 
         try:
             memory_for_data = task.network_memory(config, backend)
             config, lock = lock_run_folder(config)
-        except (NotEnoughMemory, RunFolderBusy) as e:
+        except (NotEnoughMemory, RunFolderBusy, RunFolderUnusable) as e:
             raise ExperimentError(str(e)) from e
         except OSError as e:
             raise ExperimentError(f"cannot create --out {config.out}: {e.strerror or e}") from e
@@ -73,11 +74,12 @@ def run_experiment(task: Task, config: ExperimentConfig, backend, log, warn) -> 
 
 
 def lock_run_folder(config: ExperimentConfig) -> tuple[ExperimentConfig, RunLock]:
-    """(config, the lock on its --out). A default --out that another training took
-    meanwhile gives way to the next free runs/DATASET-N (config.out says which)."""
+    """(config, the lock on its --out and every subfolder it writes or tidies). A
+    default --out that another training took meanwhile gives way to the next free
+    runs/DATASET-N (config.out says which)."""
     for _ in range(100):
         try:
-            return config, RunLock(config.out).acquire()
+            return config, RunLock(config.out, locked_subfolders(config)).acquire()
         except RunFolderBusy:
             if config.out_given or config.resume:
                 raise
