@@ -20,12 +20,13 @@ checkpoint records it (MIAS), else the network's input size.
 --heldout MIAS_DIR, with CHECKPOINT a finished `train.py --dataset mias --cv K`
 run of the patient split (--protocol patient or both; a --protocol paper run is
 refused: its fold models trained on rotated copies of the films they hold out): each
-fold's final model scans the films of the women its fold held out, and the app reports how often the heat map's peak falls inside a marked
-abnormality circle, against the chance that a random point of the breast does. The
-peak is the centre of the most malignant window (by log-odds, which do not saturate
-where P rounds to 1). The maximum of the mean map itself is reported beside it, but
-it is biased towards the film's edges: a pixel there is covered by fewer windows, and
-a mean of fewer values reaches further.
+fold's final model scans the films of the women its fold held out, and the app
+reports how often the heat map's peak falls inside a marked abnormality circle,
+against the chance that a random point of the breast does. The peak is the centre of
+the most malignant window (by log-odds, which do not saturate where P rounds to 1).
+The maximum of the mean map itself is reported beside it, but it is biased towards
+the film's edges: a pixel there is covered by fewer windows, and a mean of fewer
+values reaches further. A run a training is still writing is refused.
 
 Refused, with one line saying why and exit code 2 (before any film is read):
 option values out of range, inf or nan; a damaged, foreign or non-two-class

@@ -19,8 +19,11 @@ Ctrl-C (or SIGTERM) saves; --resume continues exactly. See docs/data.md and docs
 Refused, with one line saying why and exit code 2 (details in docs/data.md):
   - before any data is read: option values out of range, inf or nan; a backend that
     cannot run here, or not in --precision; an --out that is a file, lies under a file,
-    cannot be created or is inside --data-dir; an --out that already holds a run
-    (unless --resume or --overwrite) or that another training is using right now;
+    cannot be created or is inside --data-dir; a file or folder the run writes that is
+    something else (a named pipe, a device, a folder where a checkpoint goes); an --out
+    that already holds a run
+    (unless --resume or --overwrite), that another training is using right now, that
+    lies inside such a training's folder or holds a folder it writes;
     --resume with nothing to resume or with other settings (another --cv layout
     included); --cv below 2; a network that would not fit in memory (the estimate and
     what the machine has are printed)
@@ -29,7 +32,10 @@ Refused, with one line saying why and exit code 2 (details in docs/data.md):
     carry a fingerprint of the data)
 --overwrite keeps the old run aside until the new one has saved a checkpoint, and puts
 it back if the new run ends before that. A loss that turns NaN stops with exit code 3;
-Ctrl-C or SIGTERM saves last.npz and exits with 130.
+running out of memory all the same stops with exit code 2 and says what to lower;
+Ctrl-C or SIGTERM saves last.npz and exits with 130. File names in the console, the
+warnings and metrics.json are one field on one line (control characters and bytes that
+are not UTF-8 as backslash escapes).
 """
 
 from __future__ import annotations
@@ -40,10 +46,10 @@ import warnings
 from pathlib import Path
 
 from tinycnn.mammo.cli import (INTERRUPTED, BackendError, add_backend_arguments, error, finite_float, open_backend,
-                               printable, sigterm_as_ctrl_c, tolerant_std_streams)
+                               out_of_memory, printable, shown, sigterm_as_ctrl_c, tolerant_std_streams)
 from tinycnn.mammo.data import DATASETS
 from tinycnn.mammo.experiment import TASKS, ExperimentConfig, ExperimentError, ExperimentInterrupted, run_experiment
-from tinycnn.mammo.experiment.layout import default_out, out_problem
+from tinycnn.mammo.experiment.layout import default_out, out_problem, target_problem
 from tinycnn.mammo.train import NonFiniteLoss
 from tinycnn.model import paper_net_min_size
 
@@ -133,9 +139,10 @@ def parse_args(argv=None) -> ExperimentConfig:
                 f"got {c.image_size}")
     if c.resume and c.overwrite:
         p.error("--resume continues the run in --out, --overwrite replaces it: choose one")
-    problem = out_problem(Path(c.out), c.data_dir if c.dataset != "synthetic" else None)
+    problem = (out_problem(Path(c.out), c.data_dir if c.dataset != "synthetic" else None)
+               or target_problem(c))
     if problem:
-        p.error(printable(problem))
+        p.error(shown(problem))
     return c
 
 
@@ -148,8 +155,9 @@ def warn(message) -> None:
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    """A user reads "warning: skipped x.png: ...", not the library's file and source line."""
-    return f"warning: {printable(message)}\n"
+    """A user reads "warning: skipped x.png: ...", not the library's file and source line;
+    one line, whatever the file's name holds (cli.shown)."""
+    return f"warning: {shown(message)}\n"
 
 
 def train_and_report(config: ExperimentConfig) -> int:
@@ -180,6 +188,10 @@ def main(argv=None) -> int:
             return train_and_report(config)
     except KeyboardInterrupt:  # outside training (which saves first): what was saved stays
         return error("interrupted; every checkpoint saved so far is intact (--resume continues)", INTERRUPTED)
+    except MemoryError:  # anywhere the estimates and the runner did not foresee
+        return out_of_memory(f"(--batch-size {config.batch_size}, --hidden {config.hidden}, --image-size "
+                             f"{config.image_size}); every checkpoint saved so far is intact",
+                             "lower --batch-size, --hidden or --image-size")
     finally:  # leave the process as we found it (tests call main() in-process)
         warnings.formatwarning = formatwarning
 

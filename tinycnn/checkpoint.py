@@ -26,6 +26,7 @@ import io
 import json
 import math
 import os
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ def read_checkpoint(path, arrays: bool = True) -> dict:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a named pipe would be waited on, forever
+        raise CheckpointError(f"{path} is not a tinycnn checkpoint (not a regular file)")
     if not zipfile.is_zipfile(path):  # before anything that would read it as something else
         raise CheckpointError(f"{path} is not a tinycnn checkpoint (not an .npz archive)")
     try:

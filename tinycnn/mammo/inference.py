@@ -60,8 +60,11 @@ def find_checkpoint(path: Path) -> Path:
                 raise DataError(f"{path} is a --cv run: it holds one model per fold, each trained without its "
                                 f"fold's women; give one of them, e.g. {folds[0]}")
         raise DataError(f"no best.npz or last.npz in {path}")
-    if not path.is_file():
+    kind = target_kind(path)
+    if kind is None:
         raise DataError(f"checkpoint not found: {path}")
+    if kind != "file":
+        raise DataError(f"checkpoint {path} is {kind}, not a file")
     return path
 
 

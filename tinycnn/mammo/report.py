@@ -13,6 +13,8 @@ import numpy as np
 
 from tinycnn.paths import atomic_write
 
+from .cli import shown
+
 # What plot_curves, plot_roc and plot_confusion write into a run folder (no prefix).
 PLOT_FILES = ("accuracy.png", "loss.png", "roc.png", "confusion_matrix.png")
 PAPER_ROW = {"method": "CNN (paper, Table III, as published)", "data": "DDSM ROIs, augment-then-split",
@@ -30,9 +32,14 @@ def _plt():
 
 
 def _clean(obj):
-    """JSON without NaN (as null) and without NumPy scalars."""
+    """JSON without NaN (as null), without NumPy scalars, and with every text as
+    cli.shown writes it: a file name is one field on one line in metrics.json too, and
+    the bytes of a name that is not UTF-8 (lone surrogates, which strict JSON readers
+    refuse) are \\xNN."""
+    if isinstance(obj, str):
+        return shown(obj)
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {shown(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
     if isinstance(obj, np.ndarray):

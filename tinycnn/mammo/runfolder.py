@@ -322,7 +322,8 @@ def unusable_folder(folder: Path, flag: str = "--out") -> str | None:
     existing = next(p for p in [folder.absolute(), *folder.absolute().parents] if target_kind(p) is not None)
     kind = target_kind(existing)
     if kind != "folder":
-        return f"{flag} {folder}: {existing} is {'a file' if kind == 'file' else kind}, so no folder can be made under it"
+        what = "a file" if kind == "file" else kind
+        return f"{flag} {folder}: {existing} is {what}, so no folder can be made under it"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{flag} {folder}: {existing} is not writable"
     return None

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import cv
-from ..runfolder import holds_run, in_use, inside, subfolders, unusable_folder
+from ..outputs import target_kind
+from ..runfolder import LOCK_FILE, RUN_FILES, holds_run, in_use, inside, subfolders, unusable_folder
 from ..train import LAST
 from .config import ExperimentConfig, protocols
 
@@ -64,6 +65,24 @@ def training_dirs(config: ExperimentConfig) -> list[Path]:
     """Every training's folder of this run, in the order they train."""
     folds = range(1, config.cv + 1) if config.cv else [None]
     return [run_dir(config, p, f) for f in folds for p in protocols(config)]
+
+
+def target_problem(config: ExperimentConfig) -> str | None:
+    """Why a folder or file this run writes (its folders, lock files, checkpoints,
+    metrics.json, plots) cannot be one, from os.stat before any work: a named pipe, a
+    device, a socket, a file where a folder goes or a folder where a file goes. A named
+    pipe is never opened (that would wait for a writer, forever)."""
+    out = Path(config.out)
+    for d in [out] + [out / sub for sub in locked_subfolders(config)]:
+        kind = target_kind(d)
+        if kind not in (None, "folder"):
+            return f"--out: {d} is {'a file' if kind == 'file' else kind}, where this run needs a folder"
+        for name in RUN_FILES + (LOCK_FILE,):
+            kind = target_kind(d / name)
+            if kind not in (None, "file"):
+                return (f"--out: {d / name} is {kind}, where this run writes a file: remove it or choose "
+                        "another --out")
+    return None
 
 
 def locked_subfolders(config: ExperimentConfig) -> list[str]:

@@ -40,3 +40,10 @@ def check_resume(config: ExperimentConfig) -> None:
         diffs = identity_differences(identity, config_identity(train_config(config)))
         if diffs:
             raise ResumeError(f"cannot resume from {path}: this run differs in {diffs}")
+
+
+def checkpoint_notes(config: ExperimentConfig) -> list[str]:
+    """What reading the run's checkpoints will change (parameters stored as float16 or
+    float64 converted to float32), from their members' headers, for the log."""
+    return [line for d in training_dirs(config) if (d / LAST).is_file()
+            for line in read_checkpoint(d / LAST, arrays=False)["notes"]]

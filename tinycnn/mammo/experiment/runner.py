@@ -24,6 +24,7 @@ from ..runfolder import (Replacement, RunFolderBusy, RunFolderUnusable, RunLock,
 from tinycnn.checkpoint import CheckpointError
 from .config import ExperimentConfig
 from .layout import default_out, locked_subfolders
+from .resume import checkpoint_notes
 from .task import ExperimentError, ExperimentInterrupted, Run, Task
 
 
@@ -103,6 +104,8 @@ def prepare_run_folder(task: Task, config: ExperimentConfig, log) -> None:
     if config.resume:
         try:
             task.check_resume(config)
+            for line in checkpoint_notes(config):
+                log(f"note: {line}")
         except CheckpointError as e:
             raise ExperimentError(str(e)) from e
 
@@ -128,7 +131,7 @@ def train_in_place(task: Task, run: Run, data) -> dict | None:
     that, it is put back."""
     out = run.out
     if not (run.config.overwrite and holds_run(out)):
-        return task.train(run, data)
+        return _train(task, run, data)
     replacement = Replacement(out)
     try:
         try:
@@ -139,7 +142,7 @@ def train_in_place(task: Task, run: Run, data) -> dict | None:
         run.log(f"--overwrite: the {moved} file(s) of the run in {out} are kept aside until this run saves its "
                 "first checkpoint")
         run.on_save = replacement.commit
-        return task.train(run, data)
+        return _train(task, run, data)
     finally:
         if replacement.active:
             try:
@@ -148,6 +151,18 @@ def train_in_place(task: Task, run: Run, data) -> dict | None:
             except OSError as e:  # it stays in .replaced/, and the next run there puts it back
                 run.warn(f"error: could not put the earlier run back yet ({e}); it is safe in {replacement.backup} "
                          "and the next run in this folder restores it")
+
+
+def _train(task: Task, run: Run, data) -> dict | None:
+    """task.train, with running out of memory anywhere in it (pooling, plots, the
+    record) said in one line."""
+    try:
+        return task.train(run, data)
+    except MemoryError as e:
+        c = run.config
+        raise ExperimentError(f"ran out of memory (--batch-size {c.batch_size}, --hidden {c.hidden}, --image-size "
+                              f"{c.image_size}); every checkpoint saved so far is intact: lower --batch-size, "
+                              "--hidden or --image-size") from e
 
 
 def write_record(out: Path, record: dict) -> None:

@@ -2,14 +2,15 @@
 split or the folds, the network, the backend, the settings) and the summary after it
 (the per-fold tables of a --cv run, the paper's Table III with this run's rows, the
 held-out numbers, the leak, the notes). Built from the data and from the metrics.json
-record alone, so a summary can be printed again from a saved record."""
+record alone, so a summary can be printed again from a saved record. The banner has
+several lines: every name in it goes through cli.shown, so none can start a line."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .. import report
-from ..cli import precision_line
+from ..cli import precision_line, shown
 from ..data import preprocess
 from .config import PROTOCOL_NAMES
 
@@ -19,17 +20,17 @@ def banner(run, rois, plan, net) -> str:
     c = rois.counts()
     lines = ["=" * 78,
              f"tinycnn: the paper's CNN on mammography ROIs   (dataset {config.dataset}"
-             + (f", {config.data_dir}" if config.data_dir else "") + ")",
+             + (f", {shown(config.data_dir)}" if config.data_dir else "") + ")",
              f"data     {len(rois)} ROIs: {c['benign']} benign, {c['malignant']} malignant, {c['patients']} patients; "
              f"{config.image_size}x{config.image_size}, {preprocess.NORMALISATION}"]
     if rois.cache_file is None:
         lines.append("         preprocessed, not cached")
     else:
         lines.append(f"         {'read from the cache' if rois.from_cache else 'preprocessed and cached'}: "
-                     f"{rois.cache_file}")
+                     f"{shown(rois.cache_file)}")
     if rois.skipped:
-        lines.append(f"         {len(rois.skipped)} unreadable input(s) skipped (first: {rois.skipped[0]})")
-    lines += [f"         {n}" for n in rois.notes]
+        lines.append(f"         {len(rois.skipped)} unreadable input(s) skipped (first: {shown(rois.skipped[0])})")
+    lines += [f"         {shown(n)}" for n in rois.notes]
     lines += split_lines(config, rois, plan)
     chosen = "chosen by auto" if config.backend == "auto" else "as asked"
     lines += ["", net.summary(batch_size=config.batch_size, compact=True), "",
@@ -37,7 +38,7 @@ def banner(run, rois, plan, net) -> str:
               f"         {precision_line(backend)}{' (chosen by auto)' if config.precision == 'auto' else ''}",
               f"train    {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} lr {config.lr:g} "
               f"({config.lr_schedule}), hidden {config.hidden}, seed {config.seed}",
-              f"output   {config.out}", "=" * 78]
+              f"output   {shown(config.out)}", "=" * 78]
     return "\n".join(lines)
 
 
