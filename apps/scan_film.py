@@ -185,7 +185,7 @@ def scan_films(args) -> int:
     say_notes(notes + scanner.notes, plan, out)
     print(shown(f"{ckpt}: windows of {scanner.window} film pixels ({scanner.window_why}), stride "
                 f"{scanner.stride}, each resized to {scanner.size}x{scanner.size} and normalised per window; "
-                f"batches of {scanner.batch}; {backend.name}, {precision_line(backend)}"))
+                f"batches of {scanner.batch}; {backend.name}, {precision_line(backend)}"), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     index = []
     try:

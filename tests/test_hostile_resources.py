@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from test_hostile_support import (  # noqa: F401  (fixtures)
-    GIB, classify, edit_checkpoint, fresh_run, make_rois, memory_available, one_error, read_npz,
+    GIB, classify, ctrl_c, edit_checkpoint, fresh_run, make_rois, memory_available, one_error, read_npz,
     run_classify, small_image, train, train_app, trained_run, usage_error)
 from tinycnn.mammo import memory, metrics
 from tinycnn.mammo.cli import printable
 from tinycnn.checkpoint import CheckpointError, architecture_shapes
 from tinycnn.model import load_model
+
+pytestmark = pytest.mark.usefixtures("ctrl_c")  # the Ctrl-C tests below get it however pytest was started
 
 
 # ------------------------------------------------------------ memory

@@ -1,13 +1,18 @@
 """Shared fixtures and helpers of the hostile-input suite (tests/test_hostile_*.py): the
 apps run in-process on tiny data (numpy backend, 32 px, hidden 8), a trained run
 to classify with and resume from, checkpoints edited by hand, and a fixed amount of
-"available memory". No tests here; the other test_hostile_* files import these."""
+"available memory", signals delivered however pytest was started, apps run as
+processes, and a guard against a test that would wait forever. No tests here; the
+other test_hostile_* files import these."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -143,3 +148,64 @@ def no_data_reading(monkeypatch):
         raise AssertionError("the data was read before an argument-only error")
 
     monkeypatch.setattr(classification, "load_dataset", refuse)
+
+
+@contextlib.contextmanager
+def sigint_as_ctrl_c():
+    """While the block runs, SIGINT raises KeyboardInterrupt, as at an interactive shell.
+    A process started with SIGINT ignored (a background job of a script, nohup in some
+    shells, CI runners) keeps it ignored, Python included, so a test that sends itself
+    Ctrl-C would see nothing happen. The caller's disposition comes back afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def ctrl_c():
+    """The test runs with SIGINT as Ctrl-C (sigint_as_ctrl_c), however pytest was started."""
+    with sigint_as_ctrl_c():
+        yield
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def app_process(app: str, *args, **popen):
+    """apps/APP.py as a child process with SIGINT at its default disposition, whatever
+    this process inherited (children inherit an ignored SIGINT too), so Ctrl-C reaches
+    it as it would from a terminal. stdout and stderr are pipes of text."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "apps", f"{app}.py")
+    return subprocess.Popen([sys.executable, script, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default, **popen)
+
+
+@contextlib.contextmanager
+def sigint_ignored():
+    """The test process as a background job sees it: SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Hang(Exception):
+    """The code under test waited past the guard's time (it opened a named pipe?)."""
+
+
+@pytest.fixture
+def no_hang():
+    """Fail, instead of waiting forever, a test whose code blocks (opening a named pipe
+    waits for a writer): SIGALRM after 20 s raises Hang."""
+    def _raise(signum, frame):
+        raise Hang("still waiting after 20 s")
+
+    previous = signal.signal(signal.SIGALRM, _raise)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

@@ -25,8 +25,11 @@ def list_images(paths) -> tuple[list[Path], list[str]]:
     for p in map(Path, paths):
         kind = target_kind(p)
         if kind == "folder":
-            found = sorted(f for f in p.rglob("*") if is_regular_file(f) and f.suffix.lower() in IMAGE_EXTENSIONS
-                           and not f.name.startswith("."))
+            named = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS
+                           and not f.name.startswith(".") and target_kind(f) != "folder")
+            found = [f for f in named if is_regular_file(f)]
+            notes += [f"{f} is {target_kind(f) or 'gone'}, not an image file: left out" for f in named
+                      if f not in found]
             if not found:
                 raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {p}")
         elif kind == "file":
