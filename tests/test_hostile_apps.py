@@ -101,6 +101,15 @@ def test_scan_film_scans_3e38_pixels_and_skips_a_film_it_cannot_classify(fresh_r
     assert index[0]["status"].startswith("skipped: ") and "not finite" in index[0]["status"]
 
 
+def test_a_window_that_cannot_be_normalised_is_named_never_a_nan_in_the_map():
+    from tinycnn.model import paper_net
+
+    f = np.random.default_rng(0).random((40, 64)).astype(np.float32)
+    f[5, 50] = np.inf  # what a caller that skips the film's own check could hand the scan
+    with pytest.raises(scan.ScanError, match=r"the window at x 32, y 0 \(side 32\) cannot be normalised"):
+        scan.scan(paper_net(hidden=4, in_size=32), f, 32, 32, 32)
+
+
 def test_training_reads_3e38_pixels_and_names_a_nan_image_it_skips(train, tmp_path):
     rois = make_rois(tmp_path / "rois", n=6)
     huge_tiff(rois / "malignant" / "huge.tif")

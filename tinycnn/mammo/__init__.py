@@ -12,13 +12,15 @@ regions of interest.
                 paired interval of a difference, the pixel baseline
     saliency.py the input gradient and Grad-CAM from the engine's backward passes
     scan.py     the ROI classifier slid over whole films: heat maps, top regions
+    scanner.py  a checkpoint ready to scan films (scan_film.py); heldout.py: --heldout
+    outputs.py  one output name per input, and output targets checked before any work
     inference.py  finding and checking a checkpoint before using it
     report.py   metrics.json, plots, the summary table
     progress.py progress bars
     runfolder.py  a run folder's lock, --overwrite without loss, leftovers of killed saves
     memory.py   memory estimates made before allocating, and what the machine has
-    cli.py      what every app shares: hostile input (finite floats, printable names,
-                SIGTERM as Ctrl-C), --backend and --precision, open_backend
+    cli.py      what every app shares: hostile input (finite floats, names as one field
+                on one line, SIGTERM as Ctrl-C), --backend and --precision, open_backend
 
 It imports the engine (tinycnn.model, tinycnn.optim, tinycnn.backends); the engine
 never imports it. Its dependencies are the ``app`` extra: pip install 'tinycnn[app]'.
