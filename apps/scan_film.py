@@ -262,7 +262,7 @@ def heldout(args) -> int:
         plan = plan_outputs(out, [Path(ref) for ref in refs], {"heat map": (".heatmap.png", is_overlay)},
                             ours="an earlier output of scan_film.py")
         check_table_target(table, ho.EARLIER_HEADERS)
-        if check_file_target(summary_file, "--out:") and not starts_with(summary_file, {b"{"}):
+        if check_file_target(summary_file, "--out:") and b'"hit_rate"' not in summary_file.read_bytes()[:4096]:
             raise OutputError(f"{summary_file} exists and is not an earlier held-out summary: remove it or choose "
                               "another --out")
         backend = open_backend(args.backend, args.precision)  # one it cannot run: say so before scanning
