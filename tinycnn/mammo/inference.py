@@ -43,8 +43,10 @@ def list_images(paths) -> tuple[list[Path], list[str]]:
             first = seen.setdefault((st.st_dev, st.st_ino), f)
             if first is f:
                 files.append(f)
+            elif str(f) == str(first):
+                notes.append(f"{f} is given more than once: used once")
             else:
-                notes.append(f"{f} is {first} again: used once")
+                notes.append(f"{f} is {first} again (another spelling or a link): used once")
     return files, notes
 
 
