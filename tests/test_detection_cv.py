@@ -12,7 +12,8 @@ from tinycnn.mammo.detection import DetectorConfig, run_detection_cv
 from tinycnn.mammo.detection.crossval import FOLD_DIR, METRICS_FILE, MODEL_FILE, SCANS_FILE
 from tinycnn.mammo.detection.films import Mark, make_film
 from tinycnn.mammo.detection.folds import check_film_folds, film_folds
-from tinycnn.mammo.detection.checkpoints import NotADetector, heldout_report, load_detector
+from tinycnn.mammo.detection.checkpoints import NotADetector, load_detector
+from tinycnn.mammo.detection.crossval import heldout_report
 from tinycnn.model import load_model, paper_net
 
 KINDS = ("CIRC", "CALC", "SPIC", "ARCH")

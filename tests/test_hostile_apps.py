@@ -261,7 +261,7 @@ def _scan_peak_script(ckpt, side: int, out) -> str:
     (scan_each: read, mask, windows, maps, overlay, outputs) after a warm-up film, and
     prints the growth of its peak resident memory and the app's estimate."""
     return f"""
-import argparse, gc, resource, sys
+import argparse, gc, sys
 from pathlib import Path
 import numpy as np
 from PIL import Image
@@ -280,11 +280,17 @@ scanner = scan_film.Scanner(Path({str(ckpt)!r}), open_backend("numpy", "auto"), 
 args = argparse.Namespace(top=10, strict=False, out=str(out))
 def run(f):
     assert scan_film.scan_each([f], outputs.plan_outputs(out, [f], scan_film.FILM_OUTPUTS), scanner, args, []) == 0
+def status(key):  # kB in /proc/self/status -> bytes
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key + ":")) * 1024
 run(out / "warm.png")
 gc.collect()
-base = int(open("/proc/self/statm").read().split()[1]) * 4096
+base = status("VmRSS")
+try:  # the peak of this process's memory from here (ru_maxrss would keep the parent's, from before exec)
+    open("/proc/self/clear_refs", "w").write("5")
+except OSError:
+    pass
 run(out / "big.png")
-print("PEAK", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base, scanner.film_bytes({side}, {side}))
+print("PEAK", status("VmHWM") - base, scanner.film_bytes({side}, {side}))
 """
 
 

@@ -1,5 +1,5 @@
 """Detector checkpoints: what makes a checkpoint a detector, loading one, and the
-held-out report of a detection run folder.
+fold checkpoints of a detection run folder.
 
 A detector checkpoint is a Sequential checkpoint (tinycnn.checkpoint) whose meta
 record says task "detect" and holds the DetectorConfig it was trained with (scale,
@@ -66,29 +66,3 @@ def fold_checkpoints(run_dir) -> list[Path]:
     if not found:
         raise CheckpointError(f"{run}: no fold-N/{MODEL_FILE} (not a detection run folder of --task detect --cv K)")
     return found
-
-
-def heldout_report(run_dir, films: list, backend="numpy", log=print) -> dict:
-    """Scan each fold's held-out films with that fold's detector (the films its meta
-    names, found among `films` by ref) and pool them: evaluate.summarise's metrics,
-    the numbers metrics.json's "detection" holds. A film no fold held out is left out
-    (counted in "not_heldout")."""
-    from .crossval import scan_films
-    from .evaluate import summarise
-
-    by_ref = {f.ref: f for f in films}
-    pooled_films, pooled_cands, seen = [], [], set()
-    for path in fold_checkpoints(run_dir):
-        net, config, meta = load_detector(path, backend)
-        refs = [r for r in meta.get("heldout", []) if r in by_ref and r not in seen]
-        test = [by_ref[r] for r in refs]
-        _, cands = scan_films(net, test, config)
-        pooled_films += test
-        pooled_cands += cands
-        seen.update(refs)
-        log(f"{path.parent.name}: scanned {len(test)} held-out film(s)")
-    if not pooled_films:
-        raise CheckpointError(f"{run_dir}: no fold held out any of the {len(films)} film(s) given")
-    out = summarise(pooled_films, pooled_cands)
-    out["not_heldout"] = len(films) - len(pooled_films)
-    return out

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from tinycnn import backends
+from tinycnn.checkpoint import CheckpointError
 from tinycnn.paths import atomic_savez
 
 from ..report import write_metrics
-from .checkpoints import MODEL_FILE, TASK
+from .checkpoints import MODEL_FILE, TASK, fold_checkpoints, load_detector
 from .evaluate import brightest_window_map, film_candidates, summarise
 from .folds import film_folds
 from .heatmap import grid_step, heat_map
@@ -223,3 +224,26 @@ def format_summary(metrics: dict) -> str:
         lines.append("  top-1 by radius (px): " + ", ".join(
             f"{k} {v['top1_hit_rate'] * 100:.0f}% of {v['n_lesions']}" for k, v in radii.items() if v["n_lesions"]))
     return "\n".join(lines)
+
+
+def heldout_report(run_dir, films: list, backend="numpy", log=print) -> dict:
+    """Scan each fold's held-out films with that fold's detector (the films its meta
+    names, found among `films` by ref) and pool them: evaluate.summarise's metrics,
+    the numbers metrics.json's "detection" holds. A film no fold held out is left out
+    (counted in "not_heldout")."""
+    by_ref = {f.ref: f for f in films}
+    pooled_films, pooled_cands, seen = [], [], set()
+    for path in fold_checkpoints(run_dir):
+        net, config, meta = load_detector(path, backend)
+        refs = [r for r in meta.get("heldout", []) if r in by_ref and r not in seen]
+        test = [by_ref[r] for r in refs]
+        _, cands = scan_films(net, test, config)
+        pooled_films += test
+        pooled_cands += cands
+        seen.update(refs)
+        log(f"{path.parent.name}: scanned {len(test)} held-out film(s)")
+    if not pooled_films:
+        raise CheckpointError(f"{run_dir}: no fold held out any of the {len(films)} film(s) given")
+    out = summarise(pooled_films, pooled_cands)
+    out["not_heldout"] = len(films) - len(pooled_films)
+    return out
