@@ -5,6 +5,7 @@ lie inside their marks, batches are balanced and repeat from their seed."""
 import numpy as np
 import pytest
 
+from tinycnn.mammo.detection.fcn import pad_film
 from tinycnn.mammo.detection.films import AIR, Mark, make_film, shrink
 from tinycnn.mammo.detection.masks import breast_mask
 from tinycnn.mammo.detection.sampling import WindowSampler, clear_of_marks, dihedral, negative_centres
@@ -88,6 +89,20 @@ def test_batches_balanced_inside_marks_and_repeatable(rng):
     x2, y2, where2 = sampler.draw(64, np.random.default_rng(7))
     assert np.array_equal(x, x2) and np.array_equal(y, y2) and np.array_equal(where, where2)
     assert not np.array_equal(where, sampler.draw(64, np.random.default_rng(8))[2])
+
+
+def test_training_windows_are_the_scanned_windows_and_augmentation_keeps_air(rng):
+    raw, _ = synthetic_film(rng)
+    f = make_film("F", "W", raw, [Mark(128, 60, 25)], scale=4)
+    sampler = WindowSampler([f], side=14)
+    padded = pad_film(f.image, 14)  # what the scan cuts its windows from
+    for r, c in [(0, 0), (5, 40), (63, 63), (30, 2)]:
+        assert np.array_equal(sampler.window(0, r, c), padded[r:r + 14, c:c + 14])
+    aug = WindowSampler([f], side=14, zoom=0.3, contrast=0.2)
+    x, _, where = aug.draw(32, np.random.default_rng(3))
+    assert x.shape == (32, 1, 14, 14) and np.isfinite(x).all()
+    corner = aug._augmented(0, 0, 0, 0, np.random.default_rng(4))  # the film's corner: mostly padding and air
+    assert corner.shape == (14, 14) and (corner == AIR).mean() > 0.5  # AIR stays AIR under the contrast change
 
 
 def test_a_film_with_an_unmarked_lesion_gives_no_negatives(rng):

@@ -12,10 +12,14 @@
   share of them can come from a pool of hard negatives (the allowed centres a model
   scored highest, hard_negatives()).
 - Augmentation: each window in one of the 8 symmetries of the square (mirrors and
-  quarter turns), chosen at random.
+  quarter turns), chosen at random; optionally rescaled (a square of side x f cut
+  around the centre and resized to side, log f uniform in [-zoom, zoom]: lesions and
+  tissue a little larger or smaller) and its breast pixels' contrast and level moved
+  (a x + b, a in [1 - contrast, 1 + contrast], b in [-contrast, contrast]; AIR stays
+  AIR, as the scan sees it).
 
-Windows are cut from the film padded with AIR (fcn.pad_film), so windows near the
-film's edge look as they do when the film is scanned. Shapes: a batch is
+Windows are cut from the film padded with AIR (as fcn.pad_film pads it), so windows
+near the film's edge look as they do when the film is scanned. Shapes: a batch is
 (n, 1, side, side) float32 with labels (n,) int64, 1 = lesion.
 """
 
@@ -25,8 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fcn import pad_film
-from .films import Film
+from .films import AIR, Film
 
 
 def clear_of_marks(film: Film, side: int, spare: float = 1.0) -> np.ndarray:
@@ -90,9 +93,13 @@ class WindowSampler:
     jitter: float = 0.5
     augment: bool = True
     hard_share: float = 0.0
+    zoom: float = 0.0
+    contrast: float = 0.0
 
     def __post_init__(self):
-        self.padded = [pad_film(f.image, self.side) for f in self.films]
+        # Padded by a whole side (not half) so a window rescaled up to twice the side still fits.
+        self.margin = self.side // 2
+        self.padded = [np.pad(f.image, self.side, constant_values=AIR).astype(np.float32) for f in self.films]
         self.negatives = [negative_centres(f, self.side) for f in self.films]
         self.neg_films = np.array([i for i, n in enumerate(self.negatives) if len(n)], dtype=np.int64)
         self.lesions = [(i, m) for i, f in enumerate(self.films) for m in f.marks]
@@ -106,9 +113,29 @@ class WindowSampler:
         """Per film (M_i, 2) centres of hard negatives (each must be an allowed negative)."""
         self.hard = [np.asarray(h, dtype=np.int64).reshape(-1, 2) for h in hard]
 
-    def window(self, film_index: int, row: int, col: int) -> np.ndarray:
-        """(side, side) window centred on working pixel (row, col) of film film_index."""
-        return self.padded[film_index][row:row + self.side, col:col + self.side]
+    def window(self, film_index: int, row: int, col: int, side: int | None = None) -> np.ndarray:
+        """(side, side) window centred on working pixel (row, col) of film film_index
+        (its pixels row - side/2 .. row + side/2 - 1; side defaults to the sampler's)."""
+        side = self.side if side is None else side
+        top, left = row + self.side - side // 2, col + self.side - side // 2
+        return self.padded[film_index][top:top + side, left:left + side]
+
+    def _augmented(self, i: int, r: int, c: int, k: int, rng: np.random.Generator) -> np.ndarray:
+        if self.zoom > 0:
+            from scipy import ndimage
+
+            cut = int(np.clip(round(self.side * float(np.exp(rng.uniform(-self.zoom, self.zoom)))), 2,
+                              2 * self.side))
+            x = self.window(i, r, c, cut)
+            if cut != self.side:
+                x = ndimage.zoom(x, self.side / cut, order=1, mode="nearest", grid_mode=True)[:self.side, :self.side]
+        else:
+            x = self.window(i, r, c)
+        if self.contrast > 0:
+            a = rng.uniform(1 - self.contrast, 1 + self.contrast)
+            b = rng.uniform(-self.contrast, self.contrast)
+            x = np.where(x == AIR, x, a * x + b)
+        return dihedral(x, k)
 
     def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(x (n, 1, side, side) float32, y (n,) int64, where (n, 3) film, row, col):
@@ -134,5 +161,5 @@ class WindowSampler:
         x = np.empty((n, 1, self.side, self.side), dtype=np.float32)
         ks = rng.integers(0, 8, n) if self.augment else np.zeros(n, dtype=np.int64)
         for b, ((i, r, c), k) in enumerate(zip(where, ks)):
-            x[b, 0] = dihedral(self.window(i, r, c), int(k))
+            x[b, 0] = self._augmented(int(i), int(r), int(c), int(k), rng) if self.augment else self.window(i, r, c)
         return x, y, where

@@ -42,13 +42,15 @@ class DetectorConfig:
     widths: tuple = (16, 32, 64, 128)
     hidden: int = 128
     dropout: float = 0.5
-    steps: int = 900
+    steps: int = 1000
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
     jitter: float = 0.5  # positives: centre drawn in a disc of jitter x the mark's radius
-    hard_at: tuple = (0.4, 0.7)  # fractions of the run after which hard negatives are mined
-    hard_share: float = 0.5  # of the negatives, once mined
+    aug_zoom: float = 0.2  # windows rescaled by exp(U(-aug_zoom, aug_zoom))
+    aug_contrast: float = 0.15  # breast pixels a x + b, a in 1 +- aug_contrast, b in +- aug_contrast
+    hard_at: tuple = (0.25, 0.5, 0.75)  # fractions of the run after which hard negatives are mined
+    hard_share: float = 0.6  # of the negatives, once mined
     hard_per_film: int = 16
     shifts: int = 2  # scan grid step = 16 / shifts working pixels
     mirrors: int = 2  # heat map averaged over the film and its left-right mirror
@@ -98,7 +100,8 @@ def train_detector(films: list, config: DetectorConfig, backend="numpy", run_key
                        seed=config.seed * 1000 + run_key, backend=be)
     opt = Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay, backend=be)
     schedule = CosineLR(config.lr, total=max(1, config.steps), min_lr=config.lr * 0.02)
-    sampler = WindowSampler(films, config.side, jitter=config.jitter, augment=True, hard_share=config.hard_share)
+    sampler = WindowSampler(films, config.side, jitter=config.jitter, augment=True, hard_share=config.hard_share,
+                            zoom=config.aug_zoom, contrast=config.aug_contrast)
     mine_at = sorted({int(round(f * config.steps)) for f in config.hard_at if 0 < f < 1})
     history, start = [], time.perf_counter()
     loss_sum, correct, seen = 0.0, 0, 0
