@@ -96,7 +96,15 @@ def load_dataset(name: str, data_dir=None, image_size: int | None = None, strict
                    f"{name}: reading {n_rois} ROIs at {image_size}x{image_size} pixels",
                    "lower --image-size" + (" or --synthetic-count" if name == "synthetic" else " or use fewer images"))
     path = cache.cache_path(cache_dir or cache.default_cache_dir(), name, cache.cache_key(parts))
-    cached = cache.load(path) if use_cache else None
+    cached, damaged = None, None
+    if use_cache:
+        try:
+            cached = cache.load(path)
+            problem = None if cached is None else RoiSet.check_arrays(cached, image_size)
+            if problem:
+                raise cache.Damaged(problem)
+        except cache.Damaged as e:  # a killed write, a full disk, an edited file: rebuilt, and said
+            cached, damaged = None, f"the cache file {path} could not be used ({e}): rebuilt from the data"
     stored = True  # the arrays are in the cache file (read from it, or written to it)
     if cached is not None:
         rois = RoiSet.from_arrays(name, cached)
@@ -108,6 +116,8 @@ def load_dataset(name: str, data_dir=None, image_size: int | None = None, strict
         failure = cache.save(path, rois.to_arrays()) if use_cache else None
         if failure:
             rois.notes.append(f"preprocessed arrays not cached ({failure})")
+        if damaged:  # after the save: the rebuilt file's own notes must not say it
+            rois.notes.append(damaged)
         stored = use_cache and not failure
     rois.cache_file = str(path) if stored else None
     rois.from_cache = cached is not None

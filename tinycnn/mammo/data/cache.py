@@ -43,16 +43,32 @@ def cache_path(cache_dir, name: str, key: str) -> Path:
     return Path(cache_dir) / f"{name}-{key}.npz"
 
 
+class Damaged(Exception):
+    """A cache file that is there but cannot be used (truncated, not an .npz archive,
+    an array missing or malformed): the set is rebuilt from the data, with a note."""
+
+
 def load(path) -> dict | None:
-    """The cached arrays, or None if absent or unreadable (then it is rebuilt)."""
+    """The cached arrays, or None if there is no cache file. Damaged(why) when the file
+    is there but cannot be read as an .npz archive of plain arrays."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except Exception:
-        return None
+        archive = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001  (whatever the bytes are, the cache is rebuilt)
+        raise Damaged(_why(e)) from e
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise Damaged("a single array, not an .npz archive")
+    try:
+        with archive:
+            return {k: archive[k] for k in archive.files}
+    except Exception as e:  # noqa: BLE001  (a truncated or corrupted member: bad CRC, short data, ...)
+        raise Damaged(_why(e)) from e
+
+
+def _why(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 STALE_AFTER_S = 3600  # a temporary file untouched this long belongs to a write that was killed

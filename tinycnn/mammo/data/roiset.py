@@ -45,6 +45,41 @@ class RoiSet:
             out["source_sides"] = self.source_sides
         return out
 
+    @staticmethod
+    def check_arrays(z: dict, image_size: int) -> str | None:
+        """What is wrong with arrays read back from a cache file (None: nothing), so a
+        partial or altered file is rebuilt instead of failing later, far from here."""
+        images = z.get("images")
+        if images is None:
+            return "no 'images' array"
+        if images.dtype != np.float32 or images.ndim != 3 or images.shape[1:] != (image_size, image_size) \
+                or len(images) == 0:
+            return (f"'images' is {images.dtype} of shape {images.shape}, expected float32 of shape "
+                    f"(N, {image_size}, {image_size})")
+        if not np.isfinite(images).all():
+            return "'images' holds NaN or infinite values"
+        n = len(images)
+        for key, kinds, optional in (("labels", "iu", False), ("patients", "U", False), ("ids", "U", False),
+                                     ("side", "iu", True), ("source_sides", "iu", True)):
+            a = z.get(key)
+            if a is None:
+                if optional:
+                    continue
+                return f"no {key!r} array"
+            if a.ndim != 1 or len(a) != n or a.dtype.kind not in kinds:
+                what = "strings" if kinds == "U" else "integers"
+                return f"{key!r} is {a.dtype} of shape {a.shape}, expected {n} {what}"
+        for key in ("labels", "side"):
+            if key in z and not np.isin(z[key], (0, 1)).all():
+                return f"{key!r} holds values other than 0 and 1"
+        for key, optional in (("skipped", False), ("notes", False), ("strict_errors", True)):
+            a = z.get(key)
+            if a is None and optional:
+                continue
+            if a is None or a.ndim != 1 or (len(a) and a.dtype.kind != "U"):
+                return f"{key!r} is missing or not a list of strings"
+        return None
+
     @classmethod
     def from_arrays(cls, name: str, z: dict) -> "RoiSet":
         return cls(name, z["images"], z["labels"].astype(np.int64), z["patients"], z["ids"],
