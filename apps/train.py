@@ -5,6 +5,7 @@
     python apps/train.py --dataset cbis-ddsm --data-dir PATH --backend cuda
     python apps/train.py --protocol both              # patient split AND the paper's optimistic order
     python apps/train.py --cv 5 --protocol both       # every ROI tested once, pooled AUC, the leak as a number
+    python apps/train.py --dataset mias --data-dir PATH/TO/MIAS --task detect --cv 5   # find the lesion
 
 Splits by patient (4:1, stratified, seeded), augments the training side with the
 paper's six flips/rotations, evaluates on the held-out side every epoch, keeps last
@@ -14,6 +15,16 @@ and best checkpoints in --out, and writes metrics.json and the paper's figures t
 resamples patients, the per-fold table beside it, and with --protocol both the leak
 (paper's order minus patient split) with a paired interval.
 Ctrl-C (or SIGTERM) saves; --resume continues exactly. See docs/data.md and docs/paper.md.
+
+--task detect trains a lesion detector instead (tinycnn.mammo.detection): a small
+window classifier, lesion against normal breast tissue, on whole films with marked
+lesions (--dataset mias or cbis-ddsm), K folds by woman (--cv, default 5); each fold's
+model scans the films its women held out, and metrics.json's "detection" pools them:
+top-1 and top-3 hit rates with Wilson intervals, FROC at 0.5/1/2/4 false positives per
+film, a random breast point and the brightest window, by lesion class and radius. It
+takes --steps, --batch-size, --lr, --hidden, --seed and --backend; the options of
+the ROI task (--image-size, --epochs, --protocol, ...) are refused with it. Finished
+folds are saved whole; --resume loads them and trains the rest.
 (apps/train_ddsm.py is this app under its earlier name.)
 
 Refused, with one line saying why and exit code 2 (details in docs/data.md):
@@ -48,7 +59,9 @@ from pathlib import Path
 from tinycnn.mammo.cli import (INTERRUPTED, BackendError, add_backend_arguments, error, finite_float, open_backend,
                                out_of_memory, printable, shown, sigterm_as_ctrl_c, tolerant_std_streams)
 from tinycnn.mammo.data import DATASETS
+from tinycnn.mammo.detection import DetectorConfig
 from tinycnn.mammo.experiment import TASKS, ExperimentConfig, ExperimentError, ExperimentInterrupted, run_experiment
+from tinycnn.mammo.experiment.detection import DATASETS as DETECTION_DATASETS
 from tinycnn.mammo.experiment.layout import default_out, out_problem, target_problem
 from tinycnn.mammo.train import NonFiniteLoss
 from tinycnn.model import paper_net_min_size
@@ -60,6 +73,9 @@ PROFILES = {
     "real": {"image_size": 256, "hidden": 1024, "epochs": 20},
 }
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
+DEFAULT_BATCH = 32
+# Options of the ROI task that mean nothing to the detector: given with --task detect, refused.
+ROI_ONLY = ("image_size", "epochs", "protocol", "optimizer", "lr_schedule", "mias_margin", "synthetic_count")
 MAX_BOOTSTRAP = 100_000  # past ~10^4 resamples the interval stops moving; 10^9 would run for days
 MAX_FOLDS = 1000  # more folds than that is leave-one-out on a big set: thousands of trainings
 
@@ -77,10 +93,13 @@ def parse_args(argv=None) -> ExperimentConfig:
     d.add_argument("--cache-dir", help="preprocessed-array cache (default $TINYCNN_CACHE or ~/.cache/tinycnn)")
     d.add_argument("--no-cache", action="store_true", help="always re-read the source files")
     d.add_argument("--abnormality", default="both", choices=("mass", "calc", "both"), help="cbis-ddsm tables to use")
-    d.add_argument("--mias-margin", type=finite_float, default=1.5, help="mias crop side = 2 x margin x radius")
-    d.add_argument("--synthetic-count", type=int, default=600, help="synthetic ROIs per class (the paper: 600)")
+    d.add_argument("--mias-margin", type=finite_float, help="mias crop side = 2 x margin x radius (default 1.5)")
+    d.add_argument("--synthetic-count", type=int, help="synthetic ROIs per class (default 600, the paper's)")
     t = p.add_argument_group("training")
-    t.add_argument("--protocol", default="patient", choices=("patient", "paper", "both"),
+    t.add_argument("--task", default="classify", choices=tuple(TASKS),
+                   help="classify: the paper's benign/malignant ROIs (default); detect: find the lesion on whole "
+                        "films (mias, cbis-ddsm)")
+    t.add_argument("--protocol", choices=("patient", "paper", "both"),
                    help="patient: split by patient, then augment the training side (default); "
                         "paper: augment all, then split at random (optimistic); both: run both")
     t.add_argument("--cv", type=int, metavar="K",
@@ -89,10 +108,12 @@ def parse_args(argv=None) -> ExperimentConfig:
                         "split is not used then")
     add_backend_arguments(t)
     t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--optimizer", default="adam", choices=("sgd", "adam"))
+    t.add_argument("--steps", type=int, help=f"--task detect: training steps per fold (default {DetectorConfig.steps})")
+    t.add_argument("--batch-size", type=int,
+                   help=f"default {DEFAULT_BATCH} ({DetectorConfig.batch_size} windows with --task detect)")
+    t.add_argument("--optimizer", choices=("sgd", "adam"), help="default adam")
     t.add_argument("--lr", type=finite_float, help="learning rate (default 1e-3 for adam, 0.01 for sgd)")
-    t.add_argument("--lr-schedule", default="cosine", choices=("cosine", "constant"))
+    t.add_argument("--lr-schedule", choices=("cosine", "constant"), help="default cosine")
     t.add_argument("--hidden", type=int, help="width of the two fully connected layers (default 128 for "
                                               "synthetic, else 1024; the paper's table reads 28800)")
     t.add_argument("--seed", type=int, default=0)
@@ -112,15 +133,14 @@ def parse_args(argv=None) -> ExperimentConfig:
     o.add_argument("--no-progress", action="store_true",
                    help="no progress bars for reading and training (they show only on a terminal)")
     given = vars(p.parse_args(argv))
-    profile = PROFILES["synthetic" if given["dataset"] == "synthetic" else "real"]
-    options = {key: profile[key] if value is None and key in profile else value for key, value in given.items()}
-    if options["lr"] is None:
-        options["lr"] = DEFAULT_LR[options["optimizer"]]
+    options = task_defaults(p, given)
     options["out_given"] = options["out"] is not None
     if options["out"] is None:
         options["out"] = str(default_out(options["dataset"], options["resume"]))
     c = ExperimentConfig(**options)
-    for flag, ok, rule in (("epochs", c.epochs >= 1, ">= 1"), ("batch-size", c.batch_size >= 1, ">= 1"),
+    for flag, ok, rule in (("epochs", c.epochs is None or c.epochs >= 1, ">= 1"),
+                           ("steps", c.steps is None or c.steps >= 1, ">= 1"),
+                           ("batch-size", c.batch_size >= 1, ">= 1"),
                            ("hidden", c.hidden >= 1, ">= 1"), ("lr", c.lr > 0, "> 0"),
                            ("seed", c.seed >= 0, ">= 0"),
                            ("bootstrap", c.bootstrap >= 1, ">= 1"),
@@ -134,7 +154,7 @@ def parse_args(argv=None) -> ExperimentConfig:
         if not ok:
             p.error(f"--{flag} must be {rule}, got {getattr(c, flag.replace('-', '_'))}")
     min_size = paper_net_min_size()
-    if c.image_size < min_size:
+    if c.task == "classify" and c.image_size < min_size:
         p.error(f"--image-size must be at least {min_size} (the paper's four conv + pool blocks need it), "
                 f"got {c.image_size}")
     if c.resume and c.overwrite:
@@ -144,6 +164,38 @@ def parse_args(argv=None) -> ExperimentConfig:
     if problem:
         p.error(shown(problem))
     return c
+
+
+def task_defaults(p: argparse.ArgumentParser, given: dict) -> dict:
+    """The options with the defaults of their task and kind of data filled in; a usage
+    error for an option the task does not take."""
+    options = dict(given)
+    if given["task"] == "detect":
+        if given["dataset"] not in DETECTION_DATASETS:
+            p.error(f"--task detect needs whole films with marked lesions: --dataset "
+                    f"{' or '.join(DETECTION_DATASETS)}, not {given['dataset']}")
+        extra = [k for k in ROI_ONLY if given[k] is not None and not (k == "protocol" and given[k] == "patient")]
+        if extra:
+            p.error(f"--task detect does not take --{extra[0].replace('_', '-')} (an option of the ROI task; the "
+                    "detector's window and folds are by woman, its steps are --steps)")
+        d = DetectorConfig()
+        options.update(protocol="patient", image_size=d.side, epochs=None, optimizer="adam", lr_schedule="cosine",
+                       mias_margin=1.5, synthetic_count=600)
+        for key, value in (("cv", d.folds), ("steps", d.steps), ("batch_size", d.batch_size), ("hidden", d.hidden),
+                           ("lr", d.lr)):
+            if options[key] is None:
+                options[key] = value
+        return options
+    if given["steps"] is not None:
+        p.error("--steps is for --task detect; the ROI task trains for --epochs")
+    profile = PROFILES["synthetic" if given["dataset"] == "synthetic" else "real"]
+    for key, value in (("protocol", "patient"), ("optimizer", "adam"), ("lr_schedule", "cosine"),
+                       ("mias_margin", 1.5), ("synthetic_count", 600), ("batch_size", DEFAULT_BATCH), *profile.items()):
+        if options[key] is None:
+            options[key] = value
+    if options["lr"] is None:
+        options["lr"] = DEFAULT_LR[options["optimizer"]]
+    return options
 
 
 def say(message) -> None:
@@ -162,7 +214,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def train_and_report(config: ExperimentConfig) -> int:
     """Run the experiment, print its summary; the exit code."""
-    task = TASKS["classify"]
+    task = TASKS[config.task]
     try:
         backend = open_backend(config.backend, config.precision)
         record = run_experiment(task, config, backend, log=say, warn=warn)

@@ -40,7 +40,9 @@ COMPLETE = ".complete"  # in REPLACED once every file of the old run is in it
 SUBFOLDERS = ("", "patient", "paper")  # --protocol both keeps each protocol in its own subfolder
 FOLD_PATTERN = "fold-*"  # --cv keeps each fold in its own subfolder of those
 CHECKPOINTS = (LAST, BEST)
-RUN_FILES = CHECKPOINTS + ("metrics.json",) + PLOT_FILES
+# --task detect's own files (tinycnn.mammo.detection.crossval: each fold's model and scans, the pooled report)
+DETECTION_FILES = ("detector.npz", "scans.npz", "detection.json", "froc.png")
+RUN_FILES = CHECKPOINTS + ("metrics.json",) + PLOT_FILES + DETECTION_FILES
 STALE_PATTERNS = (".tmp-*.npz", ".tmp-*.json", "*.json.tmp")
 
 

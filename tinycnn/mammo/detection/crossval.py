@@ -103,16 +103,18 @@ def blas_threads(n: int | None):
 
 
 def run_detection_cv(films: list, config: DetectorConfig, backend="numpy", out_dir=None, log=print,
-                     threads: int | None = 1) -> dict:
+                     threads: int | None = 1, on_save=None) -> dict:
     """Train and evaluate the detector by K folds of women over films (Film). Returns
     the "detection" metrics (evaluate.summarise's keys, plus "baselines", "folds",
     "films", "config", "seconds"); writes out_dir's files when out_dir is given.
-    threads: BLAS threads while it runs (1; None: the library's choice)."""
+    threads: BLAS threads while it runs (1; None: the library's choice). on_save: called
+    with each fold's model path once the fold is saved whole (the app's --overwrite
+    lets the old run go then)."""
     with blas_threads(threads):
-        return _run(films, config, backend, out_dir, log)
+        return _run(films, config, backend, out_dir, log, on_save)
 
 
-def _run(films: list, config: DetectorConfig, backend, out_dir, log) -> dict:
+def _run(films: list, config: DetectorConfig, backend, out_dir, log, on_save=None) -> dict:
     wrong = sorted({f.scale for f in films} - {config.scale})
     if wrong:
         raise ValueError(f"films shrunk by {wrong}, the detector's settings say scale {config.scale}: "
@@ -137,6 +139,9 @@ def _run(films: list, config: DetectorConfig, backend, out_dir, log) -> dict:
             maps, cands, info = loaded
             log(f"fold {i + 1}/{len(folds)}: finished earlier, loaded ({len(test_films)} films)")
         else:
+            if fold_dir is not None and (fold_dir / SCANS_FILE).is_file():
+                log(f"fold {i + 1}/{len(folds)}: the fold saved in {fold_dir} has other films, settings or "
+                    "backend (or cannot be read): trained again")
             log(f"fold {i + 1}/{len(folds)}: training on {len(train_films)} films "
                 f"({len({f.patient for f in train_films})} women), testing {len(test_films)} films "
                 f"({len({f.patient for f in test_films})} women)")
@@ -151,6 +156,8 @@ def _run(films: list, config: DetectorConfig, backend, out_dir, log) -> dict:
                                                       "fold": i + 1, "heldout": refs,
                                                       "grid_step": grid_step(net, config.shifts)})
                 _save_fold(fold_dir / SCANS_FILE, key, refs, maps, cands, info)
+                if on_save is not None:
+                    on_save(fold_dir / MODEL_FILE)
         hits = sum(bool(len(c)) and bool(f.in_any_mark(c[:1, 0], c[:1, 1]).any()) for f, c in zip(test_films, cands))
         row = {"fold": i + 1, "n_films": len(test_films), "top1_hits": int(hits),
                "top1_hit_rate": hits / len(test_films), "train_seconds": info.get("train_seconds"),

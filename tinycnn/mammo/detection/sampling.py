@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data.preprocess import DataError
 from .films import AIR, Film
 
 
@@ -104,9 +105,11 @@ class WindowSampler:
         self.neg_films = np.array([i for i, n in enumerate(self.negatives) if len(n)], dtype=np.int64)
         self.lesions = [(i, m) for i, f in enumerate(self.films) for m in f.marks]
         if not self.lesions:
-            raise ValueError("no marked lesion among the training films")
+            raise DataError("no marked lesion among the training films")
         if not len(self.neg_films):
-            raise ValueError("no breast tissue clear of every mark among the training films")
+            raise DataError(f"no breast tissue clear of every mark among the {len(self.films)} training film(s): "
+                            f"a negative is a {self.side} x {self.side} window of working pixels clear of every "
+                            "mark (are the films that small, or every film incomplete?)")
         self.hard: list[np.ndarray] = [np.zeros((0, 2), np.int64) for _ in self.films]
 
     def set_hard(self, hard: list) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from tinycnn import backends
 from tinycnn.optim import Adam, CosineLR
 
+from ..train import NonFiniteLoss
 from .evaluate import nms
 from .fcn import grid_centres
 from .heatmap import grid_step, heat_map, padded_to_step
@@ -119,7 +120,8 @@ def train_detector(films: list, config: DetectorConfig, backend="numpy", run_key
         opt.step()
         loss = float(be.to_numpy(loss))
         if not math.isfinite(loss):
-            raise FloatingPointError(f"detector training: loss {loss} at step {step}")
+            raise NonFiniteLoss(f"detector training: the loss became {loss} at step {step + 1} of {config.steps} "
+                                "(every finished fold is saved): lower --lr")
         loss_sum += loss * len(y)
         correct += int((be.to_numpy(logits).argmax(1) == y).sum())
         seen += len(y)

@@ -6,6 +6,7 @@
                        --overwrite, the task's checks, data and trainings, metrics.json
     layout.py          where a run's files go: runs/DATASET[-N], protocol and fold folders
     classification.py  the ROI classification task: protocols x folds of training
+    detection.py       the lesion detection task: folds of women on whole films
     protocol.py        one training on one split, evaluated, with its plots
     results.py         pooled folds, the leak, per-sample predictions, the record
     resume.py          what --resume must find before any data is read
@@ -17,9 +18,10 @@ log, warn) runs it.
 
 from .classification import RoiClassification
 from .config import ExperimentConfig
+from .detection import FilmDetection
 from .runner import run_experiment
 from .task import ExperimentError, ExperimentInterrupted, Run, Task
 
-TASKS = {"classify": RoiClassification()}
+TASKS = {"classify": RoiClassification(), "detect": FilmDetection()}
 
 __all__ = ["TASKS", "ExperimentConfig", "ExperimentError", "ExperimentInterrupted", "Run", "Task", "run_experiment"]

@@ -47,6 +47,9 @@ class ExperimentConfig:
     bootstrap: int  # resamples of every bootstrap interval
     no_baseline: bool  # skip the pixel logistic-regression baseline
     no_progress: bool
+    # the task: the paper's benign/malignant ROIs, or finding the lesion on whole films
+    task: str = "classify"
+    steps: int | None = None  # --task detect: training steps per fold
 
 
 def protocols(config: ExperimentConfig) -> list[str]:
