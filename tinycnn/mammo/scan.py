@@ -36,6 +36,7 @@ import numpy as np
 
 from . import memory, metrics
 from .data.preprocess import UnreadableImage, preprocess
+from .detection.masks import breast_mask, otsu_threshold  # noqa: F401  (the breast mask's one home; scan.breast_mask)
 from .progress import bar as progress_bar
 
 REGIONS_HEADER = ["rank", "x", "y", "side", "p_malignant", "log_odds"]
@@ -96,38 +97,6 @@ def window_grid(height: int, width: int, window: int, stride: int) -> tuple[np.n
     rows, cols = positions(height, side, stride), positions(width, side, stride)
     tops, lefts = np.meshgrid(rows, cols, indexing="ij")
     return tops.ravel(), lefts.ravel(), side
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """The threshold that best splits values into two classes (Otsu 1979)."""
-    hist, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
-    mean0 = m0 / np.maximum(w0, 1)
-    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(centres[int(np.argmax(between))])
-
-
-def breast_mask(film: np.ndarray) -> np.ndarray:
-    """(H, W) bool: the breast, told from the background by Otsu's threshold on the
-    film, keeping the largest connected bright region (labels and markers are small)
-    with its holes filled. The whole film when it has no contrast."""
-    from scipy import ndimage
-
-    film = np.asarray(film, dtype=np.float32)
-    if float(film.max()) <= float(film.min()):
-        return np.ones(film.shape, dtype=bool)
-    smooth = ndimage.uniform_filter(film, size=max(3, min(film.shape) // 64))
-    bright = smooth > otsu_threshold(smooth)
-    labels, n = ndimage.label(bright)
-    if n == 0:
-        return np.ones(film.shape, dtype=bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
 
 
 def batch_for(shapes, wanted: int, available: int | None) -> int:
