@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from tinycnn.mammo import heldout as ho
+from tinycnn.mammo import lesion_heldout as lh
 from tinycnn.mammo import scan
 from tinycnn.mammo.cli import (INTERRUPTED, BackendError, add_backend_arguments, error, finite_float, note,
                                open_backend, out_of_memory, precision_line, shown, sigterm_as_ctrl_c,
@@ -61,16 +62,20 @@ from tinycnn.mammo.data import mias
 from tinycnn.mammo.data.preprocess import DataError, UnreadableImage
 from tinycnn.mammo.heldout import wilson_interval  # noqa: F401  (the interval's home before it moved)
 from tinycnn.mammo.inference import find_checkpoint, list_images
+from tinycnn.mammo.lesion_scanner import (PLAIN_WORDS, REGIONS_HEADER, LesionScanner, find_detector,
+                                          is_detection_run, is_detector, region_rows)
 from tinycnn.mammo.memory import NotEnoughMemory
 from tinycnn.mammo.outputs import OutputError, check_file_target, plan_outputs, starts_with
 from tinycnn.mammo.runfolder import inside, unusable_folder
 from tinycnn.mammo.saliency import is_overlay, write_png
 from tinycnn.mammo.scanner import Scanner
+from tinycnn.mammo.report import write_metrics
 from tinycnn.checkpoint import CheckpointError
 from tinycnn.paths import atomic_write
 
 INDEX = "scans.csv"  # every film of a scan: its outputs and hottest window, or why it was skipped
 INDEX_HEADER = ["film", "status", "heatmap", "regions", "windows", "x", "y", "p_malignant"]
+LESION_INDEX_HEADER = ["film", "status", "heatmap", "regions", "x", "y", "p_lesion", "log_odds"]  # a detector's
 
 
 def parse_args(argv=None):
@@ -90,6 +95,8 @@ def parse_args(argv=None):
                    help="fraction of a window that must lie in the breast for it to be scanned (default 0.5)")
     p.add_argument("--heldout", metavar="MIAS_DIR",
                    help="CHECKPOINT is a mias --cv run: scan each fold's held-out films and report the hit rate")
+    p.add_argument("--find-lesions", action="store_true",
+                   help="CHECKPOINT must be a lesion detector (train.py --task detect): a classifier is refused")
     p.add_argument("--strict", action="store_true", help="stop at the first film that cannot be scanned")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
     args = p.parse_args(argv)
@@ -123,7 +130,7 @@ def out_problem(out: Path, inputs) -> str | None:
 
 
 def is_regions_table(path: Path) -> bool:
-    return starts_with(path, {",".join(scan.REGIONS_HEADER).encode()})
+    return starts_with(path, {",".join(h).encode() for h in (scan.REGIONS_HEADER, REGIONS_HEADER)})
 
 
 FILM_OUTPUTS = {"heat map": (".heatmap.png", is_overlay), "regions": (".regions.csv", is_regions_table)}
@@ -145,6 +152,15 @@ def write_table(path: Path, header, rows) -> None:
             w.writerow(r)
 
 
+def check_heldout_targets(table: Path, summary_file: Path) -> None:
+    """heldout.csv and heldout.json: absent, or earlier ones of this app (a classifier's or a detector's)."""
+    check_table_target(table, ho.EARLIER_HEADERS + [lh.HEADER])
+    if check_file_target(summary_file, "--out:") and not any(
+            key in summary_file.read_bytes()[:4096] for key in (b'"hit_rate"', b'"top1_hit_rate"')):
+        raise OutputError(f"{summary_file} exists and is not an earlier held-out summary: remove it or choose "
+                          "another --out")
+
+
 def say_notes(lines, plan, out: Path) -> None:
     for line in lines + plan.notes:
         note(line)
@@ -156,7 +172,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         with sigterm_as_ctrl_c():
-            return heldout(args) if args.heldout else scan_films(args)
+            if args.heldout:
+                return lesion_heldout(args) if args.find_lesions or is_detection_run(Path(args.checkpoint)) \
+                    else heldout(args)
+            return scan_lesions(args) if args.find_lesions or is_detector(Path(args.checkpoint)) else scan_films(args)
     except KeyboardInterrupt:
         return error("interrupted; every file written so far is whole", INTERRUPTED)
     except MemoryError:  # anywhere the estimates did not foresee
@@ -175,7 +194,7 @@ def scan_films(args) -> int:
         films, notes = list_images(args.films)
         plan = plan_outputs(out, films, FILM_OUTPUTS, roots=args.films, ours="an earlier output of scan_film.py",
                             protected=[("the checkpoint", ckpt)] + [("an input film", f) for f in films])
-        check_table_target(out / INDEX, [INDEX_HEADER])
+        check_table_target(out / INDEX, [INDEX_HEADER, LESION_INDEX_HEADER])
         backend = open_backend(args.backend, args.precision)
         scanner = scanner_for(ckpt, args, backend)
     except (DataError, CheckpointError, FileNotFoundError, NotEnoughMemory, BackendError) as e:
@@ -186,6 +205,7 @@ def scan_films(args) -> int:
     print(shown(f"{ckpt}: windows of {scanner.window} film pixels ({scanner.window_why}), stride "
                 f"{scanner.stride}, each resized to {scanner.size}x{scanner.size} and normalised per window; "
                 f"batches of {scanner.batch}; {backend.name}, {precision_line(backend)}"), flush=True)
+    print(f"what this is: {PLAIN_WORDS}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     index = []
     try:
@@ -261,14 +281,12 @@ def heldout(args) -> int:
         refs = sorted(films)
         plan = plan_outputs(out, [Path(ref) for ref in refs], {"heat map": (".heatmap.png", is_overlay)},
                             ours="an earlier output of scan_film.py")
-        check_table_target(table, ho.EARLIER_HEADERS)
-        if check_file_target(summary_file, "--out:") and b'"hit_rate"' not in summary_file.read_bytes()[:4096]:
-            raise OutputError(f"{summary_file} exists and is not an earlier held-out summary: remove it or choose "
-                              "another --out")
+        check_heldout_targets(table, summary_file)
         backend = open_backend(args.backend, args.precision)  # one it cannot run: say so before scanning
     except (DataError, CheckpointError, OSError, ValueError, BackendError) as e:
         return error(e)
     say_notes([], plan, out)
+    print(f"what this is: {PLAIN_WORDS}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     rows, scanner = [], None
     for fold in sorted(models):
@@ -327,6 +345,113 @@ def heldout_film(ref: str, info: dict, fold: int, scanner: Scanner, data: Path, 
     print(shown(f"  {ref}: peak (most malignant window's centre) at x {col}, y {row} (p {best['p_malignant']:.3f}) "
                 f"{'inside' if hit else 'outside'} the marked circle; the mean map's maximum "
                 f"{'inside' if map_hit else 'outside'}; a random breast point: {chance:.3f}"), flush=True)
+    return 0
+
+
+# ------------------------------------------------------------ a lesion detector (train.py --task detect)
+def scan_lesions(args) -> int:
+    """Every film through the detector: its top regions printed, NAME.heatmap.png and
+    NAME.regions.csv written, scans.csv listing them all."""
+    out = Path(args.out)
+    try:
+        ckpt, found = find_detector(Path(args.checkpoint))
+        backend = open_backend(args.backend, args.precision)
+        scanner = LesionScanner(ckpt, backend, args.top)  # a classifier is refused here, before any film is read
+        films, notes = list_images(args.films)
+        plan = plan_outputs(out, films, FILM_OUTPUTS, roots=args.films, ours="an earlier output of scan_film.py",
+                            protected=[("the checkpoint", ckpt)] + [("an input film", f) for f in films])
+        check_table_target(out / INDEX, [INDEX_HEADER, LESION_INDEX_HEADER])
+    except (DataError, CheckpointError, FileNotFoundError, NotEnoughMemory, BackendError) as e:
+        return error(e)
+    except OSError as e:
+        return error(f"cannot read {args.checkpoint}: {e}")
+    say_notes(found + notes + scanner.notes, plan, out)
+    print(shown(f"{ckpt}: {scanner.describe()}; {backend.name}, {precision_line(backend)}"), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    index, skipped, done = [], [], 0
+    try:
+        for f in films:
+            paths = plan.paths[f]
+            try:
+                raw = scanner.read(f)
+                result = scanner.run(raw, f.name)
+            except (UnreadableImage, NotEnoughMemory, scan.ScanError) as e:
+                message = str(e) if str(e).startswith(str(f)) else f"{f}: {e}"
+                index.append({"film": shown(f), "status": shown(f"skipped: {message}")})
+                if args.strict:
+                    return error(f"{message} (--strict)")
+                skipped.append(message)
+                print(f"warning: skipped {shown(message)}", file=sys.stderr)
+                continue
+            rows = region_rows(result.candidates, args.top)
+            write_png(paths["heat map"], scanner.overlay(raw, result))
+            write_table(paths["regions"], REGIONS_HEADER, rows)
+            done += 1
+            index.append({"film": shown(f), "status": "scanned", "heatmap": shown(paths["heat map"]),
+                          "regions": shown(paths["regions"]), **{k: rows[0][k] for k in LESION_INDEX_HEADER[4:]}})
+            print(shown(f"{f}: {len(rows)} region(s) -> {paths['heat map']}, {paths['regions']}"))
+            for r in rows:
+                print(f"  {r['rank']:>3}  x {r['x']:>7}  y {r['y']:>7}  p_lesion {r['p_lesion']}  "
+                      f"log_odds {r['log_odds']}")
+    except MemoryError:
+        index.append({"film": shown(f), "status": "stopped: out of memory"})
+        return out_of_memory(f"scanning {f}; the {done} film(s) before it are written", "scan a smaller film")
+    except OSError as e:
+        return error(f"cannot write into {args.out}: {e}")
+    finally:
+        if index:
+            try:
+                write_table(out / INDEX, LESION_INDEX_HEADER, index)
+            except OSError as e:
+                error(f"cannot write {out / INDEX}: {e}")
+    if skipped:
+        print(f"warning: {len(skipped)} film(s) skipped; first: {shown(skipped[0])}", file=sys.stderr)
+    if done == 0:
+        return error(f"none of the {len(films)} film(s) could be read and scanned (first: {skipped[0]})")
+    return 0
+
+
+def lesion_heldout(args) -> int:
+    """A detection run's folds over the films each held out: the pooled figures of the
+    run's metrics.json "detection", printed and written to heldout.json."""
+    from tinycnn.mammo.detection import format_summary
+
+    run, data, out = Path(args.checkpoint), Path(args.heldout), Path(args.out)
+    table, summary_file = out / "heldout.csv", out / "heldout.json"
+    try:
+        record = lh.run_record(run)
+        folds = lh.fold_detectors(run, record)
+        check_heldout_targets(table, summary_file)
+        backend = open_backend(args.backend, args.precision)
+    except (DataError, CheckpointError, OSError, ValueError, BackendError) as e:
+        return error(e)
+    read: dict = {}
+
+    def films_at(scale: int) -> list:
+        if scale not in read:
+            films, skipped = lh.read_films(data, record["dataset"], scale, args.strict)
+            for why in skipped:
+                print(f"warning: skipped {shown(why)}", file=sys.stderr)
+            read[scale] = films
+        return read[scale]
+
+    print(shown(f"{run}: {len(folds)} fold detector(s), each over the films its record says it held out; "
+                f"{backend.name}, {precision_line(backend)}"), flush=True)
+    try:
+        metrics, rows, missing = lh.pooled_scan(folds, films_at, backend, lambda line: print(line, flush=True))
+    except (DataError, CheckpointError, UnreadableImage, NotEnoughMemory, ValueError) as e:
+        return error(e)
+    if missing:
+        print(f"warning: {len(missing)} held-out film(s) not found in {shown(data)}: left out (first: "
+              f"{shown(missing[0])})", file=sys.stderr)
+    summary = lh.summary(run, data, metrics, record, missing, backend.name)
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(table, lh.HEADER, rows)
+    write_metrics(summary_file, summary)
+    print("\n" + format_summary(metrics))
+    print(shown(summary["comparison"]) + ("" if record.get("backend") in (None, backend.name) else
+                                          f" (the run scanned with {record['backend']}, this with {backend.name})"))
+    print(shown(f"wrote {table} and {summary_file}"))
     return 0
 
 

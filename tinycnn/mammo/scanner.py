@@ -45,6 +45,25 @@ def image_shape(path) -> tuple[int, int] | None:
         return None
 
 
+def read_film(path: Path, require) -> np.ndarray:
+    """A film as a 2-D float32 array. require(path, height, width) raises
+    NotEnoughMemory when a film of that size cannot be scanned: called from the header
+    before the film is decoded (and again from the pixels when the header told nothing
+    or something else). UnreadableImage, naming the file, for one that cannot be read,
+    is not 2-D of at least 2x2 pixels, or holds non-finite values."""
+    shape = image_shape(path)
+    if shape is not None:
+        require(path, *shape)
+    film = read_image(path)
+    if film.ndim != 2 or min(film.shape) < 2:
+        raise UnreadableImage(f"{path}: a film must be a 2-D image of at least 2x2 pixels, got {film.shape}")
+    if not np.isfinite(film).all():
+        raise UnreadableImage(f"{path}: non-finite pixel values (NaN or inf)")
+    if shape != film.shape:  # a header that told nothing, or something else
+        require(path, *film.shape)
+    return film
+
+
 class Scanner:
     """One checkpoint, loaded and checked, ready to scan films with the options given.
     CheckpointError, NotEnoughMemory or OSError when it cannot be."""
@@ -70,20 +89,8 @@ class Scanner:
         return scan.film_bytes(height, width) + self.batch_host_bytes
 
     def read(self, path: Path) -> np.ndarray:
-        """A film as a 2-D float32 array. NotEnoughMemory before it is decoded when its
-        header says it cannot be scanned in the memory available; UnreadableImage, naming
-        the file, for one that cannot be read or holds non-finite values."""
-        shape = image_shape(path)
-        if shape is not None:
-            self._require(path, *shape)
-        film = read_image(path)
-        if film.ndim != 2 or min(film.shape) < 2:
-            raise UnreadableImage(f"{path}: a film must be a 2-D image of at least 2x2 pixels, got {film.shape}")
-        if not np.isfinite(film).all():
-            raise UnreadableImage(f"{path}: non-finite pixel values (NaN or inf)")
-        if shape != film.shape:  # a header that told nothing, or something else
-            self._require(path, *film.shape)
-        return film
+        """A film as a 2-D float32 array (read_film, this checkpoint's memory needs)."""
+        return read_film(path, self._require)
 
     def _require(self, path: Path, height: int, width: int) -> None:
         memory.require(self.film_bytes(height, width), memory.host_available(),
