@@ -72,10 +72,11 @@ class RoiSet:
         for key in ("labels", "side"):
             if key in z and not np.isin(z[key], (0, 1)).all():
                 return f"{key!r} holds values other than 0 and 1"
-        for key, optional in (("skipped", False), ("notes", False), ("strict_errors", True)):
+        if "source_sides" in z and (z["source_sides"] < 1).any():
+            return "'source_sides' holds crop sides below one pixel"
+        # strict_errors too: a file without it would let --strict pass what a fresh read refuses
+        for key in ("skipped", "notes", "strict_errors"):
             a = z.get(key)
-            if a is None and optional:
-                continue
             if a is None or a.ndim != 1 or (len(a) and a.dtype.kind != "U"):
                 return f"{key!r} is missing or not a list of strings"
         return None
@@ -83,5 +84,5 @@ class RoiSet:
     @classmethod
     def from_arrays(cls, name: str, z: dict) -> "RoiSet":
         return cls(name, z["images"], z["labels"].astype(np.int64), z["patients"], z["ids"],
-                   z.get("side"), list(z["skipped"]), list(z["notes"]), list(z.get("strict_errors", [])),
+                   z.get("side"), list(z["skipped"]), list(z["notes"]), list(z["strict_errors"]),
                    source_sides=z.get("source_sides"))
