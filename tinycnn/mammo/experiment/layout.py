@@ -71,7 +71,11 @@ def target_problem(config: ExperimentConfig) -> str | None:
     """Why a folder or file this run writes (its folders, lock files, checkpoints,
     metrics.json, plots) cannot be one, from os.stat before any work: a named pipe, a
     device, a socket, a file where a folder goes or a folder where a file goes. A named
-    pipe is never opened (that would wait for a writer, forever)."""
+    pipe is never opened (that would wait for a writer, forever). --cache-dir first:
+    the cache is the first thing the run writes."""
+    problem = cache_problem(config)
+    if problem:
+        return problem
     out = Path(config.out)
     for d in [out] + [out / sub for sub in locked_subfolders(config)]:
         kind = target_kind(d)
@@ -82,6 +86,27 @@ def target_problem(config: ExperimentConfig) -> str | None:
             if kind not in (None, "file"):
                 return (f"--out: {d / name} is {kind}, where this run writes a file: remove it or choose "
                         "another --out")
+    return None
+
+
+def cache_problem(config: ExperimentConfig) -> str | None:
+    """Why --cache-dir cannot be the cache's folder, from os.stat alone: a file, a named
+    pipe, a device or a socket, or a path under one. The cache itself treats such a
+    folder as costing speed only; named on the command line, it is a mistake better
+    said before minutes of reading. A folder that is read-only stays allowed: a shared
+    cache may be read without being written."""
+    if config.cache_dir is None or config.no_cache:
+        return None
+    folder = Path(config.cache_dir)
+    kind = target_kind(folder)
+    if kind not in (None, "folder"):
+        return (f"--cache-dir {folder} is {'a file' if kind == 'file' else kind}, not a folder: name a folder "
+                "for the preprocessed arrays, or drop --cache-dir")
+    existing = next((p for p in [folder.absolute(), *folder.absolute().parents] if target_kind(p) is not None), None)
+    kind = None if existing is None else target_kind(existing)
+    if kind not in (None, "folder"):
+        return (f"--cache-dir {folder}: {existing} is {'a file' if kind == 'file' else kind}, so no folder can "
+                "be made under it")
     return None
 
 
