@@ -2,7 +2,8 @@
 fold of it with --cv) into its folder, then evaluated on the held-out side: metrics
 with an interval that resamples the test patients, the pixel baseline beside them,
 and the paper's figures. What can stop a training is said in one line here, naming
-its folder."""
+its folder; the folder's name goes through cli.shown wherever it is written, so a
+name holding a newline cannot start a line of the log."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics, report
+from ..cli import shown
 from ..data.split import PAPER_WARNING
 from ..train import LAST, Trainer
 from tinycnn.checkpoint import CheckpointError
@@ -45,16 +47,16 @@ def train_split(run: Run, rois, split, out_dir: Path, net, meta: dict, fold: int
         run.warn(f"         {split.leaked_samples} of {len(split.test)} test samples are copies of ROIs "
                  f"that are also in training")
     run.log(f"-- protocol {split.protocol}" + (f", fold {fold}/{run.config.cv}" if fold else "")
-            + f": training into {out_dir}")
+            + f": training into {shown(out_dir)}")
     try:
         return _train_and_evaluate(run, rois, split, out_dir, net, meta, fold)
     except CheckpointError as e:
         raise ExperimentError(str(e)) from e
     except MemoryError as e:
-        raise ExperimentError(f"ran out of memory training into {out_dir}; the last checkpoint on disk is intact: "
-                              "lower --batch-size, --hidden or --image-size") from e
+        raise ExperimentError(f"ran out of memory training into {shown(out_dir)}; the last checkpoint on disk is "
+                              "intact: lower --batch-size, --hidden or --image-size") from e
     except OSError as e:  # out folder not writable, disk full, ...: what was saved before stays
-        raise ExperimentError(f"cannot write the run to {out_dir}: {e}") from e
+        raise ExperimentError(f"cannot write the run to {shown(out_dir)}: {shown(e)}") from e
     except KeyboardInterrupt as e:
         # a second Ctrl-C in training, or one while the report is made: nothing half-written
         raise ExperimentInterrupted("interrupted: the last checkpoint on disk is intact; --resume continues the run "
@@ -63,13 +65,15 @@ def train_split(run: Run, rois, split, out_dir: Path, net, meta: dict, fold: int
 
 def _train_and_evaluate(run: Run, rois, split, out_dir: Path, net, meta: dict, fold: int | None) -> dict | None:
     """The training, then its report. The AUC interval resamples the test patients; the
-    returned dict holds the raw predictions under "_raw" (not written to JSON)."""
+    returned dict holds the raw predictions under "_raw" (not written to JSON). Every
+    line the training loop logs is one line (an epoch, a resume, a note naming a
+    checkpoint), so each goes through cli.shown whole: a checkpoint's path is one field."""
     config = run.config
     opt = make_optimizer(config.optimizer, net, config.lr)
     where = f"protocol {split.protocol}" + (f", fold {fold}/{config.cv}" if fold else "")
     trainer = Trainer(net, opt, rois.images, rois.labels, split.train, split.test, train_config(config), out_dir,
                       meta=dict(meta, protocol=split.protocol, **({"fold": fold, "folds": config.cv} if fold else {})),
-                      progress=show_progress(config), log=run.log, on_save=run.on_save)
+                      progress=show_progress(config), log=lambda line: run.log(shown(line)), on_save=run.on_save)
     if config.resume and (Path(out_dir) / LAST).exists():
         trainer.resume(Path(out_dir) / LAST)
     elif config.resume:  # stopped before this protocol (or fold) saved anything

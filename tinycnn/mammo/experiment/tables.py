@@ -94,7 +94,7 @@ def summary(record: dict) -> list[str]:
         lo, hi = leak["ci95"]
         lines.append(f"leak (paper order minus patient split): AUC {leak['auc_difference']:+.3f} "
                      f"[{lo:+.3f}, {hi:+.3f}] (95%, {leak['method']})")
-    return lines + record.get("notes", [])
+    return lines + [shown(n) for n in record.get("notes", [])]  # a note may name a file: one line each
 
 
 def fold_table(protocol: str, r: dict) -> str:
