@@ -1,7 +1,28 @@
-"""Slide a trained ROI classifier over whole mammograms: a malignancy heat map per film.
+"""Scan whole mammograms: where a lesion detector finds lesions, or a malignancy map of an ROI classifier.
 
+    python apps/scan_film.py runs/detect/fold-1/detector.npz mdb001.pgm --out scans/  # top regions of a film
+    python apps/scan_film.py runs/detect --heldout PATH/TO/MIAS --out scans/   # the run's held-out figures
     python apps/scan_film.py runs/mias/fold-1/last.npz mdb001.pgm mdb002.pgm --out scans/
     python apps/scan_film.py runs/mias --heldout PATH/TO/MIAS --out scans/   # a --cv run, films it held out
+
+A lesion detector (`train.py --task detect`: a fold-N/detector.npz, or its run
+folder, whose fold-1 detector is taken and named) says where a lesion is: each film
+is shrunk by the detector's scale, normalised over its breast, scanned film-wide with
+its shifts and mirrors, and its regions picked at least the detector's NMS radius
+apart. Per film the app prints the --top regions (rank, x, y: the scored window's
+centre in film pixels from the top-left; p_lesion, the sigmoid of log_odds) and
+writes NAME.heatmap.png (p_lesion over the breast, the first three regions numbered)
+and NAME.regions.csv; DIR/scans.csv lists every film. --heldout with a detection run:
+each fold's detector scans the films its record says it held out, and the pooled
+top-1 / top-3 hit rates, FROC, baselines and the figures by class and radius are
+printed as the run's metrics.json "detection" holds them, written to heldout.json
+(and a row per film to heldout.csv), and compared with the run's own (the same
+films and backend give the same numbers). --find-lesions insists on a detector: a
+classifier is refused. Everything below about windows and strides is the
+classifier's.
+
+A benign/malignant ROI classifier scores windows as if each were a lesion crop: its
+map is P(malignant), and it does not say where a lesion is (the app says so).
 
 Every window (a square of --window film pixels, every --stride pixels, the last one
 flush with the edge) gets the checkpoint's own preprocessing, as an ROI did in
@@ -30,7 +51,8 @@ values reaches further. A run a training is still writing is refused.
 
 Refused, with one line saying why and exit code 2 (before any film is read):
 option values out of range, inf or nan; a damaged, foreign or non-two-class
-checkpoint; a network that does not fit in memory even one window at a time; an
+checkpoint; a classifier with --find-lesions; a detector whose settings are missing
+or unusable; a detection run without its detection.json (unfinished); a network that does not fit in memory even one window at a time; an
 --out that is not a folder, lies under a file, cannot be written or is inside an
 input folder; an output that would replace an input, a file that is not an earlier
 output of this app, or anything that is not a regular file (a named pipe is never
@@ -81,7 +103,8 @@ LESION_INDEX_HEADER = ["film", "status", "heatmap", "regions", "x", "y", "p_lesi
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a .npz from train.py or its run folder (with --heldout: a --cv run)")
+    p.add_argument("checkpoint", help="a .npz from train.py or its run folder: a lesion detector's (--task detect) "
+                                        "or an ROI classifier's (with --heldout: a --cv run)")
     p.add_argument("films", nargs="*", metavar="FILM", help="whole films (image files or folders of them)")
     p.add_argument("--out", default="scans", help="folder for the heat maps and region tables (default scans/)")
     p.add_argument("--window", type=int, help="window side in film pixels (default: the training ROIs' median "
@@ -94,7 +117,8 @@ def parse_args(argv=None):
     p.add_argument("--min-inside", type=finite_float, default=0.5,
                    help="fraction of a window that must lie in the breast for it to be scanned (default 0.5)")
     p.add_argument("--heldout", metavar="MIAS_DIR",
-                   help="CHECKPOINT is a mias --cv run: scan each fold's held-out films and report the hit rate")
+                   help="CHECKPOINT is a --cv run (a detection run or a mias classifier run): scan each fold's "
+                        "held-out films and report the hit rates")
     p.add_argument("--find-lesions", action="store_true",
                    help="CHECKPOINT must be a lesion detector (train.py --task detect): a classifier is refused")
     p.add_argument("--strict", action="store_true", help="stop at the first film that cannot be scanned")
@@ -365,7 +389,9 @@ def scan_lesions(args) -> int:
         return error(e)
     except OSError as e:
         return error(f"cannot read {args.checkpoint}: {e}")
-    say_notes(found + notes + scanner.notes, plan, out)
+    ignored = [f"--{k} is the classifier's: a detector scores its own {scanner.config.side} px windows on its "
+               "grid; ignored" for k in ("window", "stride") if getattr(args, k) is not None]
+    say_notes(found + ignored + notes + scanner.notes, plan, out)
     print(shown(f"{ckpt}: {scanner.describe()}; {backend.name}, {precision_line(backend)}"), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     index, skipped, done = [], [], 0
