@@ -367,8 +367,6 @@ def test_the_training_log_and_metrics_keep_names_with_a_newline_on_one_line(forg
 
 
 @posix_only
-@pytest.mark.xfail(strict=True, reason="apps/train.py prints its closing 'wrote OUT/metrics.json' line without "
-                                       "cli.shown (apps/train.py is being changed elsewhere)")
 def test_the_closing_line_keeps_a_run_folder_with_a_newline_on_one_line(forged_run):
     rc, out, err = forged_run()
     assert rc == 0, err

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tinycnn.checkpoint import CheckpointError
 from tinycnn.mammo.detection import DetectorConfig, mias_films, run_detection_cv
+from tinycnn.mammo.detection.checkpoints import load_detector
 from tinycnn.mammo.lesion_scanner import REGIONS_HEADER
 from tinycnn.mammo.runfolder import RunLock
 from tinycnn.mammo.saliency import is_overlay
@@ -161,9 +163,15 @@ def test_a_damaged_detector_meta_is_one_clear_line(run, tmp_path, capsys):
     for edit, said in ((lambda m: m["detector"].update(scale="four"), "detector setting 'scale'"),
                        (lambda m: m["detector"].update(shifts=3), "detector setting 'shifts'"),
                        (lambda m: m["detector"].pop("side"), "detector setting 'side'"),
+                       (lambda m: m["detector"].update(mirrors=3), "detector setting 'mirrors'"),
+                       (lambda m: m["detector"].update(nms_radius=float("nan")), "detector setting 'nms_radius'"),
+                       (lambda m: m["detector"].update(candidates=0), "detector setting 'candidates'"),
                        (lambda m: m.update(detector="x"), "holds no detector settings")):
         bad = damaged_meta(src, tmp_path / "bad.npz", edit)
         rc = scan_film.main([str(bad), str(mias / "mdb001.pgm"), "--out", str(tmp_path / "o"), "--find-lesions",
                              "--backend", "numpy"])
         err = capsys.readouterr().err
         assert rc == 2 and said in err and "bad.npz" in err and err.count("\n") == 1, err
+        # the library's loader (the --heldout and training side) names the same setting
+        with pytest.raises(CheckpointError, match=said.replace("'", ".")):
+            load_detector(bad)

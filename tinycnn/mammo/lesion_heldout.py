@@ -19,12 +19,13 @@ from pathlib import Path
 
 from .cli import shown
 from .data.preprocess import DataError
-from .detection.checkpoints import NotADetector, fold_checkpoints, load_detector
-from .detection.crossval import METRICS_FILE, blas_threads, grid_step_of, scan_films
+from .detection.checkpoints import NotADetector, detector_config, fold_checkpoints, load_detector
+from .detection.crossval import METRICS_FILE, grid_step_of, scan_films
 from .detection.evaluate import brightest_window_map, film_candidates, summarise
-from .lesion_scanner import check_settings, sigmoid
+from .lesion_scanner import sigmoid
 from .outputs import is_regular_file
 from .runfolder import lock_owner
+from .threads import limit_blas
 from tinycnn.checkpoint import CheckpointError, read_checkpoint
 
 HEADER = ["film", "patient", "fold", "marks", "top1_hit", "x", "y", "p_lesion", "log_odds"]
@@ -68,7 +69,7 @@ def fold_detectors(run: Path, record: dict) -> list[tuple[int, Path, dict]]:
     out, owner = [], {}
     for path in fold_checkpoints(run):
         meta = read_checkpoint(path, arrays=False)["meta"]
-        check_settings(meta, path)
+        detector_config(meta, path)
         refs = meta.get("heldout")
         if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
             raise CheckpointError(f"{path}: its meta record names no held-out films: not a fold of a detection "
@@ -100,7 +101,7 @@ def pooled_scan(folds, films_at, backend, log) -> tuple[dict, list[dict], list[s
     held-out refs not found in the data). As the run scanned: one BLAS thread (the same
     sums in the same order, so the same scores to the last bit), and the pool in the
     data's film order (the same means)."""
-    with blas_threads(1):
+    with limit_blas(1):
         return _pooled_scan(folds, films_at, backend, log)
 
 

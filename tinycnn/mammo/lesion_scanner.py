@@ -28,7 +28,7 @@ from . import memory, scan
 from .detection.checkpoints import MODEL_FILE, TASK, NotADetector, detector_config, fold_checkpoints, load_detector
 from .detection.evaluate import film_candidates
 from .detection.films import Film, make_film
-from .detection.heatmap import MIRRORS, heat_map
+from .detection.heatmap import heat_map
 from .outputs import target_kind
 from .scanner import read_film
 from tinycnn.checkpoint import CheckpointError, architecture_shapes, read_checkpoint
@@ -78,39 +78,6 @@ def find_detector(path: Path) -> tuple[Path, list[str]]:
     return path, []
 
 
-def _whole(value, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def check_settings(meta: dict, path) -> None:
-    """The detector settings a scan uses, checked in the meta record itself (a
-    DetectorConfig would take any value and fail deep inside the scan): present, of
-    the right type and range. NotADetector for a checkpoint that is no detector;
-    CheckpointError naming the setting otherwise."""
-    if isinstance(meta, dict) and meta.get("task") == TASK and not isinstance(meta.get("detector"), dict):
-        raise CheckpointError(f"{path}: its meta record says task 'detect' but holds no detector settings: a "
-                              "damaged detector checkpoint")
-    detector_config(meta, path)  # NotADetector for a classifier, before anything else
-    d = meta["detector"]
-    widths = d.get("widths")
-    rules = {
-        "scale": _whole(d.get("scale"), 1),
-        "side": _whole(d.get("side"), 2) and d.get("side") % 2 == 0,
-        "widths": isinstance(widths, list) and bool(widths) and all(_whole(w, 1) for w in widths),
-        "shifts": _whole(d.get("shifts"), 1) and isinstance(widths, list)
-        and (2 ** len(widths)) % d.get("shifts") == 0,
-        "mirrors": _whole(d.get("mirrors"), 0) and d.get("mirrors") in (0, 1) + tuple(MIRRORS),
-        "nms_radius": isinstance(d.get("nms_radius"), (int, float)) and not isinstance(d.get("nms_radius"), bool)
-        and math.isfinite(d.get("nms_radius")) and d.get("nms_radius") >= 0,
-        "candidates": _whole(d.get("candidates"), 1),
-    }
-    for key, ok in rules.items():
-        if not ok:
-            found = "nothing" if key not in d else repr(d[key])
-            raise CheckpointError(f"{path}: detector setting {key!r} in its meta record is unusable (found "
-                                  f"{found}): a damaged or foreign detector checkpoint")
-
-
 @dataclass
 class LesionScan:
     film: Film  # the film at working resolution (no marks)
@@ -129,7 +96,7 @@ class LesionScanner:
     def __init__(self, ckpt: Path, backend, top: int = 10):
         self.ckpt = ckpt
         records = read_checkpoint(ckpt, arrays=False)
-        check_settings(records["meta"], ckpt)
+        detector_config(records["meta"], ckpt)  # NotADetector or the damaged setting named
         shapes = architecture_shapes(records["arch"], ckpt)
         memory.require(memory.inference_bytes(shapes, 1), memory.device_available(backend),
                        f"running the detector of {ckpt} ({shapes.num_parameters():,} parameters)",
@@ -231,5 +198,5 @@ def region_rows(candidates: np.ndarray, k: int) -> list[dict]:
              "log_odds": f"{s:.4f}"} for i, (row, col, s) in enumerate(np.asarray(candidates)[:k])]
 
 
-__all__ = ["LesionScan", "LesionScanner", "NotADetector", "PLAIN_WORDS", "REGIONS_HEADER", "check_settings",
+__all__ = ["LesionScan", "LesionScanner", "NotADetector", "PLAIN_WORDS", "REGIONS_HEADER",
            "find_detector", "is_detection_run", "is_detector", "region_rows"]

@@ -15,7 +15,6 @@ key hashes all three), and a fold whose key differs is trained afresh.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import json
@@ -29,6 +28,7 @@ from tinycnn.checkpoint import CheckpointError
 from tinycnn.paths import atomic_savez
 
 from ..report import write_metrics
+from ..threads import limit_blas
 from .checkpoints import MODEL_FILE, TASK, fold_checkpoints, load_detector
 from .evaluate import brightest_window_map, film_candidates, summarise
 from .folds import film_folds
@@ -84,24 +84,6 @@ def _save_fold(path: Path, key: str, refs: list, maps: list, cands: list, info: 
     atomic_savez(path, arrays)
 
 
-@contextlib.contextmanager
-def blas_threads(n: int | None):
-    """BLAS limited to n threads while the block runs (None: the library's choice). The
-    detector's products are small (a 62 px window's layers): BLAS threads gain nothing
-    there, and on a busy 2-core machine OpenBLAS's spinning threads made a training
-    step 10x slower in wall time (1.0 s against 0.09 s, 16x the CPU time; measured)."""
-    if n is None:
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # comes with scikit-learn; without it the library's choice
-        yield
-        return
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
-
-
 def run_detection_cv(films: list, config: DetectorConfig, backend="numpy", out_dir=None, log=print,
                      threads: int | None = 1, on_save=None) -> dict:
     """Train and evaluate the detector by K folds of women over films (Film). Returns
@@ -110,7 +92,7 @@ def run_detection_cv(films: list, config: DetectorConfig, backend="numpy", out_d
     threads: BLAS threads while it runs (1; None: the library's choice). on_save: called
     with each fold's model path once the fold is saved whole (the app's --overwrite
     lets the old run go then)."""
-    with blas_threads(threads):
+    with limit_blas(threads):
         return _run(films, config, backend, out_dir, log, on_save)
 
 

@@ -10,15 +10,16 @@ exit codes."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from pathlib import Path
 
 from .. import report
+from ..cli import shown
 from ..data import DataError
 from ..data.split import PatientLeak
 from ..memory import NotEnoughMemory
+from ..threads import limit_blas
 from ..runfolder import (Replacement, RunFolderBusy, RunFolderUnusable, RunLock, holds_run, recover,
                          remove_stale_temporaries)
 from tinycnn.checkpoint import CheckpointError
@@ -28,23 +29,10 @@ from .resume import checkpoint_notes
 from .task import ExperimentError, ExperimentInterrupted, Run, Task
 
 
-@contextlib.contextmanager
 def blas_threads(threads: int | None, image_size: int):
-    """While the block runs, BLAS uses `threads` threads (default: 1 below 128 px; else
-    the library's choice): small matrices gain nothing from BLAS threads, and on a busy
-    machine idle-spinning threads made a 64 px step 6x slower (measured). Yields what
-    the banner prints."""
-    n = threads if threads is not None else (1 if image_size < 128 else None)
-    if n is None:
-        yield "library default"
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield "library default (threadpoolctl missing)"
-        return
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield str(n)
+    """limit_blas with the rule of thumb when --threads is not given: 1 below 128 px
+    (small matrices gain nothing from BLAS threads), else the library's choice."""
+    return limit_blas(threads if threads is not None else (1 if image_size < 128 else None))
 
 
 def run_experiment(task: Task, config: ExperimentConfig, backend, log, warn) -> dict | None:
@@ -59,7 +47,7 @@ def run_experiment(task: Task, config: ExperimentConfig, backend, log, warn) -> 
         except (NotEnoughMemory, RunFolderBusy, RunFolderUnusable) as e:
             raise ExperimentError(str(e)) from e
         except OSError as e:
-            raise ExperimentError(f"cannot create --out {config.out}: {e.strerror or e}") from e
+            raise ExperimentError(f"cannot create --out {shown(config.out)}: {shown(e.strerror or e)}") from e
         try:
             prepare_run_folder(task, config, log)
             data = read_data(task, config, memory_for_data)
@@ -85,7 +73,7 @@ def lock_run_folder(config: ExperimentConfig) -> tuple[ExperimentConfig, RunLock
             if config.out_given or config.resume:
                 raise
             config = dataclasses.replace(config, out=str(default_out(config.dataset, resume=False)))
-    raise RunFolderBusy(f"no free run folder next to {config.out}: choose an --out")
+    raise RunFolderBusy(f"no free run folder next to {shown(config.out)}: choose an --out")
 
 
 def prepare_run_folder(task: Task, config: ExperimentConfig, log) -> None:
@@ -94,12 +82,12 @@ def prepare_run_folder(task: Task, config: ExperimentConfig, log) -> None:
     out = Path(config.out)
     note = recover(out)
     if note:
-        log(note)
+        log(shown(note))
     stale = remove_stale_temporaries(out)
     if stale:
-        log(f"removed {len(stale)} temporary file(s) left by an interrupted save (first: {stale[0]})")
+        log(f"removed {len(stale)} temporary file(s) left by an interrupted save (first: {shown(stale[0])})")
     if holds_run(out) and not (config.resume or config.overwrite):
-        raise ExperimentError(f"{out} already holds a run: --resume continues it, --overwrite replaces it, "
+        raise ExperimentError(f"{shown(out)} already holds a run: --resume continues it, --overwrite replaces it, "
                               "or choose another --out")
     if config.resume:
         try:
@@ -138,8 +126,8 @@ def train_in_place(task: Task, run: Run, data) -> dict | None:
             moved = replacement.begin()
         except OSError as e:
             replacement.active = True  # put back whatever was moved before the failure
-            raise ExperimentError(f"--overwrite: cannot move the run in {out} aside ({e}); it is left in place") from e
-        run.log(f"--overwrite: the {moved} file(s) of the run in {out} are kept aside until this run saves its "
+            raise ExperimentError(f"--overwrite: cannot move the run in {shown(out)} aside ({shown(e)}); it is left in place") from e
+        run.log(f"--overwrite: the {moved} file(s) of the run in {shown(out)} are kept aside until this run saves its "
                 "first checkpoint")
         run.on_save = replacement.commit
         return _train(task, run, data)
@@ -147,9 +135,9 @@ def train_in_place(task: Task, run: Run, data) -> dict | None:
         if replacement.active:
             try:
                 replacement.rollback()
-                run.log(f"the earlier run in {out} is back in place: this run saved no checkpoint")
+                run.log(f"the earlier run in {shown(out)} is back in place: this run saved no checkpoint")
             except OSError as e:  # it stays in .replaced/, and the next run there puts it back
-                run.warn(f"error: could not put the earlier run back yet ({e}); it is safe in {replacement.backup} "
+                run.warn(f"error: could not put the earlier run back yet ({shown(e)}); it is safe in {shown(replacement.backup)} "
                          "and the next run in this folder restores it")
 
 
