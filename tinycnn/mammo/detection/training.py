@@ -43,7 +43,7 @@ class DetectorConfig:
     widths: tuple = (16, 32, 64, 128)
     hidden: int = 128
     dropout: float = 0.5
-    steps: int = 1000
+    steps: int = 800  # 1000 gave 45.0% top-1 in 637 s on 2 cores: over the 10 minutes a run may take
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
