@@ -228,7 +228,8 @@ def train_and_report(config: ExperimentConfig) -> int:
         return INTERRUPTED
     for line in task.summary(record):
         say(line)
-    say(f"wrote {shown(Path(record['config']['out']) / 'metrics.json')} and plots; {record['wall_seconds']:.0f} s in all")
+    metrics = shown(Path(record['config']['out']) / 'metrics.json')
+    say(f"wrote {metrics} and plots; {record['wall_seconds']:.0f} s in all")
     return 0
 
 

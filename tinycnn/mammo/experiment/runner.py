@@ -126,7 +126,8 @@ def train_in_place(task: Task, run: Run, data) -> dict | None:
             moved = replacement.begin()
         except OSError as e:
             replacement.active = True  # put back whatever was moved before the failure
-            raise ExperimentError(f"--overwrite: cannot move the run in {shown(out)} aside ({shown(e)}); it is left in place") from e
+            raise ExperimentError(f"--overwrite: cannot move the run in {shown(out)} aside ({shown(e)}); it is left "
+                                  "in place") from e
         run.log(f"--overwrite: the {moved} file(s) of the run in {shown(out)} are kept aside until this run saves its "
                 "first checkpoint")
         run.on_save = replacement.commit
@@ -137,8 +138,8 @@ def train_in_place(task: Task, run: Run, data) -> dict | None:
                 replacement.rollback()
                 run.log(f"the earlier run in {shown(out)} is back in place: this run saved no checkpoint")
             except OSError as e:  # it stays in .replaced/, and the next run there puts it back
-                run.warn(f"error: could not put the earlier run back yet ({shown(e)}); it is safe in {shown(replacement.backup)} "
-                         "and the next run in this folder restores it")
+                run.warn(f"error: could not put the earlier run back yet ({shown(e)}); it is safe in "
+                         f"{shown(replacement.backup)} and the next run in this folder restores it")
 
 
 def _train(task: Task, run: Run, data) -> dict | None:
